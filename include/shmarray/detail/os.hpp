@@ -1,0 +1,184 @@
+// shmarray internals: errno to typed errors, and small POSIX helpers.
+#pragma once
+
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "../errors.hpp"
+
+namespace shmarray::detail {
+
+// Runs a callable on scope exit unless dismissed: undoes half-done creation.
+template <class F>
+class scope_exit {
+ public:
+  explicit scope_exit(F f) : f_(std::move(f)) {}
+  scope_exit(const scope_exit&) = delete;
+  scope_exit& operator=(const scope_exit&) = delete;
+  ~scope_exit() {
+    if (armed_) f_();
+  }
+  void dismiss() noexcept { armed_ = false; }
+
+ private:
+  F f_;
+  bool armed_ = true;
+};
+
+inline std::string errno_text(int err) {
+  char buf[256];
+  // GNU strerror_r returns the text; it may or may not use buf.
+  return ::strerror_r(err, buf, sizeof buf);
+}
+
+// Throws the typed error that fits an errno value from an operation on a segment.
+[[noreturn]] inline void throw_os_error(int err, std::string_view name, std::string_view doing) {
+  std::string what = message(name, std::string(doing) + ": " + errno_text(err));
+  switch (err) {
+    case ENOENT:
+      throw not_found(message(name, "does not exist"));
+    case EEXIST:
+      throw already_exists(message(name, "already exists"));
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      throw access_denied(what);
+    case ENAMETOOLONG:
+      throw invalid_name(what);
+    default:
+      throw system_error(what, err);
+  }
+}
+
+// The out_of_space error for `needed` bytes that the file system behind `fd`
+// could not reserve, with the way out.
+[[noreturn]] inline void throw_out_of_space(int fd, std::string_view name, std::size_t needed,
+                                            bool is_shm) {
+  struct statvfs st {};
+  std::size_t avail = 0;
+  if (::fstatvfs(fd, &st) == 0) avail = std::size_t(st.f_bavail) * std::size_t(st.f_frsize);
+  std::string text = "needs " + std::to_string(needed) + " bytes, but " +
+                     (is_shm ? std::string("/dev/shm") : std::string("the file system")) + " has " +
+                     std::to_string(avail) + " bytes free; ";
+  if (is_shm)
+    text +=
+        "free space in /dev/shm (shmarray gc removes segments of dead owners), give the "
+        "container more shared memory (docker run --shm-size=...), or use a file backing";
+  else
+    text += "free space on that file system or choose another directory";
+  throw out_of_space(message(name, text), needed, avail);
+}
+
+inline std::size_t page_size() noexcept {
+  static const std::size_t size = std::size_t(::sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+// The kernel's boot id (a UUID that changes on every boot) as 16 bytes;
+// all zero where the kernel does not provide one.
+inline std::array<std::uint8_t, 16> boot_id() {
+  static const std::array<std::uint8_t, 16> id = [] {
+    std::array<std::uint8_t, 16> out{};
+    std::FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (!f) return out;
+    char text[64] = {};
+    const std::size_t n = std::fread(text, 1, sizeof text - 1, f);
+    std::fclose(f);
+    std::size_t k = 0;
+    for (std::size_t i = 0; i + 1 < n && k < out.size(); ++i) {
+      auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+      };
+      const int hi = hex(text[i]), lo = hex(text[i + 1]);
+      if (hi < 0) continue;
+      if (lo < 0) break;
+      out[k++] = std::uint8_t(hi * 16 + lo);
+      ++i;
+    }
+    if (k != out.size()) out = {};
+    return out;
+  }();
+  return id;
+}
+
+// The sum of the named fields (in KiB) of the mapping that starts at
+// `start`, read from /proc/self/smaps; 0 where there is no such mapping.
+inline std::size_t mapping_kib(const void* start, std::initializer_list<std::string_view> fields) {
+  std::FILE* f = std::fopen("/proc/self/smaps", "re");
+  if (!f) return 0;
+  char header[32];
+  const int hlen =
+      std::snprintf(header, sizeof header, "%lx-", reinterpret_cast<unsigned long>(start));
+  char line[512];
+  bool in_mapping = false;
+  std::size_t kib = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    // A mapping's header starts with its lower-case hex address; its fields
+    // start with a capitalised key.
+    if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) {
+      in_mapping = std::strncmp(line, header, std::size_t(hlen)) == 0;
+      continue;
+    }
+    if (!in_mapping) continue;
+    const char* colon = std::strchr(line, ':');
+    if (!colon) continue;
+    const std::string_view key(line, std::size_t(colon - line));
+    for (const auto field : fields)
+      if (key == field) kib += std::strtoull(colon + 1, nullptr, 10);
+  }
+  std::fclose(f);
+  return kib;
+}
+
+// CRC-32 as zlib computes it (reflected polynomial 0xEDB88320, initial and
+// final XOR 0xFFFFFFFF), so Python's zlib.crc32 gives the same value.
+inline std::uint32_t crc32(const void* data, std::size_t n) noexcept {
+  static const auto table = [] {
+    std::array<std::uint32_t, 256> t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k)
+        c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  const auto* p = static_cast<const std::uint8_t*>(data);
+  std::uint32_t c = 0xFFFFFFFFu;
+  for (std::size_t i = 0; i < n; ++i)
+    c = table[(c ^ p[i]) & 0xFFu] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+// Little-endian loads and stores, whatever the host.
+template <class U>
+inline U load_le(const void* p) noexcept {
+  const auto* b = static_cast<const std::uint8_t*>(p);
+  U v = 0;
+  for (std::size_t i = 0; i < sizeof(U); ++i)
+    v = U(v | (U(b[i]) << (8 * i)));
+  return v;
+}
+template <class U>
+inline void store_le(void* p, U v) noexcept {
+  auto* b = static_cast<std::uint8_t*>(p);
+  for (std::size_t i = 0; i < sizeof(U); ++i)
+    b[i] = std::uint8_t(v >> (8 * i));
+}
+
+}  // namespace shmarray::detail

@@ -1,0 +1,141 @@
+// shmarray: one exception hierarchy, one type per kind of failure.
+#pragma once
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace shmarray {
+
+// The root of every error shmarray throws (besides std::bad_alloc from the
+// allocator and std::out_of_range from ndarray::at, as the standard expects).
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A segment name or file path that cannot be used.
+class invalid_name : public error {
+ public:
+  using error::error;
+};
+
+// No segment by that name.
+class not_found : public error {
+ public:
+  using error::error;
+};
+
+// A segment by that name exists already (creation is exclusive).
+class already_exists : public error {
+ public:
+  using error::error;
+};
+
+// The operating system refused access, or a read-only segment was asked to
+// back a writable handle.
+class access_denied : public error {
+ public:
+  using error::error;
+};
+
+// The memory could not be reserved: /dev/shm (or the file system) is full.
+class out_of_space : public error {
+ public:
+  out_of_space(const std::string& what, std::size_t needed, std::size_t available)
+      : error(what), needed_(needed), available_(available) {}
+  std::size_t bytes_needed() const noexcept { return needed_; }
+  std::size_t bytes_available() const noexcept { return available_; }
+
+ private:
+  std::size_t needed_;
+  std::size_t available_;
+};
+
+// A shape that no array can have: rank above the limit, a size that overflows,
+// a zero extent where none is allowed, a reshape with two -1.
+class invalid_shape : public error {
+ public:
+  using error::error;
+};
+
+// A shape that does not fit the bytes or the record it is asked to describe.
+class shape_mismatch : public error {
+ public:
+  using error::error;
+};
+
+// The element type of a segment is not the one asked for.
+class dtype_mismatch : public error {
+ public:
+  using error::error;
+};
+
+// A segment that is still being created: retry shortly.
+class not_ready : public error {
+ public:
+  using error::error;
+};
+
+// A metadata record that cannot be trusted.
+class metadata_error : public error {
+ public:
+  using error::error;
+};
+
+// The record is damaged or forged: bad magic, checksum, rank, order, sizes.
+class corrupt_metadata : public metadata_error {
+ public:
+  using metadata_error::metadata_error;
+};
+
+// The record was written in a format version this reader does not know.
+class version_mismatch : public metadata_error {
+ public:
+  using metadata_error::metadata_error;
+};
+
+// The segment is shorter than its record says it must be.
+class truncated_segment : public metadata_error {
+ public:
+  using metadata_error::metadata_error;
+};
+
+// The process-shared lock could not be used.
+class lock_error : public error {
+ public:
+  using error::error;
+};
+
+// Any other failure of the operating system, with its errno value.
+class system_error : public error {
+ public:
+  system_error(const std::string& what, int code) : error(what), code_(code) {}
+  int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
+namespace detail {
+
+// `segment "/name"`, or `anonymous segment` for memory without a name.
+inline std::string describe(std::string_view name) {
+  if (name.empty()) return "anonymous segment";
+  std::string s = "segment \"";
+  s.append(name.data(), name.size());
+  s += '"';
+  return s;
+}
+
+inline std::string message(std::string_view name, std::string_view text) {
+  std::string s = "shmarray: ";
+  s += describe(name);
+  s += ' ';
+  s.append(text.data(), text.size());
+  return s;
+}
+
+}  // namespace detail
+}  // namespace shmarray

@@ -1,0 +1,296 @@
+// shmarray: manager, the owner of the segments it creates; its scope ends
+// their names' life. The counterpart of SharedMemoryManager.
+#pragma once
+
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "backing.hpp"
+#include "detail/os.hpp"
+#include "dtype.hpp"
+#include "errors.hpp"
+#include "metadata.hpp"
+#include "ndarray.hpp"
+#include "segment.hpp"
+#include "shape.hpp"
+
+namespace shmarray {
+
+// How to create an array.
+struct create_options {
+  shmarray::order order = order::row_major;
+  // No record: the segment holds exactly the array's bytes, as Python's
+  // shared_ndarray2 requires of a segment it wraps. Attach it with an
+  // explicit shape; it has no lock.
+  bool raw = false;
+  // The manager does not remove this segment; it outlives the manager.
+  bool keep = false;
+  map_options map;
+};
+
+struct manager_options {
+  // Generated names are prefix + pid + '_' + salt + '_' + counter.
+  std::string prefix = "shmarray_";
+};
+
+namespace detail {
+
+inline std::string base36(std::uint64_t v) {
+  std::string s;
+  do {
+    s.insert(s.begin(), "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36]);
+    v /= 36;
+  } while (v);
+  return s;
+}
+
+}  // namespace detail
+
+// Creates arrays in shared memory and removes every segment it created when
+// it is destroyed, in the creating process only: a fork()ed child that
+// destroys its copy removes nothing. Handles stay usable after their name is
+// removed, until the last copy goes. Thread-safe.
+class manager {
+ public:
+  manager() : manager(manager_options{}) {}
+  explicit manager(manager_options o) : s_(std::make_unique<state>()) {
+    s_->prefix = std::move(o.prefix);
+  }
+  manager(manager&&) noexcept = default;
+  manager& operator=(manager&& o) noexcept {
+    if (this != &o) {
+      remove_all();
+      s_ = std::move(o.s_);
+    }
+    return *this;
+  }
+  ~manager() { remove_all(); }
+
+  // A new zero-filled array under a generated POSIX shared-memory name.
+  template <class T>
+  ndarray<T> from_shape(const shape_type& shape, const create_options& o = {}) {
+    return create<T>(shape, o, no_fill);
+  }
+  // A new zero-filled array with the given backing: anonymous{},
+  // posix_shm{"name"} or file{"path"}.
+  template <class T, class Backing, class = std::enable_if_t<detail::is_backing<Backing>::value>>
+  ndarray<T> from_shape(const shape_type& shape, const Backing& backing,
+                        const create_options& o = {}) {
+    return create<T>(backing, shape, o, no_fill);
+  }
+
+  // A new array holding a copy of `data`, read in the order of `o.order`.
+  template <class T>
+  ndarray<std::remove_const_t<T>> from_array(const T* data, const shape_type& shape,
+                                             const create_options& o = {}) {
+    return create<std::remove_const_t<T>>(shape, o, copier(data));
+  }
+  template <class T, class Backing, class = std::enable_if_t<detail::is_backing<Backing>::value>>
+  ndarray<std::remove_const_t<T>> from_array(const T* data, const shape_type& shape,
+                                             const Backing& backing, const create_options& o = {}) {
+    return create<std::remove_const_t<T>>(backing, shape, o, copier(data));
+  }
+  // A new array holding a copy of another, with its shape and order.
+  template <class T>
+  ndarray<std::remove_const_t<T>> from_array(const ndarray<T>& a, create_options o = {}) {
+    o.order = a.storage_order();
+    return from_array(a.data(), a.shape(), o);
+  }
+  template <class T, class Backing, class = std::enable_if_t<detail::is_backing<Backing>::value>>
+  ndarray<std::remove_const_t<T>> from_array(const ndarray<T>& a, const Backing& backing,
+                                             create_options o = {}) {
+    o.order = a.storage_order();
+    return from_array(a.data(), a.shape(), backing, o);
+  }
+
+  // Attaches to an array this or another process made; the manager does not
+  // own it and will not remove it.
+  template <class T>
+  ndarray<T> attach(std::string_view name, const attach_options& opts = {}) const {
+    return ndarray<T>::attach(name, opts);
+  }
+  template <class T>
+  ndarray<T> attach(std::string_view name, shape_type shape, order o = order::row_major,
+                    const attach_options& opts = {}) const {
+    return ndarray<T>::attach(name, std::move(shape), o, opts);
+  }
+
+  // A fresh name: prefix, owner pid, a per-process salt and a counter. With
+  // the default prefix it is at most 30 characters long, '/' included.
+  posix_shm generate_name() const {
+    static std::atomic<std::uint64_t> counter{0};
+    static const std::string salt = [] {
+      std::random_device rd;
+      return detail::base36(1679616 + rd() % (60466176 - 1679616));  // 5 base-36 digits
+    }();
+    const std::uint64_t n = counter.fetch_add(1, std::memory_order_relaxed) % 2176782336u;
+    return posix_shm(s_->prefix + std::to_string(::getpid()) + "_" + salt + "_" +
+                     detail::base36(n));
+  }
+
+  // The names this manager will remove, in creation order.
+  std::vector<std::string> names() const {
+    std::lock_guard<std::mutex> g(s_->mu);
+    std::vector<std::string> out;
+    for (const auto& o : s_->owned)
+      out.push_back(o.name);
+    return out;
+  }
+
+  // Storage for shmarray::allocator over named memory: a raw segment that
+  // lives until deallocate_bytes or the manager's end.
+  void* allocate_bytes(std::size_t bytes) {
+    for (int attempt = 0;; ++attempt) {
+      const posix_shm name = generate_name();
+      try {
+        segment seg(create_only, name, bytes);
+        detail::scope_exit undo([&] { remove_quietly(name); });
+        std::lock_guard<std::mutex> g(s_->mu);
+        void* p = seg.data();
+        s_->owned.push_back({name.name(), &remove_as<posix_shm>, ::getpid()});
+        s_->allocations.emplace(p, std::move(seg));
+        undo.dismiss();
+        return p;
+      } catch (const already_exists&) {
+        if (attempt == 16) throw;
+      }
+    }
+  }
+  void deallocate_bytes(void* p) noexcept {
+    std::lock_guard<std::mutex> g(s_->mu);
+    const auto it = s_->allocations.find(p);
+    if (it == s_->allocations.end()) return;
+    remove_owned(it->second.name());
+    s_->allocations.erase(it);
+  }
+
+ private:
+  struct owned_name {
+    std::string name;
+    bool (*remove)(const std::string&);
+    pid_t creator;
+  };
+  struct state {
+    std::string prefix;
+    mutable std::mutex mu;
+    std::vector<owned_name> owned;
+    std::map<void*, segment> allocations;
+  };
+
+  template <class Backing>
+  static bool remove_as(const std::string& name) {
+    return Backing(name).remove();
+  }
+
+  // Undoes a creation that failed half-way; anonymous memory has no name.
+  template <class Backing>
+  static void remove_quietly(const Backing& backing) noexcept {
+    if constexpr (detail::is_named<Backing>::value) {
+      try {
+        backing.remove();
+      } catch (...) {
+      }
+    }
+  }
+
+  static void no_fill(std::byte*, std::size_t) noexcept {}
+
+  template <class T>
+  static auto copier(const T* data) {
+    return [data](std::byte* dst, std::size_t nbytes) {
+      if (nbytes) std::memcpy(dst, data, nbytes);
+    };
+  }
+
+  // Creates under a generated name, trying the next one if a stale segment
+  // of an earlier process with this pid holds it.
+  template <class T, class Fill>
+  ndarray<T> create(const shape_type& shape, const create_options& o, Fill&& fill) {
+    for (int attempt = 0;; ++attempt) {
+      try {
+        return create<T>(generate_name(), shape, o, fill);
+      } catch (const already_exists&) {
+        if (attempt == 16) throw;
+      }
+    }
+  }
+
+  template <class T, class Backing, class Fill>
+  ndarray<T> create(const Backing& backing, const shape_type& shape, const create_options& o,
+                    Fill&& fill) {
+    static_assert(!std::is_const_v<T>, "shmarray: create arrays of T, not const T");
+    const std::size_t nbytes = detail::checked_nbytes(sizeof(T), shape, backing.name());
+    std::uint64_t total = nbytes;
+    if (o.raw && nbytes == 0)
+      throw invalid_shape(detail::message(
+          backing.name(),
+          "cannot be a raw segment of shape " + to_string(shape) + ": it would hold 0 bytes"));
+    if (!o.raw && !detail::segment_bytes(nbytes, total))
+      throw invalid_shape(detail::message(
+          backing.name(), "cannot hold " + std::to_string(nbytes) + " bytes and a record"));
+    segment seg(create_only, backing, std::size_t(total), o.map);
+    auto undo = detail::scope_exit([&] { remove_quietly(backing); });
+    std::optional<segment_info> info;
+    if (!o.raw) {
+      info = detail::new_info(dtype_of<T>(), shape, o.order, nbytes);
+      detail::write_record(seg.data(), seg.size(), *info, seg.name());
+    }
+    fill(seg.data(), nbytes);
+    if constexpr (detail::is_named<Backing>::value) {
+      if (!o.keep) {
+        std::lock_guard<std::mutex> g(s_->mu);
+        s_->owned.push_back({seg.name(), &remove_as<Backing>, ::getpid()});
+      }
+    }
+    undo.dismiss();
+    return ndarray<T>(detail::trusted_t{}, std::move(seg), info ? &*info : nullptr, shape, o.order);
+  }
+
+  // Removes a name this process created (false, already gone, is fine); a
+  // fork()ed child's copy of the manager never removes its parent's names.
+  static void remove_if_mine(const owned_name& o) noexcept {
+    if (o.creator != ::getpid()) return;
+    try {
+      o.remove(o.name);
+    } catch (...) {
+    }
+  }
+
+  // Removes one owned name and stops owning it; the caller holds the mutex.
+  void remove_owned(const std::string& name) noexcept {
+    for (auto it = s_->owned.begin(); it != s_->owned.end(); ++it) {
+      if (it->name != name) continue;
+      remove_if_mine(*it);
+      s_->owned.erase(it);
+      return;
+    }
+  }
+
+  void remove_all() noexcept {
+    if (!s_) return;
+    std::lock_guard<std::mutex> g(s_->mu);
+    for (const auto& o : s_->owned)
+      remove_if_mine(o);
+    s_->owned.clear();
+    s_->allocations.clear();
+  }
+
+  std::unique_ptr<state> s_;
+};
+
+}  // namespace shmarray

@@ -1,0 +1,300 @@
+// shmarray: the self-describing record at the end of a segment, laid out as
+// docs/FORMAT.md says, and validated on every attach.
+#pragma once
+
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "detail/os.hpp"
+#include "dtype.hpp"
+#include "errors.hpp"
+#include "shape.hpp"
+
+namespace shmarray {
+
+// What a segment's record says. Strides are not stored: they follow from
+// the shape, the order and the item size.
+struct segment_info {
+  std::string dtype;  // NumPy type string, e.g. "<f8"
+  std::size_t itemsize = 0;
+  shmarray::order order = order::row_major;
+  shape_type shape;
+  std::size_t data_nbytes = 0;   // itemsize * prod(shape)
+  std::int64_t owner_pid = 0;    // the creating process
+  std::uint64_t created_ns = 0;  // CLOCK_REALTIME, ns since the epoch
+  std::array<std::uint8_t, 16> boot_id{};
+};
+
+// Byte offsets and constants of format version 1 (docs/FORMAT.md).
+namespace format {
+inline constexpr char magic[8] = {'S', 'H', 'M', 'A', 'R', 'R', 'A', 'Y'};
+inline constexpr std::uint32_t version = 1;
+inline constexpr std::size_t record_size = 512;
+inline constexpr std::size_t record_alignment = 64;  // the record starts at a multiple of this
+
+inline constexpr std::size_t off_magic = 0;
+inline constexpr std::size_t off_version = 8;
+inline constexpr std::size_t off_record_size = 12;
+inline constexpr std::size_t off_data_nbytes = 16;
+inline constexpr std::size_t off_dtype = 24;
+inline constexpr std::size_t dtype_field = 16;
+inline constexpr std::size_t off_itemsize = 40;
+inline constexpr std::size_t off_rank = 44;
+inline constexpr std::size_t off_order = 48;
+inline constexpr std::size_t off_flags = 52;
+inline constexpr std::size_t off_owner_pid = 56;
+inline constexpr std::size_t off_created_ns = 64;
+inline constexpr std::size_t off_boot_id = 72;
+inline constexpr std::size_t off_shape = 88;
+inline constexpr std::size_t off_reserved = off_shape + 8 * max_rank;  // 344
+inline constexpr std::size_t checksummed = 376;                        // bytes [0, 376)
+inline constexpr std::size_t off_checksum = 376;
+inline constexpr std::size_t off_ready = 380;
+inline constexpr std::size_t off_lock_state = 384;
+inline constexpr std::size_t off_lock_boot_id = 392;
+inline constexpr std::size_t off_mutex = 448;
+inline constexpr std::size_t mutex_field = 64;
+
+// The ready word: the bytes "REDY", stored last with release semantics.
+inline constexpr std::uint32_t ready_value = 0x59444552u;
+// States of the lock word.
+inline constexpr std::uint32_t lock_uninitialised = 0;
+inline constexpr std::uint32_t lock_initialising = 1;
+inline constexpr std::uint32_t lock_ready = 2;
+
+static_assert(sizeof(pthread_mutex_t) <= mutex_field, "pthread_mutex_t does not fit the record");
+static_assert(off_mutex + mutex_field == record_size);
+}  // namespace format
+
+namespace detail {
+
+inline std::uint32_t* word(std::byte* rec, std::size_t off) {
+  return reinterpret_cast<std::uint32_t*>(rec + off);
+}
+inline std::uint32_t load_acquire(const std::byte* rec, std::size_t off) {
+  return __atomic_load_n(reinterpret_cast<const std::uint32_t*>(rec + off), __ATOMIC_ACQUIRE);
+}
+inline pthread_mutex_t* record_mutex(std::byte* rec) {
+  return reinterpret_cast<pthread_mutex_t*>(rec + format::off_mutex);
+}
+
+// The size of a segment holding `data_nbytes` of data and a record, or false
+// when it overflows.
+inline bool segment_bytes(std::uint64_t data_nbytes, std::uint64_t& out) noexcept {
+  const std::uint64_t a = format::record_alignment;
+  if (data_nbytes > std::uint64_t(PTRDIFF_MAX) - a - format::record_size) return false;
+  out = (data_nbytes + a - 1) / a * a + format::record_size;
+  return true;
+}
+
+// The record of a segment of `size` bytes: its last 512 bytes, or nullptr
+// where the size cannot end in a record.
+template <class Byte>
+inline Byte* record_of(Byte* base, std::size_t size) noexcept {
+  if (size < format::record_size || (size - format::record_size) % format::record_alignment)
+    return nullptr;
+  return base + (size - format::record_size);
+}
+
+inline bool has_magic(const std::byte* rec) noexcept {
+  return rec && std::memcmp(rec + format::off_magic, format::magic, sizeof format::magic) == 0;
+}
+
+// A process-shared, robust mutex: a holder's death is reported to the next
+// locker instead of leaving the mutex locked forever.
+inline void init_mutex(pthread_mutex_t* m, std::string_view name) {
+  pthread_mutexattr_t a;
+  int rc = ::pthread_mutexattr_init(&a);
+  if (rc == 0) rc = ::pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  if (rc == 0) rc = ::pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  if (rc == 0) rc = ::pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+  if (rc == 0) rc = ::pthread_mutex_init(m, &a);
+  ::pthread_mutexattr_destroy(&a);
+  if (rc != 0) throw lock_error(message(name, "could not initialise its lock: " + errno_text(rc)));
+}
+
+// Writes the record of a new segment whose memory is still private to its
+// creator; the ready word goes last, so no reader sees a half-written record.
+inline void write_record(std::byte* base, std::size_t size, const segment_info& info,
+                         std::string_view name) {
+  std::byte* rec = record_of(base, size);
+  std::memset(rec, 0, format::record_size);
+  std::memcpy(rec + format::off_magic, format::magic, sizeof format::magic);
+  store_le<std::uint32_t>(rec + format::off_version, format::version);
+  store_le<std::uint32_t>(rec + format::off_record_size, format::record_size);
+  store_le<std::uint64_t>(rec + format::off_data_nbytes, info.data_nbytes);
+  std::memcpy(rec + format::off_dtype, info.dtype.data(),
+              std::min(info.dtype.size(), format::dtype_field - 1));
+  store_le<std::uint32_t>(rec + format::off_itemsize, std::uint32_t(info.itemsize));
+  store_le<std::uint32_t>(rec + format::off_rank, std::uint32_t(info.shape.size()));
+  rec[format::off_order] = std::byte(static_cast<char>(info.order));
+  store_le<std::uint64_t>(rec + format::off_owner_pid, std::uint64_t(info.owner_pid));
+  store_le<std::uint64_t>(rec + format::off_created_ns, info.created_ns);
+  std::memcpy(rec + format::off_boot_id, info.boot_id.data(), info.boot_id.size());
+  for (std::size_t i = 0; i < info.shape.size(); ++i)
+    store_le<std::uint64_t>(rec + format::off_shape + 8 * i, info.shape[i]);
+  store_le<std::uint32_t>(rec + format::off_checksum, crc32(rec, format::checksummed));
+  init_mutex(record_mutex(rec), name);
+  std::memcpy(rec + format::off_lock_boot_id, info.boot_id.data(), info.boot_id.size());
+  *word(rec, format::off_lock_state) = format::lock_ready;
+  __atomic_store_n(word(rec, format::off_ready), format::ready_value, __ATOMIC_RELEASE);
+}
+
+[[noreturn]] inline void corrupt(std::string_view name, const std::string& text) {
+  throw corrupt_metadata(message(name, "has a corrupt record: " + text));
+}
+
+// Reads and validates the record of a mapped segment, in the order
+// docs/FORMAT.md gives. Throws not_ready, version_mismatch, corrupt_metadata
+// or truncated_segment; never trusts a field before it is checked.
+inline segment_info read_record(const std::byte* base, std::size_t size, std::string_view name) {
+  const std::byte* at = record_of(base, size);
+  if (!at)
+    corrupt(name, "its " + std::to_string(size) +
+                      " bytes cannot end in a shmarray record (is it a raw segment? attach it "
+                      "with an explicit shape)");
+  if (!has_magic(at)) {
+    bool zero = true;
+    for (std::size_t i = 0; i < sizeof format::magic; ++i)
+      zero = zero && at[i] == std::byte{0};
+    if (zero)
+      throw not_ready(message(name,
+                              "has no shmarray record yet: it is still being created, or it is "
+                              "a raw segment (attach it with an explicit shape)"));
+    corrupt(name, "bad magic (is it a raw segment? attach it with an explicit shape)");
+  }
+  if (const auto v = load_le<std::uint32_t>(at + format::off_version); v != format::version)
+    throw version_mismatch(message(name, "has format version " + std::to_string(v) +
+                                             ", this reader knows version " +
+                                             std::to_string(format::version)));
+  if (load_acquire(at, format::off_ready) != format::ready_value)
+    throw not_ready(message(name, "is still being created (its ready word is not set)"));
+
+  // Validate a private copy, so that nothing can change between check and use.
+  std::byte rec[format::checksummed];
+  std::memcpy(rec, at, sizeof rec);
+  if (const auto rs = load_le<std::uint32_t>(rec + format::off_record_size);
+      rs != format::record_size)
+    corrupt(name, "record size " + std::to_string(rs) + ", expected " +
+                      std::to_string(format::record_size));
+  const auto stored = load_le<std::uint32_t>(at + format::off_checksum);
+  if (const auto computed = crc32(rec, sizeof rec); computed != stored)
+    corrupt(name, "checksum " + std::to_string(stored) + ", computed " + std::to_string(computed));
+
+  segment_info info;
+  const char* dt = reinterpret_cast<const char*>(rec + format::off_dtype);
+  const std::size_t dlen = strnlen(dt, format::dtype_field);
+  if (dlen == 0 || dlen == format::dtype_field) corrupt(name, "dtype is empty or unterminated");
+  for (std::size_t i = 0; i < format::dtype_field; ++i) {
+    const bool ok = i < dlen ? (dt[i] > ' ' && dt[i] < 0x7f) : dt[i] == 0;
+    if (!ok) corrupt(name, "dtype holds bytes that are not printable ASCII");
+  }
+  info.dtype.assign(dt, dlen);
+  info.itemsize = load_le<std::uint32_t>(rec + format::off_itemsize);
+  if (const auto known = find_dtype(info.dtype); known && known->itemsize != info.itemsize)
+    corrupt(name, "item size " + std::to_string(info.itemsize) + " for dtype " + info.dtype +
+                      ", expected " + std::to_string(known->itemsize));
+  if (info.itemsize == 0) corrupt(name, "item size 0");
+
+  const auto rank = load_le<std::uint32_t>(rec + format::off_rank);
+  if (rank > max_rank)
+    corrupt(name, "rank " + std::to_string(rank) + ", at most " + std::to_string(max_rank));
+  const auto ord = static_cast<char>(rec[format::off_order]);
+  if (ord != 'C' && ord != 'F')
+    corrupt(name, "order byte " + std::to_string(int(static_cast<unsigned char>(ord))) +
+                      ", expected 'C' or 'F'");
+  info.order = static_cast<order>(ord);
+  for (std::size_t i = format::off_order + 1; i < format::off_owner_pid; ++i)
+    if (rec[i] != std::byte{0}) corrupt(name, "reserved bytes after the order are not zero");
+  for (std::size_t i = format::off_reserved; i < format::checksummed; ++i)
+    if (rec[i] != std::byte{0}) corrupt(name, "reserved bytes after the shape are not zero");
+
+  std::uint64_t extents[max_rank] = {};
+  for (std::size_t i = 0; i < max_rank; ++i) {
+    extents[i] = load_le<std::uint64_t>(rec + format::off_shape + 8 * i);
+    if (i >= rank && extents[i] != 0) corrupt(name, "shape entries past the rank are not zero");
+  }
+  std::uint64_t nbytes = 0;
+  info.shape.assign(extents, extents + rank);
+  if (!product_bytes(info.itemsize, extents, rank, nbytes))
+    corrupt(name, "shape " + to_string(info.shape) + " of " + std::to_string(info.itemsize) +
+                      "-byte elements overflows");
+  const auto stated = load_le<std::uint64_t>(rec + format::off_data_nbytes);
+  if (stated != nbytes)
+    corrupt(name, "data size " + std::to_string(stated) + ", but shape " + to_string(info.shape) +
+                      " of " + info.dtype + " takes " + std::to_string(nbytes) + " bytes");
+  std::uint64_t expected = 0;
+  if (!segment_bytes(nbytes, expected)) corrupt(name, "data size overflows");
+  if (expected > size)
+    throw truncated_segment(message(name, "holds " + std::to_string(size) +
+                                              " bytes, but its record describes " +
+                                              std::to_string(expected)));
+  if (expected < size)
+    corrupt(name, "the segment holds " + std::to_string(size) + " bytes, its record describes " +
+                      std::to_string(expected));
+  info.data_nbytes = std::size_t(nbytes);
+  info.owner_pid = std::int64_t(load_le<std::uint64_t>(rec + format::off_owner_pid));
+  info.created_ns = load_le<std::uint64_t>(rec + format::off_created_ns);
+  std::memcpy(info.boot_id.data(), rec + format::off_boot_id, info.boot_id.size());
+  return info;
+}
+
+// Makes the lock of a writable segment usable in this boot: a mutex that was
+// initialised in an earlier boot (a file that survived a reboot) is
+// initialised again instead of trusted.
+inline void refresh_lock(std::byte* rec, std::string_view name) {
+  const auto now = boot_id();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (;;) {
+    std::uint32_t state = load_acquire(rec, format::off_lock_state);
+    if (state == format::lock_ready) {
+      if (std::memcmp(rec + format::off_lock_boot_id, now.data(), now.size()) == 0) return;
+      if (__atomic_compare_exchange_n(word(rec, format::off_lock_state), &state,
+                                      format::lock_initialising, false, __ATOMIC_ACQUIRE,
+                                      __ATOMIC_RELAXED)) {
+        init_mutex(record_mutex(rec), name);
+        std::memcpy(rec + format::off_lock_boot_id, now.data(), now.size());
+        __atomic_store_n(word(rec, format::off_lock_state), format::lock_ready, __ATOMIC_RELEASE);
+        return;
+      }
+    } else if (state != format::lock_initialising) {
+      corrupt(name, "lock state " + std::to_string(state));
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      throw lock_error(message(name,
+                               "has a lock that another process began to initialise "
+                               "and never finished"));
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+// The record for a new array, stamped with this process and boot.
+inline segment_info new_info(const dtype_info& dt, const shape_type& shape, order o,
+                             std::size_t nbytes) {
+  segment_info info;
+  info.dtype = std::string(dt.str);
+  info.itemsize = dt.itemsize;
+  info.order = o;
+  info.shape = shape;
+  info.data_nbytes = nbytes;
+  info.owner_pid = ::getpid();
+  info.created_ns = std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
+  info.boot_id = boot_id();
+  return info;
+}
+
+}  // namespace detail
+}  // namespace shmarray

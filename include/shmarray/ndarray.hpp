@@ -1,0 +1,356 @@
+// shmarray: ndarray<T>, a cheap handle to an N-dimensional array in shared
+// memory; the C++ counterpart of shared_ndarray2's SharedNDArray.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "dtype.hpp"
+#include "errors.hpp"
+#include "lock.hpp"
+#include "metadata.hpp"
+#include "segment.hpp"
+#include "shape.hpp"
+
+namespace shmarray {
+
+// How to attach to an existing segment.
+struct attach_options {
+  // How long to keep retrying a segment that is still being created before
+  // not_ready is thrown. Zero: try once.
+  std::chrono::milliseconds wait{200};
+  map_options map;
+};
+
+namespace detail {
+
+// What all copies of an ndarray handle share: the mapping, and where its
+// record is (nullptr for a raw segment).
+struct array_state {
+  segment seg;
+  std::byte* record = nullptr;
+};
+
+struct trusted_t {};
+
+inline std::shared_ptr<array_state> share(segment seg, bool with_record) {
+  auto s = std::make_shared<array_state>(array_state{std::move(seg), nullptr});
+  if (with_record) s->record = record_of(s->seg.data(), s->seg.size());
+  return s;
+}
+
+}  // namespace detail
+
+// A handle to an array in shared memory. Copies share one mapping, which is
+// unmapped when the last copy goes; handles survive fork(). Constness is
+// shallow, as in std::span: ndarray<const T> is the read-only handle.
+template <class T>
+class ndarray {
+ public:
+  using value_type = std::remove_cv_t<T>;
+  using element_type = T;
+  using size_type = std::size_t;
+  using pointer = T*;
+  using reference = T&;
+  using iterator = T*;
+
+  // Bytes to which data() is aligned: the data starts a page-aligned mapping.
+  static constexpr std::size_t alignment = 64;
+
+  // The element type as NumPy names it.
+  static constexpr dtype_info dtype() { return dtype_of<T>(); }
+
+  // An empty handle: no data, rank 0, size 0.
+  ndarray() = default;
+
+  // Wraps a segment that carries a record; the record is validated and its
+  // dtype must be T's.
+  explicit ndarray(segment seg) {
+    check_access(seg);
+    const auto info = detail::read_record(seg.data(), seg.size(), seg.name());
+    adopt(std::move(seg), info);
+  }
+
+  // Wraps a segment with an explicit shape, as SharedNDArray(shm, shape,
+  // dtype) does: a raw segment must hold exactly the bytes of the shape; a
+  // segment with a record must agree with it.
+  ndarray(segment seg, shape_type shape, order o = order::row_major) {
+    check_access(seg);
+    const std::size_t nbytes = detail::checked_nbytes(sizeof(T), shape, seg.name());
+    if (detail::has_magic(detail::record_of(seg.data(), seg.size()))) {
+      const auto info = detail::read_record(seg.data(), seg.size(), seg.name());
+      check_dtype(info, seg.name());
+      if (info.shape != shape || info.order != o)
+        throw shape_mismatch(
+            detail::message(seg.name(), "has shape " + to_string(info.shape) + " in " +
+                                            order_name(info.order) + " order, expected " +
+                                            to_string(shape) + " in " + order_name(o) + " order"));
+      adopt(std::move(seg), info);
+      return;
+    }
+    if (seg.size() != nbytes)
+      throw shape_mismatch(detail::message(seg.name(), "holds " + std::to_string(seg.size()) +
+                                                           " bytes, but shape " + to_string(shape) +
+                                                           " of " + std::string(dtype().str) +
+                                                           " takes " + std::to_string(nbytes)));
+    state_ = detail::share(std::move(seg), false);
+    set_view(reinterpret_cast<T*>(state_->seg.data()), std::move(shape), o);
+  }
+
+  // Attaches to a named segment (POSIX shared memory or a file) by its record.
+  template <class Backing, class = std::enable_if_t<detail::is_named<Backing>::value>>
+  static ndarray attach(const Backing& backing, const attach_options& opts = {}) {
+    return retry_while_not_ready(opts, [&] { return ndarray(open(backing, opts)); });
+  }
+  static ndarray attach(std::string_view name, const attach_options& opts = {}) {
+    return attach(posix_shm(name), opts);
+  }
+
+  // Attaches with an explicit shape (raw segments, or to check a record).
+  template <class Backing, class = std::enable_if_t<detail::is_named<Backing>::value>>
+  static ndarray attach(const Backing& backing, shape_type shape, order o = order::row_major,
+                        const attach_options& opts = {}) {
+    return retry_while_not_ready(opts, [&] { return ndarray(open(backing, opts), shape, o); });
+  }
+  static ndarray attach(std::string_view name, shape_type shape, order o = order::row_major,
+                        const attach_options& opts = {}) {
+    return attach(posix_shm(name), std::move(shape), o, opts);
+  }
+
+  // A read-only view of a writable handle.
+  template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
+  ndarray(const ndarray<U>& other)  // NOLINT(google-explicit-constructor): like T* to const T*
+      : state_(other.state_),
+        data_(other.data_),
+        shape_(other.shape_),
+        strides_(other.strides_),
+        order_(other.order_),
+        size_(other.size_) {}
+
+  T* data() const noexcept { return data_; }
+  const shape_type& shape() const noexcept { return shape_; }
+  std::size_t shape(std::size_t axis) const { return shape_.at(axis); }
+  // Strides in elements (not bytes), derived from the shape and the order.
+  const strides_type& strides() const noexcept { return strides_; }
+  std::size_t ndim() const noexcept { return shape_.size(); }
+  std::size_t size() const noexcept { return size_; }
+  std::size_t nbytes() const noexcept { return size_ * sizeof(T); }
+  bool empty() const noexcept { return size_ == 0; }
+  order storage_order() const noexcept { return order_; }
+  // The segment's name ("/name", a file path, or "" for anonymous memory).
+  const std::string& name() const {
+    static const std::string none;
+    return state_ ? state_->seg.name() : none;
+  }
+  // Whether the segment carries a record (and so a lock); false for raw segments.
+  bool has_metadata() const noexcept { return state_ && state_->record; }
+  // The mapping behind the array.
+  const segment& mapped_segment() const {
+    if (!state_) throw error("shmarray: an empty ndarray has no segment");
+    return state_->seg;
+  }
+
+  // Unchecked element access, one index per axis.
+  template <class... I>
+  T& operator()(I... idx) const noexcept {
+    static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
+    std::ptrdiff_t off = 0;
+    std::size_t axis = 0;
+    ((off += std::ptrdiff_t(idx) * strides_[axis++]), ...);
+    return data_[off];
+  }
+
+  // Bounds-checked element access: std::out_of_range on a wrong index count
+  // or an index outside its axis.
+  template <class... I>
+  T& at(I... idx) const {
+    static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
+    if (sizeof...(I) != ndim())
+      throw std::out_of_range("shmarray: " + std::to_string(sizeof...(I)) + " indices for a " +
+                              std::to_string(ndim()) + "-d array");
+    std::size_t axis = 0;
+    (check_index(idx, axis++), ...);
+    return (*this)(idx...);
+  }
+
+  // Iteration over every element, in storage order.
+  T* begin() const noexcept { return data_; }
+  T* end() const noexcept { return data_ + size_; }
+
+  template <class U = T>
+  void fill(const value_type& v) const {
+    static_assert(!std::is_const_v<U>, "shmarray: cannot fill an ndarray<const T>");
+    std::fill(begin(), end(), v);
+  }
+
+  // The same data seen with another shape of the same size, in the same
+  // storage order; one extent may be -1 and is then inferred.
+  ndarray reshape(const std::vector<std::ptrdiff_t>& spec) const {
+    if (spec.size() > max_rank)
+      throw invalid_shape("shmarray: cannot reshape to rank " + std::to_string(spec.size()) +
+                          ": at most " + std::to_string(max_rank));
+    std::size_t known = 1, inferred = spec.size();
+    for (std::size_t i = 0; i < spec.size(); ++i) {
+      if (spec[i] == -1) {
+        if (inferred != spec.size())
+          throw invalid_shape("shmarray: reshape " + spec_text(spec) + " has more than one -1");
+        inferred = i;
+      } else if (spec[i] < 0) {
+        throw invalid_shape("shmarray: reshape " + spec_text(spec) + " has a negative extent");
+      } else if (__builtin_mul_overflow(known, std::size_t(spec[i]), &known)) {
+        throw shape_mismatch(cannot_reshape(spec));
+      }
+    }
+    shape_type shape(spec.begin(), spec.end());
+    if (inferred != spec.size()) {
+      if (known == 0 || size_ % known != 0) throw shape_mismatch(cannot_reshape(spec));
+      shape[inferred] = size_ / known;
+    } else if (known != size_) {
+      throw shape_mismatch(cannot_reshape(spec));
+    }
+    ndarray r = *this;
+    r.set_view(data_, std::move(shape), order_);
+    return r;
+  }
+  ndarray reshape(std::initializer_list<std::ptrdiff_t> spec) const {
+    return reshape(std::vector<std::ptrdiff_t>(spec));
+  }
+
+  // Takes the segment's process-shared lock, waiting as long as it takes.
+  template <class U = T>
+  scoped_lock lock() const {
+    static_assert(!std::is_const_v<U>,
+                  "shmarray: ndarray<const T> has no lock(): the mutex must be written to be "
+                  "taken; lock through a writable ndarray<T>");
+    return scoped_lock::acquire(state_, mutex(), name(), scoped_lock::mode::wait);
+  }
+  // Takes the lock if it is free; the result owns it or converts to false.
+  template <class U = T>
+  scoped_lock try_lock() const {
+    static_assert(!std::is_const_v<U>, "shmarray: ndarray<const T> has no try_lock()");
+    return scoped_lock::acquire(state_, mutex(), name(), scoped_lock::mode::try_once);
+  }
+  // Waits at most `timeout` for the lock, so a stopped holder cannot block forever.
+  template <class Rep, class Period, class U = T>
+  scoped_lock try_lock_for(std::chrono::duration<Rep, Period> timeout) const {
+    static_assert(!std::is_const_v<U>, "shmarray: ndarray<const T> has no try_lock_for()");
+    return scoped_lock::acquire(state_, mutex(), name(), scoped_lock::mode::until,
+                                std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  }
+
+  // Built by manager from a segment it has just created and described.
+  ndarray(detail::trusted_t, segment seg, const segment_info* info, shape_type shape, order o) {
+    state_ = detail::share(std::move(seg), info != nullptr);
+    set_view(reinterpret_cast<T*>(state_->seg.data()), std::move(shape), o);
+  }
+
+ private:
+  template <class U>
+  friend class ndarray;
+
+  static constexpr access mode = std::is_const_v<T> ? access::read_only : access::read_write;
+
+  template <class Backing>
+  static segment open(const Backing& backing, const attach_options& opts) {
+    return segment(open_only, backing, mode, opts.map);
+  }
+
+  template <class F>
+  static ndarray retry_while_not_ready(const attach_options& opts, F&& attempt) {
+    const auto deadline = std::chrono::steady_clock::now() + opts.wait;
+    for (;;) {
+      try {
+        return attempt();
+      } catch (const not_ready&) {
+        if (std::chrono::steady_clock::now() >= deadline) throw;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  static void check_access(const segment& seg) {
+    if (!std::is_const_v<T> && !seg.writable())
+      throw access_denied(
+          detail::message(seg.name(),
+                          "is mapped read-only, so it cannot back a writable ndarray<T>; use "
+                          "ndarray<const T>"));
+  }
+
+  static void check_dtype(const segment_info& info, std::string_view name) {
+    if (info.dtype != dtype().str)
+      throw dtype_mismatch(
+          detail::message(name, "holds " + info.dtype + ", expected " + std::string(dtype().str)));
+  }
+
+  static const char* order_name(order o) { return o == order::row_major ? "C" : "F"; }
+
+  void adopt(segment seg, const segment_info& info) {
+    check_dtype(info, seg.name());
+    std::byte* rec = detail::record_of(seg.data(), seg.size());
+    if (seg.writable()) detail::refresh_lock(rec, seg.name());
+    state_ = detail::share(std::move(seg), true);
+    set_view(reinterpret_cast<T*>(state_->seg.data()), info.shape, info.order);
+  }
+
+  void set_view(T* data, shape_type shape, order o) {
+    data_ = data;
+    shape_ = std::move(shape);
+    order_ = o;
+    strides_ = detail::packed_strides(shape_, o);
+    size_ = 1;
+    for (auto e : shape_)
+      size_ *= e;
+  }
+
+  template <class I>
+  void check_index(I i, std::size_t axis) const {
+    if constexpr (std::is_signed_v<I>) {
+      if (i < 0)
+        throw std::out_of_range("shmarray: index " + std::to_string(i) + " is negative (axis " +
+                                std::to_string(axis) + ")");
+    }
+    if (std::size_t(i) >= shape_[axis])
+      throw std::out_of_range("shmarray: index " + std::to_string(i) +
+                              " is out of bounds for axis " + std::to_string(axis) + " with size " +
+                              std::to_string(shape_[axis]));
+  }
+
+  pthread_mutex_t* mutex() const {
+    if (!state_ || !state_->record)
+      throw lock_error(detail::message(
+          name(), "has no record, so it has no lock (raw segments carry only their data)"));
+    return detail::record_mutex(state_->record);
+  }
+
+  static std::string spec_text(const std::vector<std::ptrdiff_t>& spec) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < spec.size(); ++i)
+      s += (i ? ", " : "") + std::to_string(spec[i]);
+    return s + (spec.size() == 1 ? ",)" : ")");
+  }
+  std::string cannot_reshape(const std::vector<std::ptrdiff_t>& spec) const {
+    return "shmarray: cannot reshape an array of size " + std::to_string(size_) + " into shape " +
+           spec_text(spec);
+  }
+
+  std::shared_ptr<detail::array_state> state_;
+  T* data_ = nullptr;
+  shape_type shape_;
+  strides_type strides_;
+  order order_ = order::row_major;
+  std::size_t size_ = 0;
+};
+
+}  // namespace shmarray

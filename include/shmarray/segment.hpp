@@ -1,0 +1,68 @@
+// shmarray: a move-only RAII mapping of one region of shared memory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <string>
+#include <utility>
+
+#include "backing.hpp"
+
+namespace shmarray {
+
+// Tags that make a call site read as a sentence, as in Boost.Interprocess.
+struct create_only_t {
+  explicit create_only_t() = default;
+};
+struct open_only_t {
+  explicit open_only_t() = default;
+};
+inline constexpr create_only_t create_only{};
+inline constexpr open_only_t open_only{};
+
+// One mapped region: created exclusively (mode 0600, memory reserved up
+// front) or opened after checking the object's real size. Unmapped on
+// destruction; removing a name is a separate act (shmarray::remove, manager).
+class segment {
+ public:
+  template <class Backing>
+  segment(create_only_t, const Backing& backing, std::size_t size, const map_options& o = {})
+      : m_(backing.create(checked_size(size, backing), o)) {}
+
+  template <class Backing>
+  segment(open_only_t, const Backing& backing, access a = access::read_write,
+          const map_options& o = {})
+      : m_(backing.open(a, o)) {}
+
+  segment(segment&&) noexcept = default;
+  segment& operator=(segment&&) noexcept = default;
+
+  std::byte* data() const noexcept { return static_cast<std::byte*>(m_.region.get_address()); }
+  std::size_t size() const noexcept { return m_.region.get_size(); }
+  // The name with its leading '/', the path of a file, or "" when anonymous.
+  const std::string& name() const noexcept { return m_.name; }
+  bool writable() const noexcept { return m_.writable; }
+  huge_pages_status huge_pages() const noexcept { return m_.huge; }
+  dev_t device() const noexcept { return m_.device; }
+  ino_t inode() const noexcept { return m_.inode; }
+
+  // Bytes of this mapping that the kernel backs with huge pages right now
+  // (from /proc/self/smaps): what the huge-page advice actually achieved.
+  std::size_t huge_page_bytes() const {
+    return 1024 * detail::mapping_kib(data(), {"ShmemPmdMapped", "FilePmdMapped"});
+  }
+
+ private:
+  template <class Backing>
+  static std::size_t checked_size(std::size_t size, const Backing& backing) {
+    if (size == 0 || size > std::size_t(PTRDIFF_MAX))
+      throw invalid_shape(
+          detail::message(backing.name(), "cannot hold " + std::to_string(size) + " bytes"));
+    return size;
+  }
+
+  detail::mapping m_;
+};
+
+}  // namespace shmarray

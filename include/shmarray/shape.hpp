@@ -1,0 +1,90 @@
+// shmarray: shapes, storage order and the strides derived from them, with
+// every size computed under overflow checks.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "errors.hpp"
+
+namespace shmarray {
+
+using shape_type = std::vector<std::size_t>;
+using strides_type = std::vector<std::ptrdiff_t>;
+
+// The storage order of an array: C (row-major) or Fortran (column-major).
+// The values are the characters the format stores.
+enum class order : char { row_major = 'C', column_major = 'F' };
+
+// The highest rank an array may have (NumPy's limit too).
+inline constexpr std::size_t max_rank = 32;
+
+inline std::string to_string(const shape_type& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  if (shape.size() == 1) s += ',';
+  return s + ")";
+}
+
+namespace detail {
+
+// itemsize * prod(shape), or false when the rank is too high or it overflows.
+// The product of the non-zero extents must stay below PTRDIFF_MAX too, so that
+// every stride and byte offset fits ptrdiff_t even in an empty array.
+inline bool product_bytes(std::size_t itemsize, const std::uint64_t* shape, std::size_t rank,
+                          std::uint64_t& out) noexcept {
+  if (rank > max_rank) return false;
+  std::uint64_t n = itemsize;
+  bool empty = false;
+  for (std::size_t i = 0; i < rank; ++i) {
+    if (shape[i] == 0)
+      empty = true;
+    else if (__builtin_mul_overflow(n, shape[i], &n))
+      return false;
+  }
+  if (n > std::uint64_t(PTRDIFF_MAX)) return false;
+  out = empty ? 0 : n;
+  return true;
+}
+
+// The bytes an array of `shape` takes, or invalid_shape naming the segment.
+inline std::size_t checked_nbytes(std::size_t itemsize, const shape_type& shape,
+                                  std::string_view name) {
+  if (shape.size() > max_rank)
+    throw invalid_shape(message(name, "cannot have rank " + std::to_string(shape.size()) +
+                                          ": at most " + std::to_string(max_rank)));
+  std::vector<std::uint64_t> extents(shape.begin(), shape.end());
+  std::uint64_t n = 0;
+  if (!product_bytes(itemsize, extents.data(), extents.size(), n))
+    throw invalid_shape(
+        message(name, "cannot have shape " + to_string(shape) + ": " + std::to_string(itemsize) +
+                          "-byte elements of that shape overflow the address space"));
+  return std::size_t(n);
+}
+
+// Element strides of a packed array of `shape` in `o`.
+inline strides_type packed_strides(const shape_type& shape, order o) {
+  strides_type s(shape.size());
+  std::ptrdiff_t step = 1;
+  if (o == order::row_major) {
+    for (std::size_t i = shape.size(); i-- > 0;) {
+      s[i] = step;
+      step *= std::ptrdiff_t(shape[i]);
+    }
+  } else {
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+      s[i] = step;
+      step *= std::ptrdiff_t(shape[i]);
+    }
+  }
+  return s;
+}
+
+}  // namespace detail
+}  // namespace shmarray

@@ -1,0 +1,131 @@
+// Test support: names private to one test, and children that report by exit status.
+#pragma once
+
+#include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <string>
+#include <utility>
+
+#include <shmarray/manager.hpp>
+
+namespace test {
+
+// Names in /dev/shm that start with `prefix`.
+inline std::set<std::string> shm_names(const std::string& prefix) {
+  std::set<std::string> out;
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.compare(0, prefix.size(), prefix) == 0) out.insert(n);
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
+// A prefix that no other test uses (ctest runs each case in its own
+// process, in parallel), so a test checks that it left /dev/shm as it found
+// it by looking at its own names only.
+class names {
+ public:
+  names() : prefix_("shmarray_t" + std::to_string(::getpid()) + "_") {}
+  const std::string& prefix() const { return prefix_; }
+  // A name of this test's, with its leading '/'.
+  std::string operator()(const std::string& tail) const { return "/" + prefix_ + tail; }
+  shmarray::manager_options options() const {
+    shmarray::manager_options o;
+    o.prefix = prefix_;
+    return o;
+  }
+  // What this test's names hold in /dev/shm now: empty when it cleaned up.
+  std::set<std::string> left() const { return shm_names(prefix_); }
+  bool exists(const std::string& name) const {
+    return left().count(name[0] == '/' ? name.substr(1) : name) == 1;
+  }
+
+ private:
+  std::string prefix_;
+};
+
+// Waits for a child, whatever signals arrive meanwhile.
+inline int reap(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) return -1;
+  return status;
+}
+
+// Runs fn in a forked child and returns its wait status. The child never
+// uses Catch (a failing assertion would throw inside Catch's copy): it
+// reports by exit code. fn returns the code; an exception gives 125.
+template <class F>
+int in_child(F&& fn) {
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int rc = 125;
+    try {
+      rc = fn();
+    } catch (...) {
+    }
+    ::_exit(rc);
+  }
+  return reap(pid);
+}
+
+// Runs fn in a child with its own mount namespace and a tmpfs of `size`
+// (such as "1m") over /dev/shm, so a full /dev/shm can be tested without
+// touching the real one. fn gets a function to report text through `said`.
+// Returns the wait status; exit code 77 means the namespace could not be
+// made here (then `said` holds why).
+template <class F>
+int in_small_dev_shm(const char* size, F&& fn, std::string& said) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  const int status = in_child([&] {
+    ::close(fds[0]);
+    auto say = [&](const std::string& s) { (void)!::write(fds[1], s.data(), s.size()); };
+    if (::unshare(CLONE_NEWNS) != 0) {
+      say(std::string("unshare: ") + std::strerror(errno));
+      return 77;
+    }
+    // Private propagation first, or the tmpfs would appear in the parent's namespace.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, (std::string("size=") + size).c_str()) != 0) {
+      say(std::string("mount: ") + std::strerror(errno));
+      return 77;
+    }
+    return fn(say);
+  });
+  ::close(fds[1]);
+  said.clear();
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
+    said.append(buf, std::size_t(n));
+  ::close(fds[0]);
+  return status;
+}
+
+inline bool exited_with(int status, int code) {
+  return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == code;
+}
+inline bool killed_by(int status, int sig) {
+  return status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == sig;
+}
+
+// Prints the skip marker CTest maps to "skipped".
+inline void skip(const std::string& why) {
+  std::printf("SHMARRAY-SKIP: %s\n", why.c_str());
+}
+
+}  // namespace test

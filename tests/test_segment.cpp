@@ -1,0 +1,216 @@
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <shmarray/segment.hpp>
+#include <string>
+
+#include "support.hpp"
+
+using namespace shmarray;
+
+TEST_CASE("posix_shm names take an optional leading slash and no other") {
+  CHECK(posix_shm("abc").name() == "/abc");
+  CHECK(posix_shm("/abc").name() == "/abc");
+  CHECK(posix_shm(std::string(255, 'x')).name().size() == 256);
+}
+
+TEST_CASE("invalid names are refused before anything is created") {
+  test::names names;
+  for (const std::string& bad :
+       {std::string(), std::string("/"), std::string("a/b"), std::string("/a/b"),
+        std::string("//a"), std::string("."), std::string(".."), std::string(256, 'x'),
+        std::string("a\0b", 3)}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(posix_shm(bad), invalid_name);
+  }
+  CHECK_THROWS_AS(posix_shm(names("x/y")), invalid_name);
+  CHECK_THROWS_AS(segment(create_only, posix_shm(names("x/y")), 4096), invalid_name);
+  CHECK_THROWS_AS(segment(open_only, posix_shm(names("x") + std::string(300, 'y'))), invalid_name);
+  CHECK_THROWS_AS(file(""), invalid_name);
+  CHECK_THROWS_AS(file(std::string("/tmp/a\0b", 8)), invalid_name);
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a created segment has mode 0600 whatever the umask") {
+  test::names names;
+  for (mode_t mask : {mode_t(0), mode_t(022), mode_t(077), mode_t(0777)}) {
+    const mode_t old = ::umask(mask);
+    const std::string name = names("mode" + std::to_string(mask));
+    {
+      segment s(create_only, posix_shm(name), 4096);
+      struct stat st {};
+      REQUIRE(::stat(("/dev/shm" + name).c_str(), &st) == 0);
+      CHECK((st.st_mode & 07777) == 0600);
+      CHECK(st.st_size == 4096);
+      CHECK(remove(posix_shm(name)));
+    }
+    ::umask(old);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("creation is exclusive and leaves the existing segment intact") {
+  test::names names;
+  const auto name = names("excl");
+  segment first(create_only, posix_shm(name), 8192);
+  std::memset(first.data(), 7, 8192);
+  CHECK_THROWS_AS(segment(create_only, posix_shm(name), 4096), already_exists);
+  segment again(open_only, posix_shm(name));
+  CHECK(again.size() == 8192);
+  CHECK(again.data()[8191] == std::byte{7});
+  CHECK(remove(posix_shm(name)));
+  CHECK_FALSE(remove(posix_shm(name)));
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("opening a missing segment throws not_found") {
+  test::names names;
+  CHECK_THROWS_AS(segment(open_only, posix_shm(names("missing"))), not_found);
+  CHECK_THROWS_WITH(segment(open_only, posix_shm(names("missing"))),
+                    Catch::Contains(names("missing")) && Catch::Contains("does not exist"));
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("opening maps the object's real size, and an empty object is not ready") {
+  test::names names;
+  const auto name = names("size");
+  const int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  REQUIRE(fd >= 0);
+  CHECK_THROWS_AS(segment(open_only, posix_shm(name)), not_ready);
+  REQUIRE(::ftruncate(fd, 12345) == 0);
+  {
+    segment s(open_only, posix_shm(name));
+    CHECK(s.size() == 12345);
+  }
+  ::close(fd);
+  CHECK(remove(posix_shm(name)));
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a zero-byte segment is refused and leaves nothing") {
+  test::names names;
+  CHECK_THROWS_AS(segment(create_only, posix_shm(names("zero")), 0), invalid_shape);
+  CHECK_THROWS_AS(segment(create_only, anonymous{}, 0), invalid_shape);
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a read-only segment is mapped without write permission", "[segv]") {
+  test::names names;
+  const auto name = names("ro");
+  segment rw(create_only, posix_shm(name), 4096);
+  rw.data()[0] = std::byte{42};
+  segment ro(open_only, posix_shm(name), access::read_only);
+  CHECK_FALSE(ro.writable());
+  CHECK(ro.data()[0] == std::byte{42});
+  const int status = test::in_child([&] {
+    ro.data()[0] = std::byte{1};  // must fault
+    return 0;
+  });
+  CHECK(test::killed_by(status, SIGSEGV));
+  CHECK(rw.data()[0] == std::byte{42});
+  CHECK(remove(posix_shm(name)));
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("anonymous memory is shared with fork children") {
+  segment s(create_only, anonymous{}, 4096);
+  CHECK(s.name().empty());
+  const int status = test::in_child([&] {
+    s.data()[100] = std::byte{9};
+    return 0;
+  });
+  CHECK(test::exited_with(status, 0));
+  CHECK(s.data()[100] == std::byte{9});
+}
+
+TEST_CASE("a file backing persists, has mode 0600 and is opened by path") {
+  char dir[] = "/tmp/shmarray_test_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string path = std::string(dir) + "/array.shm";
+  const mode_t old = ::umask(0);
+  {
+    segment s(create_only, file(path), 10000);
+    std::memset(s.data(), 3, 10000);
+  }
+  ::umask(old);
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_size == 10000);
+  {
+    segment s(open_only, file(path), access::read_only);
+    CHECK(s.size() == 10000);
+    CHECK(s.data()[9999] == std::byte{3});
+  }
+  CHECK_THROWS_AS(segment(create_only, file(path), 100), already_exists);
+  CHECK(remove(file(path)));
+  CHECK_THROWS_AS(segment(open_only, file(path)), not_found);
+  CHECK_THROWS_AS(segment(create_only, file(std::string(dir) + "/no/such/dir"), 100), not_found);
+  CHECK(::rmdir(dir) == 0);
+}
+
+TEST_CASE("prefault populates the page tables up front") {
+  test::names names;
+  const std::size_t size = 64 * 4096;
+  segment lazy(create_only, posix_shm(names("lazy")), size);
+  map_options o;
+  o.prefault = true;
+  segment eager(create_only, posix_shm(names("eager")), size, o);
+  segment eager_anon(create_only, anonymous{}, size, o);
+  CHECK(detail::mapping_kib(lazy.data(), {"Rss"}) == 0);
+  CHECK(detail::mapping_kib(eager.data(), {"Rss"}) * 1024 == size);
+  CHECK(detail::mapping_kib(eager_anon.data(), {"Rss"}) * 1024 == size);
+  segment eager_ro(open_only, posix_shm(names("eager")), access::read_only, o);
+  CHECK(detail::mapping_kib(eager_ro.data(), {"Rss"}) * 1024 == size);
+  remove(posix_shm(names("lazy")));
+  remove(posix_shm(names("eager")));
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("huge-page advice reports what the system allows and what took effect") {
+  test::names names;
+  const auto setting = detail::shmem_huge_setting();
+  map_options o;
+  o.huge_pages = true;
+  o.prefault = true;
+  const std::size_t size = 8u << 20;
+  segment s(create_only, posix_shm(names("huge")), size, o);
+  segment plain(create_only, anonymous{}, 4096);
+  CHECK(plain.huge_pages() == huge_pages_status::not_requested);
+  CHECK(s.huge_pages() == setting);
+  if (setting == huge_pages_status::unavailable) CHECK(s.huge_page_bytes() == 0);
+  CHECK(s.huge_page_bytes() <= size);
+  remove(posix_shm(names("huge")));
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a full /dev/shm is out_of_space at creation, naming the sizes, leaving nothing") {
+  std::string said;
+  const int status = test::in_small_dev_shm(
+      "1m",
+      [](auto say) {
+        try {
+          segment s(create_only, posix_shm("/shmarray_full"), 4u << 20);
+          say("created a 4 MiB segment in a 1 MiB /dev/shm");
+          return 1;
+        } catch (const out_of_space& e) {
+          say(e.what());
+          if (e.bytes_needed() != (4u << 20) || e.bytes_available() > (1u << 20)) return 2;
+          if (!std::strstr(e.what(), "--shm-size") || !std::strstr(e.what(), "file backing"))
+            return 3;
+        }
+        return test::shm_names("shmarray").empty() ? 0 : 4;
+      },
+      said);
+  if (test::exited_with(status, 77)) {
+    test::skip("cannot mount a private tmpfs over /dev/shm here (" + said + ")");
+    return;
+  }
+  INFO(said);
+  CHECK(test::exited_with(status, 0));
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: installs the Debian packages shmarray
+# needs, configures, builds, and runs either the main job or the test suite.
+#
+#   bash tools/run.sh demo    # the main job
+#   bash tools/run.sh test    # every test, plain build and ASan+UBSan build
+#   bash tools/run.sh bench   # the benchmarks (prints ratios)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+what=${1:-demo}
+jobs=${SHMARRAY_JOBS:-$(nproc)}
+
+# Everything the project builds against, from Debian only.
+packages=(cmake make g++ pkg-config libboost-dev catch2)
+
+install_missing() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "== installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; then
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# configure DIR [cmake args...]: configure once, build every target.
+configure_and_build() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@"
+  cmake --build "$dir" -j "$jobs"
+}
+
+install_missing
+case "$what" in
+demo)
+  configure_and_build build
+  ./build/examples/quick_start
+  ;;
+test)
+  configure_and_build build -DSHMARRAY_BUILD_TESTS=ON
+  (cd build && ctest --output-on-failure -j "$jobs")
+  # Tests only, under AddressSanitizer and UndefinedBehaviorSanitizer; UB
+  # must abort, or it only prints and the test passes.
+  configure_and_build build-sanitize -DCMAKE_BUILD_TYPE=Debug -DSHMARRAY_SANITIZE=ON \
+    -DSHMARRAY_BUILD_TESTS=ON -DSHMARRAY_BUILD_EXAMPLES=OFF -DSHMARRAY_BUILD_BENCH=OFF
+  (cd build-sanitize && ctest --output-on-failure -j "$jobs")
+  ;;
+bench)
+  configure_and_build build -DSHMARRAY_BUILD_BENCH=ON
+  ./build/bench/shmarray_bench
+  ;;
+*)
+  echo "usage: bash tools/run.sh demo|test|bench" >&2
+  exit 2
+  ;;
+esac
