@@ -1,1 +1,117 @@
 #include <catch2/catch.hpp>
+
+#include <memory>
+#include <new>
+#include <shmarray/allocator.hpp>
+#include <type_traits>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace shmarray;
+
+using shared_vector = std::vector<double, allocator<double>>;
+
+TEST_CASE("a vector filled before fork is the same memory in parent and child") {
+  shared_vector v(1000, 1.0);
+  const int status = test::in_child([&] {
+    if (v[999] != 1.0) return 1;  // the child sees the parent's data
+    for (auto& x : v)
+      x *= 3;
+    return 0;
+  });
+  CHECK(test::exited_with(status, 0));
+  CHECK(v[0] == 3.0);
+  CHECK(v[999] == 3.0);
+}
+
+TEST_CASE("memory allocated after the fork is the allocating process's alone") {
+  shared_vector v(4, 1.0);
+  v.shrink_to_fit();
+  REQUIRE(v.capacity() == 4);
+  const int status = test::in_child([&] {
+    v[0] = 10;       // shared: same allocation as the parent's
+    v.push_back(5);  // reallocates: a new mapping only the child has
+    v[1] = 20;       // written into the child's new copy
+    return 0;
+  });
+  CHECK(test::exited_with(status, 0));
+  CHECK(v[0] == 10.0);
+  CHECK(v[1] == 1.0);
+  CHECK(v.size() == 4);
+  // reserve before forking, and the child's push_back stays in shared memory
+  shared_vector r;
+  r.reserve(8);
+  r.assign(4, 1.0);
+  const int status2 = test::in_child([&] {
+    r.push_back(5);
+    r[1] = 20;
+    return 0;
+  });
+  CHECK(test::exited_with(status2, 0));
+  CHECK(r[1] == 20.0);
+  CHECK(r.data()[4] == 5.0);  // written, though the parent's size is still 4
+}
+
+TEST_CASE("the allocator meets the standard's requirements") {
+  using A = allocator<int>;
+  using traits = std::allocator_traits<A>;
+  static_assert(std::is_same_v<traits::rebind_alloc<double>, allocator<double>>);
+  static_assert(traits::is_always_equal::value);
+  static_assert(traits::propagate_on_container_move_assignment::value);
+  CHECK(A() == allocator<int>(allocator<double>()));
+  A a;
+  int* p = a.allocate(0);
+  CHECK(p != nullptr);
+  a.deallocate(p, 0);
+  int* q = a.allocate(10000);
+  CHECK(reinterpret_cast<std::uintptr_t>(q) % 4096 == 0);
+  q[9999] = 1;
+  a.deallocate(q, 10000);
+  CHECK_THROWS_AS(a.allocate(std::size_t(-1) / 2), std::bad_array_new_length);
+  CHECK_THROWS_AS(a.allocate((std::size_t(1) << 62) / sizeof(int)), std::bad_alloc);
+
+  using N = allocator<int, posix_shm>;
+  using ntraits = std::allocator_traits<N>;
+  static_assert(!ntraits::is_always_equal::value);
+  static_assert(ntraits::propagate_on_container_copy_assignment::value);
+  static_assert(ntraits::propagate_on_container_swap::value);
+  static_assert(!std::is_default_constructible_v<N>);
+  manager m1, m2;
+  CHECK(N(m1) == N(m1));
+  CHECK(N(m1) != N(m2));
+  CHECK(allocator<double, posix_shm>(N(m1)) == allocator<double, posix_shm>(m1));
+}
+
+TEST_CASE("a named allocator's memory has a name its manager removes") {
+  test::names names;
+  {
+    manager m(names.options());
+    using A = allocator<int, posix_shm>;
+    {
+      std::vector<int, A> v{A(m)};
+      v.reserve(1000);
+      CHECK(names.left().size() == 1);
+      v.assign(1000, 7);
+      const int status = test::in_child([&] {
+        v[500] = 8;
+        return 0;
+      });
+      CHECK(test::exited_with(status, 0));
+      CHECK(v[500] == 8);
+      v.reserve(5000);  // reallocation frees the old segment
+      CHECK(names.left().size() == 1);
+      CHECK(v[500] == 8);
+    }
+    CHECK(names.left().empty());  // deallocated: removed at once
+    std::vector<int, A> kept{A(m)};
+    kept.resize(10);
+    CHECK(names.left().size() == 1);
+    kept.clear();
+    kept.shrink_to_fit();
+    std::vector<int, A> last{A(m)};
+    last.resize(10);
+    CHECK(m.names().size() == 1);
+  }
+  CHECK(names.left().empty());
+}
