@@ -39,6 +39,14 @@ inline std::set<std::string> shm_names(const std::string& prefix) {
 class names {
  public:
   names() : prefix_("shmarray_t" + std::to_string(::getpid()) + "_") {}
+  names(const names&) = delete;
+  names& operator=(const names&) = delete;
+  // A test that failed half-way still leaves /dev/shm as it found it (its
+  // own check, left().empty(), is what proves that the code cleaned up).
+  ~names() {
+    for (const auto& n : left())
+      ::shm_unlink(("/" + n).c_str());
+  }
   const std::string& prefix() const { return prefix_; }
   // A name of this test's, with its leading '/'.
   std::string operator()(const std::string& tail) const { return "/" + prefix_ + tail; }
@@ -88,12 +96,12 @@ int in_child(F&& fn) {
 }
 
 // Runs fn in a child with its own mount namespace and a tmpfs of `size`
-// (such as "1m") over /dev/shm, so a full /dev/shm can be tested without
-// touching the real one. fn gets a function to report text through `said`.
-// Returns the wait status; exit code 77 means the namespace could not be
-// made here (then `said` holds why).
+// (such as "1m") mounted over `where` (such as "/dev/shm"), so a full file
+// system can be tested without touching the real one. fn gets a function to
+// report text through `said`. Returns the wait status; exit code 77 means
+// the namespace could not be made here (then `said` holds why).
 template <class F>
-int in_small_dev_shm(const char* size, F&& fn, std::string& said) {
+int in_small_tmpfs(const char* where, const char* size, F&& fn, std::string& said) {
   int fds[2];
   if (::pipe(fds) != 0) return -1;
   const int status = in_child([&] {
@@ -105,7 +113,7 @@ int in_small_dev_shm(const char* size, F&& fn, std::string& said) {
     }
     // Private propagation first, or the tmpfs would appear in the parent's namespace.
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, (std::string("size=") + size).c_str()) != 0) {
+        ::mount("tmpfs", where, "tmpfs", 0, (std::string("size=") + size).c_str()) != 0) {
       say(std::string("mount: ") + std::strerror(errno));
       return 77;
     }

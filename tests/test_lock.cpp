@@ -171,3 +171,55 @@ TEST_CASE("an anonymous array's lock works across fork") {
   const int after = test::in_child([&] { return a.try_lock().owns_lock() ? 0 : 1; });
   CHECK(test::exited_with(after, 0));
 }
+
+TEST_CASE("any timeout works: huge ones do not overflow, negative ones try once") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<int>({1});
+    CHECK(a.try_lock_for(std::chrono::nanoseconds::max()).owns_lock());
+    CHECK(a.try_lock_for(std::chrono::hours::max()).owns_lock());
+    CHECK(a.try_lock_for(std::chrono::seconds(1LL << 40)).owns_lock());
+    CHECK(a.try_lock_for(std::chrono::duration<double>(1e300)).owns_lock());
+    CHECK(a.try_lock_for(-1s).owns_lock());
+    // held by another process that lets go after 50 ms: a huge timeout waits for it
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t holder = ::fork();
+    REQUIRE(holder >= 0);
+    if (holder == 0) {
+      auto g = a.lock();
+      (void)!::write(fds[1], "L", 1);
+      ::usleep(50000);
+      g.unlock();  // _exit runs no destructors
+      ::_exit(0);
+    }
+    char c;
+    REQUIRE(::read(fds[0], &c, 1) == 1);
+    CHECK_FALSE(a.try_lock_for(-1s).owns_lock());
+    auto g = a.try_lock_for(std::chrono::hours::max());
+    CHECK(g.owns_lock());
+    CHECK_FALSE(g.owner_died());
+    CHECK(test::exited_with(test::reap(holder), 0));
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  CHECK(names.left().empty());
+}
+
+#if defined(__GLIBC__)
+TEST_CASE("a forged mutex in a record is corrupt_metadata, not a lock that hangs") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<int>({1});
+    const auto& seg = a.mapped_segment();
+    auto* mutex = reinterpret_cast<pthread_mutex_t*>(seg.data() + seg.size() - 512 + 448);
+    mutex->__data.__kind = 0;       // a plain, non-robust, private mutex ...
+    mutex->__data.__lock = 123456;  // ... "held" by a thread that never was
+    CHECK_THROWS_AS(ndarray<int>::attach(a.name()), corrupt_metadata);
+    CHECK_THROWS_WITH(ndarray<int>::attach(a.name()), Catch::Contains("robust"));
+  }
+  CHECK(names.left().empty());
+}
+#endif

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <memory>
@@ -8,6 +9,7 @@
 #include <shmarray/manager.hpp>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "support.hpp"
 
@@ -197,12 +199,20 @@ TEST_CASE("a moved manager hands its segments over") {
 
 TEST_CASE("a full /dev/shm makes from_shape throw out_of_space and leave nothing") {
   std::string said;
-  const int status = test::in_small_dev_shm(
-      "1m",
+  const int status = test::in_small_tmpfs(
+      "/dev/shm", "1m",
       [](auto say) {
         manager m;
         try {
           (void)m.from_shape<double>({1024, 1024});  // 8 MiB
+          say("created 8 MiB in a 1 MiB /dev/shm");
+          return 1;
+        } catch (const out_of_space& e) {
+          say(e.what());
+        }
+        try {
+          const std::vector<double> big(1024 * 1024, 1.0);  // written, not reserved
+          (void)m.from_array(big.data(), {big.size()});
           say("created 8 MiB in a 1 MiB /dev/shm");
           return 1;
         } catch (const out_of_space& e) {
@@ -220,4 +230,94 @@ TEST_CASE("a full /dev/shm makes from_shape throw out_of_space and leave nothing
   }
   INFO(said);
   CHECK(test::exited_with(status, 0));
+}
+
+TEST_CASE("a name someone else reused is left alone at the manager's end") {
+  test::names names;
+  const auto name = names("reused");
+  {
+    manager m(names.options());
+    (void)m.from_shape<double>({4}, posix_shm(name));
+    CHECK(remove(posix_shm(name)));
+    segment theirs(create_only, posix_shm(name), 4096);  // another party, same name
+  }
+  CHECK(names.exists(name));
+  CHECK(remove(posix_shm(name)));
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a relative file path and a later chdir do not make the manager remove another file") {
+  char base[] = "/tmp/shmarray_rel_XXXXXX";
+  REQUIRE(::mkdtemp(base));
+  const std::string d1 = std::string(base) + "/d1", d2 = std::string(base) + "/d2";
+  REQUIRE(::mkdir(d1.c_str(), 0700) == 0);
+  REQUIRE(::mkdir(d2.c_str(), 0700) == 0);
+  char cwd[4096];
+  REQUIRE(::getcwd(cwd, sizeof cwd));
+  {
+    manager m;
+    REQUIRE(::chdir(d1.c_str()) == 0);
+    (void)m.from_shape<int>({4}, file("x.shm"));
+    REQUIRE(::chdir(d2.c_str()) == 0);
+    segment unrelated(create_only, file("x.shm"), 4096);
+  }
+  REQUIRE(::chdir(cwd) == 0);
+  CHECK(::access((d1 + "/x.shm").c_str(), F_OK) != 0);  // the manager's: removed
+  CHECK(::access((d2 + "/x.shm").c_str(), F_OK) == 0);  // the other: kept
+  CHECK(::unlink((d2 + "/x.shm").c_str()) == 0);
+  CHECK(::rmdir(d1.c_str()) == 0);
+  CHECK(::rmdir(d2.c_str()) == 0);
+  CHECK(::rmdir(base) == 0);
+}
+
+TEST_CASE("from_array of an empty handle is an error and leaves nothing") {
+  test::names names;
+  {
+    manager m(names.options());
+    CHECK_THROWS_AS(m.from_array(ndarray<double>{}), error);
+    CHECK_THROWS_AS(m.from_array(ndarray<const double>{}, anonymous{}), error);
+    CHECK(m.names().empty());
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a moved-from manager throws instead of crashing") {
+  manager m;
+  manager other(std::move(m));
+  CHECK_THROWS_AS(m.from_shape<int>({4}), error);  // NOLINT(bugprone-use-after-move)
+  CHECK_THROWS_AS(m.names(), error);
+  CHECK_THROWS_AS(m.generate_name(), error);
+}
+
+TEST_CASE("an array is complete whenever its record says it is ready") {
+  test::names names;
+  const auto name = names("ready");
+  const std::vector<double> ones(8u << 20, 1.0);  // 64 MiB
+  // A watcher attaches as early as it can and checks what it sees.
+  const pid_t watcher = ::fork();
+  REQUIRE(watcher >= 0);
+  if (watcher == 0) {
+    attach_options once;
+    once.wait = std::chrono::milliseconds(0);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+      try {
+        auto a = ndarray<const double>::attach(name, once);
+        for (double x : a)
+          if (x != 1.0) ::_exit(1);
+        ::_exit(0);
+      } catch (const not_ready&) {
+      } catch (const not_found&) {
+      } catch (...) {
+        ::_exit(2);
+      }
+    }
+    ::_exit(3);
+  }
+  {
+    manager m(names.options());
+    auto a = m.from_array(ones.data(), {ones.size()}, posix_shm(name));
+    CHECK(test::exited_with(test::reap(watcher), 0));
+  }
+  CHECK(names.left().empty());
 }

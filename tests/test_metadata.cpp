@@ -137,6 +137,8 @@ TEST_CASE("damaged or forged records give typed errors, never garbage") {
       {"a data size that disagrees with the shape",
        [](std::byte* r) { detail::store_le<std::uint64_t>(r + 16, 8); }, true, 0},
       {"non-zero reserved bytes", [](std::byte* r) { r[350] = std::byte{1}; }, true, 0},
+      {"a non-zero pad byte after the order", [](std::byte* r) { r[49] = std::byte{1}; }, true, 0},
+      {"non-zero flags", [](std::byte* r) { r[55] = std::byte{0x80}; }, true, 0},
       {"a record size that is not 512",
        [](std::byte* r) { detail::store_le<std::uint32_t>(r + 12, 256); }, true, 0},
       {"a segment larger than its record describes",
@@ -175,8 +177,10 @@ TEST_CASE("damaged or forged records give typed errors, never garbage") {
         CHECK_THAT(e.what(), Catch::Contains("version 2"));
       } catch (const not_ready& e) {
         CHECK(c.kind == 2);
+        CHECK_THAT(e.what(), Catch::Contains(a.name()));
       } catch (const truncated_segment& e) {
         CHECK(c.kind == 3);
+        CHECK_THAT(e.what(), Catch::Contains(a.name()));
         CHECK_THAT(e.what(), Catch::Contains("describes 24512"));
       }
       // With an explicit shape the same damage is found, never taken as raw data.
@@ -244,7 +248,7 @@ TEST_CASE("attach waits a short while for a segment that is being created") {
     if (::ftruncate(fd, off_t(size)) != 0) ::_exit(1);
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) ::_exit(2);
-    const auto info = detail::new_info(dtype_of<double>(), {8}, order::row_major, 64);
+    const auto info = detail::new_info(dtype_of<double>(), {8}, order::row_major, 64, ::getpid());
     detail::write_record(static_cast<std::byte*>(p), size, info, name);
     ::_exit(0);
   }

@@ -104,7 +104,7 @@ TEST_CASE("a read-only segment is mapped without write permission", "[segv]") {
   const auto name = names("ro");
   segment rw(create_only, posix_shm(name), 4096);
   rw.data()[0] = std::byte{42};
-  segment ro(open_only, posix_shm(name), access::read_only);
+  segment ro(open_only, posix_shm(name), access_mode::read_only);
   CHECK_FALSE(ro.writable());
   CHECK(ro.data()[0] == std::byte{42});
   const int status = test::in_child([&] {
@@ -143,7 +143,7 @@ TEST_CASE("a file backing persists, has mode 0600 and is opened by path") {
   CHECK((st.st_mode & 07777) == 0600);
   CHECK(st.st_size == 10000);
   {
-    segment s(open_only, file(path), access::read_only);
+    segment s(open_only, file(path), access_mode::read_only);
     CHECK(s.size() == 10000);
     CHECK(s.data()[9999] == std::byte{3});
   }
@@ -165,7 +165,7 @@ TEST_CASE("prefault populates the page tables up front") {
   CHECK(detail::mapping_kib(lazy.data(), {"Rss"}) == 0);
   CHECK(detail::mapping_kib(eager.data(), {"Rss"}) * 1024 == size);
   CHECK(detail::mapping_kib(eager_anon.data(), {"Rss"}) * 1024 == size);
-  segment eager_ro(open_only, posix_shm(names("eager")), access::read_only, o);
+  segment eager_ro(open_only, posix_shm(names("eager")), access_mode::read_only, o);
   CHECK(detail::mapping_kib(eager_ro.data(), {"Rss"}) * 1024 == size);
   remove(posix_shm(names("lazy")));
   remove(posix_shm(names("eager")));
@@ -191,8 +191,8 @@ TEST_CASE("huge-page advice reports what the system allows and what took effect"
 
 TEST_CASE("a full /dev/shm is out_of_space at creation, naming the sizes, leaving nothing") {
   std::string said;
-  const int status = test::in_small_dev_shm(
-      "1m",
+  const int status = test::in_small_tmpfs(
+      "/dev/shm", "1m",
       [](auto say) {
         try {
           segment s(create_only, posix_shm("/shmarray_full"), 4u << 20);
@@ -213,4 +213,78 @@ TEST_CASE("a full /dev/shm is out_of_space at creation, naming the sizes, leavin
   }
   INFO(said);
   CHECK(test::exited_with(status, 0));
+}
+
+TEST_CASE("a full file system is out_of_space for a file backing, leaving nothing") {
+  char dir[] = "/tmp/shmarray_full_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string path = std::string(dir) + "/big.shm";
+  std::string said;
+  const int status = test::in_small_tmpfs(
+      dir, "1m",
+      [&](auto say) {
+        try {
+          segment s(create_only, file(path), 4u << 20);
+          say("created a 4 MiB file in a 1 MiB file system");
+          return 1;
+        } catch (const out_of_space& e) {
+          say(e.what());
+          if (!std::strstr(e.what(), "its file system has")) return 2;
+          if (e.bytes_needed() != (4u << 20)) return 3;
+        }
+        return ::access(path.c_str(), F_OK) != 0 ? 0 : 4;
+      },
+      said);
+  ::rmdir(dir);
+  if (test::exited_with(status, 77)) {
+    test::skip("cannot mount a private tmpfs here (" + said + ")");
+    return;
+  }
+  INFO(said);
+  CHECK(test::exited_with(status, 0));
+}
+
+TEST_CASE("a FIFO under a segment's name is refused at once, never waited on") {
+  test::names names;
+  const std::string name = names("fifo");
+  REQUIRE(::mkfifo(("/dev/shm" + name).c_str(), 0600) == 0);
+  CHECK_THROWS_AS(segment(open_only, posix_shm(name), access_mode::read_only), access_denied);
+  CHECK_THROWS_AS(segment(open_only, posix_shm(name)), access_denied);
+  CHECK_THROWS_WITH(segment(open_only, posix_shm(name)), Catch::Contains("not a regular file"));
+  CHECK(remove(posix_shm(name)));
+  char dir[] = "/tmp/shmarray_fifo_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string path = std::string(dir) + "/pipe";
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  CHECK_THROWS_AS(segment(open_only, file(path), access_mode::read_only), access_denied);
+  CHECK(remove(file(path)));
+  CHECK(::rmdir(dir) == 0);
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a relative file path is made absolute when the backing is made") {
+  char cwd[4096];
+  REQUIRE(::getcwd(cwd, sizeof cwd));
+  CHECK(file("a/b.shm").name() == std::string(cwd) + "/a/b.shm");
+  CHECK(file("/x/y").name() == "/x/y");
+}
+
+TEST_CASE("remove_if_same leaves alone a name that now names another object") {
+  test::names names;
+  const auto name = names("reused");
+  dev_t dev;
+  ino_t ino;
+  {
+    segment first(create_only, posix_shm(name), 4096);
+    dev = first.device();
+    ino = first.inode();
+    CHECK(remove(posix_shm(name)));
+    segment second(create_only, posix_shm(name), 4096);  // someone else, same name
+    CHECK(second.inode() != ino);
+    CHECK_FALSE(posix_shm(name).remove_if_same(dev, ino));
+    CHECK(names.exists(name));
+    CHECK(posix_shm(name).remove_if_same(second.device(), second.inode()));
+  }
+  CHECK_FALSE(posix_shm(name).remove_if_same(dev, ino));
+  CHECK(names.left().empty());
 }

@@ -8,9 +8,9 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include <boost/interprocess/anonymous_shared_memory.hpp>
+#include <algorithm>
 #include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
+#include <climits>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -22,9 +22,18 @@
 #include "detail/os.hpp"
 #include "errors.hpp"
 
+// Linux 5.14; older C library headers lack the names.
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
 namespace shmarray {
 
-enum class access { read_only, read_write };
+// How a segment is mapped.
+enum class access_mode { read_only, read_write };
 
 // Tuning of a mapping.
 struct map_options {
@@ -83,7 +92,7 @@ struct is_named : std::false_type {};
 template <class B>
 struct is_named<B, std::void_t<decltype(std::declval<const B&>().remove()),
                                decltype(std::declval<const B&>().open(
-                                   access::read_only, std::declval<const map_options&>()))>>
+                                   access_mode::read_only, std::declval<const map_options&>()))>>
     : std::true_type {};
 
 // Closes a descriptor on scope exit.
@@ -140,15 +149,46 @@ inline bip::mapped_region map_region(const fd_mappable& what, std::size_t size,
   }
 }
 
-// Reserves `size` bytes for a new object and maps it.
+// Bytes a new segment starts with: [0, size) is written, the rest is zero.
+struct initial_bytes {
+  const void* data = nullptr;
+  std::size_t size = 0;
+};
+
+// Sizes, fills and reserves a new object of `size` bytes, then maps it. The
+// full size is set first, so a reader never sees a partial size; the initial
+// bytes are written with pwrite: one copy, straight into the object's pages,
+// with no zero-filling first and no page faults; the rest is reserved with
+// posix_fallocate. Either way a full file system is out_of_space now, never
+// a SIGBUS later.
 inline mapping create_mapping(int fd, std::string_view name, std::size_t size, bool shmem,
-                              const map_options& o) {
-  if (const int rc = ::posix_fallocate(fd, 0, off_t(size)); rc != 0) {
-    if (rc == ENOSPC) throw_out_of_space(fd, name, size, shmem);
-    throw_os_error(rc, name, "could not reserve " + std::to_string(size) + " bytes");
-  }
+                              space where, const map_options& o, initial_bytes init) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
+  // The mode asked for is 0600; only a umask that removes owner bits changes it.
+  if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0)
+    throw_os_error(errno, name, "could not be set to mode 0600");
+  if (::ftruncate(fd, off_t(size)) != 0) {
+    if (errno == EFBIG || errno == ENOSPC) throw_out_of_space(fd, name, size, where);
+    throw_os_error(errno, name, "could not be sized to " + std::to_string(size) + " bytes");
+  }
+  const auto* src = static_cast<const char*>(init.data);
+  for (std::size_t done = 0; done < init.size;) {
+    const ssize_t n =
+        ::pwrite(fd, src + done, std::min<std::size_t>(init.size - done, 1u << 30), off_t(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == ENOSPC || errno == ENOMEM)) throw_out_of_space(fd, name, size, where);
+    if (n <= 0) throw_os_error(n < 0 ? errno : EIO, name, "could not be written");
+    done += std::size_t(n);
+  }
+  if (init.size < size) {
+    int rc;
+    do  // tmpfs gives up with EINTR when a signal is pending
+      rc = ::posix_fallocate(fd, off_t(init.size), off_t(size - init.size));
+    while (rc == EINTR);
+    if (rc == ENOSPC || rc == ENOMEM) throw_out_of_space(fd, name, size, where);
+    if (rc != 0) throw_os_error(rc, name, "could not reserve " + std::to_string(size) + " bytes");
+  }
   mapping m;
   m.name = std::string(name);
   m.device = st.st_dev;
@@ -163,7 +203,9 @@ inline mapping open_mapping(int fd, std::string_view name, bool writable, bool s
                             const map_options& o) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
-  if (!S_ISREG(st.st_mode)) throw access_denied(message(name, "is not a regular file"));
+  if (!S_ISREG(st.st_mode))
+    throw access_denied(
+        message(name, "is not a regular file (mode " + std::to_string(st.st_mode & S_IFMT) + ")"));
   if (st.st_size == 0)
     throw not_ready(message(name, "is empty: it is still being created, or holds nothing"));
   mapping m;
@@ -177,9 +219,62 @@ inline mapping open_mapping(int fd, std::string_view name, bool writable, bool s
   return m;
 }
 
+// What the named backings share: create exclusively, open without blocking
+// (a FIFO planted under the name must not hang the caller), and remove.
+// Derived says how to open and unlink its kind of name.
+template <class Derived>
+class named_backing {
+ public:
+  mapping create(std::size_t size, const map_options& o, initial_bytes init = {}) const {
+    const int fd = self().open_fd(O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+      throw not_found(message(name(), "cannot be created: its directory does not exist"));
+    if (fd < 0) throw_os_error(errno, name(), "could not be created");
+    fd_guard close_fd{fd};
+    scope_exit undo([&] { self().unlink_name(); });
+    auto m = create_mapping(fd, name(), size, self().shmem(fd), Derived::where, o, init);
+    undo.dismiss();
+    return m;
+  }
+
+  mapping open(access_mode a, const map_options& o) const {
+    const bool writable = a == access_mode::read_write;
+    const int fd = self().open_fd((writable ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) throw_os_error(errno, name(), "could not be opened");
+    fd_guard close_fd{fd};
+    return open_mapping(fd, name(), writable, self().shmem(fd), o);
+  }
+
+  // Unlinks the name; false if there was nothing to remove. Mappings stay valid.
+  bool remove() const {
+    if (self().unlink_name() == 0) return true;
+    if (errno == ENOENT) return false;
+    throw_os_error(errno, name(), "could not be removed");
+  }
+
+  // Unlinks the name only while it still names the object (device, inode)
+  // that was created under it: a name that someone else has since reused is
+  // left alone. False if nothing was removed.
+  bool remove_if_same(dev_t device, ino_t inode) const noexcept {
+    const int fd = self().open_fd(O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st {};
+    const bool same = ::fstat(fd, &st) == 0 && st.st_dev == device && st.st_ino == inode;
+    ::close(fd);
+    return same && self().unlink_name() == 0;
+  }
+
+ private:
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
+  const std::string& name() const { return self().name(); }
+};
+
 }  // namespace detail
 
-// Memory shared with fork() children only. It has no name, so it can never leak.
+// Memory shared with fork() children only. It has no name, so it can never
+// leak. It is a memfd (an unnamed tmpfs file, as MAP_SHARED | MAP_ANONYMOUS
+// memory is inside the kernel) so that, like the named backings, it is
+// reserved up front and filled with a single copy.
 struct anonymous {
   // Anonymous memory has no name: always "".
   const std::string& name() const noexcept {
@@ -187,67 +282,23 @@ struct anonymous {
     return none;
   }
 
-  detail::mapping create(std::size_t size, const map_options& o) const {
-    detail::mapping m;
-    try {
-      m.region = boost::interprocess::anonymous_shared_memory(size);
-    } catch (const boost::interprocess::interprocess_exception& e) {
-      if (e.get_native_error() == ENOMEM)
-        throw out_of_space(
-            detail::message("", "could not map " + std::to_string(size) + " bytes: out of memory"),
-            size, 0);
-      detail::throw_os_error(e.get_native_error(), "", "could not be mapped");
-    }
-    detail::tune(m, o, true);
-    return m;
+  detail::mapping create(std::size_t size, const map_options& o,
+                         detail::initial_bytes init = {}) const {
+    const int fd = ::memfd_create("shmarray", MFD_CLOEXEC);
+    if (fd < 0) detail::throw_os_error(errno, "", "could not be created");
+    detail::fd_guard close_fd{fd};
+    return detail::create_mapping(fd, "", size, true, detail::space::memory, o, init);
   }
 };
 
 // A named POSIX shared-memory object (in /dev/shm on Linux) that any process
 // may attach by name. Names may start with '/', and hold no other '/'.
-class posix_shm {
+class posix_shm : public detail::named_backing<posix_shm> {
  public:
   explicit posix_shm(std::string_view name) : name_(normalise(name)) {}
 
   // The name with its leading '/'.
   const std::string& name() const noexcept { return name_; }
-
-  detail::mapping create(std::size_t size, const map_options& o) const {
-    namespace bip = boost::interprocess;
-    bip::shared_memory_object obj;
-    try {
-      // Created with O_EXCL; Boost then sets the mode with fchmod, so it is
-      // exactly 0600 whatever the umask.
-      bip::shared_memory_object(bip::create_only, name_.c_str(), bip::read_write,
-                                bip::permissions(0600))
-          .swap(obj);
-    } catch (const bip::interprocess_exception& e) {
-      detail::throw_os_error(e.get_native_error(), name_, "could not be created");
-    }
-    detail::scope_exit undo([&] { ::shm_unlink(name_.c_str()); });
-    auto m = detail::create_mapping(obj.get_mapping_handle().handle, name_, size, true, o);
-    undo.dismiss();
-    return m;
-  }
-
-  detail::mapping open(access a, const map_options& o) const {
-    namespace bip = boost::interprocess;
-    const bool writable = a == access::read_write;
-    try {
-      bip::shared_memory_object obj(bip::open_only, name_.c_str(),
-                                    writable ? bip::read_write : bip::read_only);
-      return detail::open_mapping(obj.get_mapping_handle().handle, name_, writable, true, o);
-    } catch (const bip::interprocess_exception& e) {
-      detail::throw_os_error(e.get_native_error(), name_, "could not be opened");
-    }
-  }
-
-  // Unlinks the name; false if there was nothing to remove. Mappings stay valid.
-  bool remove() const {
-    if (::shm_unlink(name_.c_str()) == 0) return true;
-    if (errno == ENOENT) return false;
-    detail::throw_os_error(errno, name_, "could not be removed");
-  }
 
   // Checks a name and gives it its leading '/'.
   static std::string normalise(std::string_view name) {
@@ -261,7 +312,7 @@ class posix_shm {
       why = "holds a NUL character";
     else if (bare == "." || bare == "..")
       why = "is a directory name";
-    else if (bare.size() > 255)
+    else if (bare.size() > NAME_MAX)
       why = "is longer than 255 characters";
     if (why)
       throw invalid_name(detail::message(name, std::string("is not a valid name: it ") + why));
@@ -269,52 +320,42 @@ class posix_shm {
   }
 
  private:
+  friend class detail::named_backing<posix_shm>;
+  static constexpr detail::space where = detail::space::dev_shm;
+  int open_fd(int flags) const { return ::shm_open(name_.c_str(), flags, 0600); }
+  int unlink_name() const { return ::shm_unlink(name_.c_str()); }
+  static bool shmem(int) { return true; }
+
   std::string name_;
 };
 
 // A mapped file: it outlives processes and reboots. Created with mode 0600.
-class file {
+// A relative path is made absolute at once, so a later chdir changes nothing.
+class file : public detail::named_backing<file> {
  public:
-  explicit file(std::string_view path) : path_(path) {
-    if (path_.empty()) throw invalid_name("shmarray: a file backing needs a path");
-    if (path_.find('\0') != path_.npos)
-      throw invalid_name(detail::message(path, "is not a valid path: it holds a NUL character"));
-  }
+  explicit file(std::string_view path) : path_(absolute(path)) {}
 
   const std::string& name() const noexcept { return path_; }
 
-  detail::mapping create(std::size_t size, const map_options& o) const {
-    const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 && errno == ENOENT)
-      throw not_found(detail::message(path_, "cannot be created: its directory does not exist"));
-    if (fd < 0) detail::throw_os_error(errno, path_, "could not be created");
-    detail::fd_guard close_fd{fd};
-    detail::scope_exit undo([&] { ::unlink(path_.c_str()); });
-    if (::fchmod(fd, 0600) != 0)
-      detail::throw_os_error(errno, path_, "could not be set to mode 0600");
-    auto m = detail::create_mapping(fd, path_, size, on_tmpfs(fd), o);
-    undo.dismiss();
-    return m;
-  }
-
-  detail::mapping open(access a, const map_options& o) const {
-    const bool writable = a == access::read_write;
-    const int fd = ::open(path_.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0) detail::throw_os_error(errno, path_, "could not be opened");
-    detail::fd_guard close_fd{fd};
-    return detail::open_mapping(fd, path_, writable, on_tmpfs(fd), o);
-  }
-
-  bool remove() const {
-    if (::unlink(path_.c_str()) == 0) return true;
-    if (errno == ENOENT) return false;
-    detail::throw_os_error(errno, path_, "could not be removed");
-  }
-
  private:
-  static bool on_tmpfs(int fd) {
+  friend class detail::named_backing<file>;
+  static constexpr detail::space where = detail::space::file_system;
+  int open_fd(int flags) const { return ::open(path_.c_str(), flags, 0600); }
+  int unlink_name() const { return ::unlink(path_.c_str()); }
+  static bool shmem(int fd) {
     struct statfs st {};
     return ::fstatfs(fd, &st) == 0 && st.f_type == 0x01021994;  // TMPFS_MAGIC
+  }
+
+  static std::string absolute(std::string_view path) {
+    if (path.empty()) throw invalid_name("shmarray: a file backing needs a path");
+    if (path.find('\0') != path.npos)
+      throw invalid_name(detail::message(path, "is not a valid path: it holds a NUL character"));
+    if (path[0] == '/') return std::string(path);
+    char cwd[PATH_MAX];
+    if (!::getcwd(cwd, sizeof cwd))
+      detail::throw_os_error(errno, path, "cannot be made absolute (getcwd failed)");
+    return std::string(cwd) + "/" + std::string(path);
   }
 
   std::string path_;

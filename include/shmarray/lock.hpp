@@ -53,6 +53,17 @@ class scoped_lock {
 
   enum class mode { wait, try_once, until };
 
+  // A timeout as nanoseconds, clamped to [0, 100 years], so that no duration
+  // overflows on its way to a deadline.
+  template <class Rep, class Period>
+  static std::chrono::nanoseconds saturate(std::chrono::duration<Rep, Period> d) {
+    using namespace std::chrono;
+    constexpr auto limit = hours(24 * 365 * 100);
+    if (d <= d.zero()) return nanoseconds::zero();
+    if (duration<double>(d) >= duration<double>(limit)) return limit;
+    return duration_cast<nanoseconds>(d);
+  }
+
   // Locks `m`; `keep` holds the mapping alive while the lock is held.
   static scoped_lock acquire(std::shared_ptr<const void> keep, pthread_mutex_t* m,
                              const std::string& name, mode how,

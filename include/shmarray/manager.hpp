@@ -69,7 +69,7 @@ class manager {
  public:
   manager() : manager(manager_options{}) {}
   explicit manager(manager_options o) : s_(std::make_unique<state>()) {
-    s_->prefix = std::move(o.prefix);
+    st().prefix = std::move(o.prefix);
   }
   manager(manager&&) noexcept = default;
   manager& operator=(manager&& o) noexcept {
@@ -83,38 +83,38 @@ class manager {
 
   // A new zero-filled array under a generated POSIX shared-memory name.
   template <class T>
-  ndarray<T> from_shape(const shape_type& shape, const create_options& o = {}) {
-    return create<T>(shape, o, no_fill);
+  ndarray<T> from_shape(const shape_arg& shape, const create_options& o = {}) {
+    return create<T>(shape, o, nullptr);
   }
   // A new zero-filled array with the given backing: anonymous{},
   // posix_shm{"name"} or file{"path"}.
   template <class T, class Backing, class = std::enable_if_t<detail::is_backing<Backing>::value>>
-  ndarray<T> from_shape(const shape_type& shape, const Backing& backing,
+  ndarray<T> from_shape(const shape_arg& shape, const Backing& backing,
                         const create_options& o = {}) {
-    return create<T>(backing, shape, o, no_fill);
+    return create<T>(backing, shape, o, nullptr);
   }
 
   // A new array holding a copy of `data`, read in the order of `o.order`.
   template <class T>
-  ndarray<std::remove_const_t<T>> from_array(const T* data, const shape_type& shape,
+  ndarray<std::remove_const_t<T>> from_array(const T* data, const shape_arg& shape,
                                              const create_options& o = {}) {
-    return create<std::remove_const_t<T>>(shape, o, copier(data));
+    return create<std::remove_const_t<T>>(shape, o, data);
   }
   template <class T, class Backing, class = std::enable_if_t<detail::is_backing<Backing>::value>>
-  ndarray<std::remove_const_t<T>> from_array(const T* data, const shape_type& shape,
+  ndarray<std::remove_const_t<T>> from_array(const T* data, const shape_arg& shape,
                                              const Backing& backing, const create_options& o = {}) {
-    return create<std::remove_const_t<T>>(backing, shape, o, copier(data));
+    return create<std::remove_const_t<T>>(backing, shape, o, data);
   }
   // A new array holding a copy of another, with its shape and order.
   template <class T>
   ndarray<std::remove_const_t<T>> from_array(const ndarray<T>& a, create_options o = {}) {
-    o.order = a.storage_order();
+    o.order = source_order(a);
     return from_array(a.data(), a.shape(), o);
   }
   template <class T, class Backing, class = std::enable_if_t<detail::is_backing<Backing>::value>>
   ndarray<std::remove_const_t<T>> from_array(const ndarray<T>& a, const Backing& backing,
                                              create_options o = {}) {
-    o.order = a.storage_order();
+    o.order = source_order(a);
     return from_array(a.data(), a.shape(), backing, o);
   }
 
@@ -125,27 +125,30 @@ class manager {
     return ndarray<T>::attach(name, opts);
   }
   template <class T>
-  ndarray<T> attach(std::string_view name, shape_type shape, order o = order::row_major,
+  ndarray<T> attach(std::string_view name, const shape_arg& shape, order o = order::row_major,
                     const attach_options& opts = {}) const {
-    return ndarray<T>::attach(name, std::move(shape), o, opts);
+    return ndarray<T>::attach(name, shape, o, opts);
   }
 
   // A fresh name: prefix, owner pid, a per-process salt and a counter. With
   // the default prefix it is at most 30 characters long, '/' included.
-  posix_shm generate_name() const {
+  posix_shm generate_name() const { return generate_name(::getpid()); }
+
+ private:
+  posix_shm generate_name(pid_t self) const {
     static std::atomic<std::uint64_t> counter{0};
     static const std::string salt = [] {
       std::random_device rd;
       return detail::base36(1679616 + rd() % (60466176 - 1679616));  // 5 base-36 digits
     }();
     const std::uint64_t n = counter.fetch_add(1, std::memory_order_relaxed) % 2176782336u;
-    return posix_shm(s_->prefix + std::to_string(::getpid()) + "_" + salt + "_" +
-                     detail::base36(n));
+    return posix_shm(st().prefix + std::to_string(self) + "_" + salt + "_" + detail::base36(n));
   }
 
+ public:
   // The names this manager will remove, in creation order.
   std::vector<std::string> names() const {
-    std::lock_guard<std::mutex> g(s_->mu);
+    std::lock_guard<std::mutex> g(st().mu);
     std::vector<std::string> out;
     for (const auto& o : s_->owned)
       out.push_back(o.name);
@@ -155,15 +158,16 @@ class manager {
   // Storage for shmarray::allocator over named memory: a raw segment that
   // lives until deallocate_bytes or the manager's end.
   void* allocate_bytes(std::size_t bytes) {
+    const pid_t self = ::getpid();
     for (int attempt = 0;; ++attempt) {
-      const posix_shm name = generate_name();
+      const posix_shm name = generate_name(self);
       try {
         segment seg(create_only, name, bytes);
         detail::scope_exit undo([&] { remove_quietly(name); });
-        std::lock_guard<std::mutex> g(s_->mu);
+        std::lock_guard<std::mutex> g(st().mu);
         void* p = seg.data();
-        s_->owned.push_back({name.name(), &remove_as<posix_shm>, ::getpid()});
-        s_->allocations.emplace(p, std::move(seg));
+        st().owned.push_back({name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode()});
+        st().allocations.emplace(p, std::move(seg));
         undo.dismiss();
         return p;
       } catch (const already_exists&) {
@@ -172,7 +176,7 @@ class manager {
     }
   }
   void deallocate_bytes(void* p) noexcept {
-    std::lock_guard<std::mutex> g(s_->mu);
+    std::lock_guard<std::mutex> g(st().mu);
     const auto it = s_->allocations.find(p);
     if (it == s_->allocations.end()) return;
     remove_owned(it->second.name());
@@ -180,10 +184,13 @@ class manager {
   }
 
  private:
+  // A name this manager created, and the object it named then.
   struct owned_name {
     std::string name;
-    bool (*remove)(const std::string&);
+    bool (*remove)(const std::string&, dev_t, ino_t);
     pid_t creator;
+    dev_t device;
+    ino_t inode;
   };
   struct state {
     std::string prefix;
@@ -193,8 +200,8 @@ class manager {
   };
 
   template <class Backing>
-  static bool remove_as(const std::string& name) {
-    return Backing(name).remove();
+  static bool remove_as(const std::string& name, dev_t device, ino_t inode) {
+    return Backing(name).remove_if_same(device, inode);
   }
 
   // Undoes a creation that failed half-way; anonymous memory has no name.
@@ -208,31 +215,24 @@ class manager {
     }
   }
 
-  static void no_fill(std::byte*, std::size_t) noexcept {}
-
-  template <class T>
-  static auto copier(const T* data) {
-    return [data](std::byte* dst, std::size_t nbytes) {
-      if (nbytes) std::memcpy(dst, data, nbytes);
-    };
-  }
-
   // Creates under a generated name, trying the next one if a stale segment
   // of an earlier process with this pid holds it.
-  template <class T, class Fill>
-  ndarray<T> create(const shape_type& shape, const create_options& o, Fill&& fill) {
+  template <class T>
+  ndarray<T> create(const shape_type& shape, const create_options& o, const void* data) {
+    const pid_t self = ::getpid();
     for (int attempt = 0;; ++attempt) {
       try {
-        return create<T>(generate_name(), shape, o, fill);
+        return create<T>(generate_name(self), shape, o, data, self);
       } catch (const already_exists&) {
         if (attempt == 16) throw;
       }
     }
   }
 
-  template <class T, class Backing, class Fill>
+  // Creates an array of `shape`, holding a copy of `data` (zeros if null).
+  template <class T, class Backing>
   ndarray<T> create(const Backing& backing, const shape_type& shape, const create_options& o,
-                    Fill&& fill) {
+                    const void* data, pid_t self = ::getpid()) {
     static_assert(!std::is_const_v<T>, "shmarray: create arrays of T, not const T");
     const std::size_t nbytes = detail::checked_nbytes(sizeof(T), shape, backing.name());
     std::uint64_t total = nbytes;
@@ -243,32 +243,29 @@ class manager {
     if (!o.raw && !detail::segment_bytes(nbytes, total))
       throw invalid_shape(detail::message(
           backing.name(), "cannot hold " + std::to_string(nbytes) + " bytes and a record"));
-    segment seg(create_only, backing, std::size_t(total), o.map);
+    segment seg(create_only, backing, std::size_t(total), o.map,
+                {data, data ? nbytes : std::size_t{0}});
     auto undo = detail::scope_exit([&] { remove_quietly(backing); });
     std::optional<segment_info> info;
     if (!o.raw) {
-      info = detail::new_info(dtype_of<T>(), shape, o.order, nbytes);
+      info = detail::new_info(dtype_of<T>(), shape, o.order, nbytes, self);
       detail::write_record(seg.data(), seg.size(), *info, seg.name());
     }
-    fill(seg.data(), nbytes);
     if constexpr (detail::is_named<Backing>::value) {
       if (!o.keep) {
-        std::lock_guard<std::mutex> g(s_->mu);
-        s_->owned.push_back({seg.name(), &remove_as<Backing>, ::getpid()});
+        std::lock_guard<std::mutex> g(st().mu);
+        st().owned.push_back({seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode()});
       }
     }
     undo.dismiss();
     return ndarray<T>(detail::trusted_t{}, std::move(seg), info ? &*info : nullptr, shape, o.order);
   }
 
-  // Removes a name this process created (false, already gone, is fine); a
-  // fork()ed child's copy of the manager never removes its parent's names.
+  // Removes a name this process created, if it still names what was created
+  // (gone already, or reused by someone else: left alone); a fork()ed
+  // child's copy of the manager never removes its parent's names.
   static void remove_if_mine(const owned_name& o) noexcept {
-    if (o.creator != ::getpid()) return;
-    try {
-      o.remove(o.name);
-    } catch (...) {
-    }
+    if (o.creator == ::getpid()) o.remove(o.name, o.device, o.inode);
   }
 
   // Removes one owned name and stops owning it; the caller holds the mutex.
@@ -283,11 +280,22 @@ class manager {
 
   void remove_all() noexcept {
     if (!s_) return;
-    std::lock_guard<std::mutex> g(s_->mu);
+    std::lock_guard<std::mutex> g(st().mu);
     for (const auto& o : s_->owned)
       remove_if_mine(o);
     s_->owned.clear();
     s_->allocations.clear();
+  }
+
+  template <class T>
+  static order source_order(const ndarray<T>& a) {
+    if (!a) throw error("shmarray: from_array of an empty ndarray handle, which holds no array");
+    return a.storage_order();
+  }
+
+  state& st() const {
+    if (!s_) throw error("shmarray: this manager was moved from");
+    return *s_;
   }
 
   std::unique_ptr<state> s_;

@@ -107,6 +107,12 @@ inline Byte* record_of(Byte* base, std::size_t size) noexcept {
   return base + (size - format::record_size);
 }
 
+inline bool all_zero(const std::byte* p, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i)
+    if (p[i] != std::byte{0}) return false;
+  return true;
+}
+
 inline bool has_magic(const std::byte* rec) noexcept {
   return rec && std::memcmp(rec + format::off_magic, format::magic, sizeof format::magic) == 0;
 }
@@ -155,6 +161,11 @@ inline void write_record(std::byte* base, std::size_t size, const segment_info& 
   throw corrupt_metadata(message(name, "has a corrupt record: " + text));
 }
 
+inline std::string reserved_text(std::size_t offset, std::byte value) {
+  return "reserved byte " + std::to_string(offset) + " is " +
+         std::to_string(std::to_integer<int>(value)) + ", expected 0";
+}
+
 // Reads and validates the record of a mapped segment, in the order
 // docs/FORMAT.md gives. Throws not_ready, version_mismatch, corrupt_metadata
 // or truncated_segment; never trusts a field before it is checked.
@@ -195,10 +206,15 @@ inline segment_info read_record(const std::byte* base, std::size_t size, std::st
   segment_info info;
   const char* dt = reinterpret_cast<const char*>(rec + format::off_dtype);
   const std::size_t dlen = strnlen(dt, format::dtype_field);
-  if (dlen == 0 || dlen == format::dtype_field) corrupt(name, "dtype is empty or unterminated");
+  if (dlen == 0) corrupt(name, "the dtype field is empty");
+  if (dlen == format::dtype_field)
+    corrupt(name, "the dtype field has no terminating NUL in its 16 bytes");
   for (std::size_t i = 0; i < format::dtype_field; ++i) {
     const bool ok = i < dlen ? (dt[i] > ' ' && dt[i] < 0x7f) : dt[i] == 0;
-    if (!ok) corrupt(name, "dtype holds bytes that are not printable ASCII");
+    if (!ok)
+      corrupt(name, "dtype byte " + std::to_string(i) + " is " +
+                        std::to_string(int(static_cast<unsigned char>(dt[i]))) +
+                        (i < dlen ? ", not printable ASCII" : ", expected 0 after the NUL"));
   }
   info.dtype.assign(dt, dlen);
   info.itemsize = load_le<std::uint32_t>(rec + format::off_itemsize);
@@ -215,15 +231,18 @@ inline segment_info read_record(const std::byte* base, std::size_t size, std::st
     corrupt(name, "order byte " + std::to_string(int(static_cast<unsigned char>(ord))) +
                       ", expected 'C' or 'F'");
   info.order = static_cast<order>(ord);
+  // bytes 49-51 pad the order; 52-55 are flags, all zero in version 1
   for (std::size_t i = format::off_order + 1; i < format::off_owner_pid; ++i)
-    if (rec[i] != std::byte{0}) corrupt(name, "reserved bytes after the order are not zero");
+    if (rec[i] != std::byte{0}) corrupt(name, reserved_text(i, rec[i]));
   for (std::size_t i = format::off_reserved; i < format::checksummed; ++i)
-    if (rec[i] != std::byte{0}) corrupt(name, "reserved bytes after the shape are not zero");
+    if (rec[i] != std::byte{0}) corrupt(name, reserved_text(i, rec[i]));
 
   std::uint64_t extents[max_rank] = {};
   for (std::size_t i = 0; i < max_rank; ++i) {
     extents[i] = load_le<std::uint64_t>(rec + format::off_shape + 8 * i);
-    if (i >= rank && extents[i] != 0) corrupt(name, "shape entries past the rank are not zero");
+    if (i >= rank && extents[i] != 0)
+      corrupt(name, "shape entry " + std::to_string(i) + " is " + std::to_string(extents[i]) +
+                        ", expected 0 past rank " + std::to_string(rank));
   }
   std::uint64_t nbytes = 0;
   info.shape.assign(extents, extents + rank);
@@ -250,26 +269,55 @@ inline segment_info read_record(const std::byte* base, std::size_t size, std::st
   return info;
 }
 
+// Whether a mutex in the record is of the kind shmarray makes: a forged or
+// damaged one must not be trusted to lock. (glibc keeps the kind in plain
+// sight; elsewhere nothing is checked.)
+inline bool mutex_kind_ok(const pthread_mutex_t* m) noexcept {
+#if defined(__GLIBC__)
+  static const int kind = [] {
+    pthread_mutex_t probe;
+    init_mutex(&probe, "");
+    const int k = probe.__data.__kind;
+    ::pthread_mutex_destroy(&probe);
+    return k;
+  }();
+  return m->__data.__kind == kind;
+#else
+  (void)m;
+  return true;
+#endif
+}
+
 // Makes the lock of a writable segment usable in this boot: a mutex that was
 // initialised in an earlier boot (a file that survived a reboot) is
-// initialised again instead of trusted.
+// initialised again instead of trusted. A mutex of the wrong kind is corrupt.
 inline void refresh_lock(std::byte* rec, std::string_view name) {
   const auto now = boot_id();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   for (;;) {
     std::uint32_t state = load_acquire(rec, format::off_lock_state);
     if (state == format::lock_ready) {
-      if (std::memcmp(rec + format::off_lock_boot_id, now.data(), now.size()) == 0) return;
+      if (std::memcmp(rec + format::off_lock_boot_id, now.data(), now.size()) == 0) {
+        if (!mutex_kind_ok(record_mutex(rec)))
+          corrupt(name, "its lock is not a robust process-shared mutex");
+        return;
+      }
       if (__atomic_compare_exchange_n(word(rec, format::off_lock_state), &state,
                                       format::lock_initialising, false, __ATOMIC_ACQUIRE,
                                       __ATOMIC_RELAXED)) {
-        init_mutex(record_mutex(rec), name);
+        try {
+          init_mutex(record_mutex(rec), name);
+        } catch (...) {  // leave it as it was, for the next attach to try again
+          __atomic_store_n(word(rec, format::off_lock_state), format::lock_ready, __ATOMIC_RELEASE);
+          throw;
+        }
         std::memcpy(rec + format::off_lock_boot_id, now.data(), now.size());
         __atomic_store_n(word(rec, format::off_lock_state), format::lock_ready, __ATOMIC_RELEASE);
         return;
       }
     } else if (state != format::lock_initialising) {
-      corrupt(name, "lock state " + std::to_string(state));
+      corrupt(name, "lock state " + std::to_string(state) + ", expected " +
+                        std::to_string(format::lock_ready));
     }
     if (std::chrono::steady_clock::now() > deadline)
       throw lock_error(message(name,
@@ -281,14 +329,14 @@ inline void refresh_lock(std::byte* rec, std::string_view name) {
 
 // The record for a new array, stamped with this process and boot.
 inline segment_info new_info(const dtype_info& dt, const shape_type& shape, order o,
-                             std::size_t nbytes) {
+                             std::size_t nbytes, pid_t owner) {
   segment_info info;
   info.dtype = std::string(dt.str);
   info.itemsize = dt.itemsize;
   info.order = o;
   info.shape = shape;
   info.data_nbytes = nbytes;
-  info.owner_pid = ::getpid();
+  info.owner_pid = owner;
   info.created_ns = std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                       std::chrono::system_clock::now().time_since_epoch())
                                       .count());

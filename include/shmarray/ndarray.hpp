@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +26,8 @@
 #include "shape.hpp"
 
 namespace shmarray {
+
+class manager;
 
 // How to attach to an existing segment.
 struct attach_options {
@@ -86,10 +89,16 @@ class ndarray {
   // Wraps a segment with an explicit shape, as SharedNDArray(shm, shape,
   // dtype) does: a raw segment must hold exactly the bytes of the shape; a
   // segment with a record must agree with it.
-  ndarray(segment seg, shape_type shape, order o = order::row_major) {
+  ndarray(segment seg, const shape_arg& shape_in, order o = order::row_major) {
+    const shape_type& shape = shape_in;
     check_access(seg);
     const std::size_t nbytes = detail::checked_nbytes(sizeof(T), shape, seg.name());
-    if (detail::has_magic(detail::record_of(seg.data(), seg.size()))) {
+    const std::byte* rec = detail::record_of(seg.data(), seg.size());
+    std::uint64_t with_record = 0;
+    if (detail::has_magic(rec) ||
+        (detail::segment_bytes(nbytes, with_record) && with_record == seg.size() &&
+         detail::all_zero(rec, sizeof format::magic))) {
+      // A record, or the place of one not written yet: read_record says which.
       const auto info = detail::read_record(seg.data(), seg.size(), seg.name());
       check_dtype(info, seg.name());
       if (info.shape != shape || info.order != o)
@@ -106,7 +115,7 @@ class ndarray {
                                                            " of " + std::string(dtype().str) +
                                                            " takes " + std::to_string(nbytes)));
     state_ = detail::share(std::move(seg), false);
-    set_view(reinterpret_cast<T*>(state_->seg.data()), std::move(shape), o);
+    set_view(reinterpret_cast<T*>(state_->seg.data()), shape, o);
   }
 
   // Attaches to a named segment (POSIX shared memory or a file) by its record.
@@ -120,13 +129,13 @@ class ndarray {
 
   // Attaches with an explicit shape (raw segments, or to check a record).
   template <class Backing, class = std::enable_if_t<detail::is_named<Backing>::value>>
-  static ndarray attach(const Backing& backing, shape_type shape, order o = order::row_major,
+  static ndarray attach(const Backing& backing, const shape_arg& shape, order o = order::row_major,
                         const attach_options& opts = {}) {
     return retry_while_not_ready(opts, [&] { return ndarray(open(backing, opts), shape, o); });
   }
-  static ndarray attach(std::string_view name, shape_type shape, order o = order::row_major,
+  static ndarray attach(std::string_view name, const shape_arg& shape, order o = order::row_major,
                         const attach_options& opts = {}) {
-    return attach(posix_shm(name), std::move(shape), o, opts);
+    return attach(posix_shm(name), shape, o, opts);
   }
 
   // A read-only view of a writable handle.
@@ -138,6 +147,9 @@ class ndarray {
         strides_(other.strides_),
         order_(other.order_),
         size_(other.size_) {}
+
+  // False for a default-constructed handle, which refers to no array.
+  explicit operator bool() const noexcept { return state_ != nullptr; }
 
   T* data() const noexcept { return data_; }
   const shape_type& shape() const noexcept { return shape_; }
@@ -166,6 +178,7 @@ class ndarray {
   template <class... I>
   T& operator()(I... idx) const noexcept {
     static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
+    assert(sizeof...(I) == ndim() && "shmarray: one index per axis");
     std::ptrdiff_t off = 0;
     std::size_t axis = 0;
     ((off += std::ptrdiff_t(idx) * strides_[axis++]), ...);
@@ -191,7 +204,8 @@ class ndarray {
 
   template <class U = T>
   void fill(const value_type& v) const {
-    static_assert(!std::is_const_v<U>, "shmarray: cannot fill an ndarray<const T>");
+    static_assert(std::is_same_v<U, T> && !std::is_const_v<U>,
+                  "shmarray: cannot fill an ndarray<const T>");
     std::fill(begin(), end(), v);
   }
 
@@ -199,27 +213,38 @@ class ndarray {
   // storage order; one extent may be -1 and is then inferred.
   ndarray reshape(const std::vector<std::ptrdiff_t>& spec) const {
     if (spec.size() > max_rank)
-      throw invalid_shape("shmarray: cannot reshape to rank " + std::to_string(spec.size()) +
-                          ": at most " + std::to_string(max_rank));
-    std::size_t known = 1, inferred = spec.size();
+      throw invalid_shape(detail::message(name(), "cannot be reshaped to rank " +
+                                                      std::to_string(spec.size()) + ": at most " +
+                                                      std::to_string(max_rank)));
+    std::size_t inferred = spec.size();
+    std::uint64_t known = 1;
     for (std::size_t i = 0; i < spec.size(); ++i) {
       if (spec[i] == -1) {
         if (inferred != spec.size())
-          throw invalid_shape("shmarray: reshape " + spec_text(spec) + " has more than one -1");
+          throw invalid_shape(detail::message(
+              name(), "cannot be reshaped to " + spec_text(spec) + ": more than one -1"));
         inferred = i;
       } else if (spec[i] < 0) {
-        throw invalid_shape("shmarray: reshape " + spec_text(spec) + " has a negative extent");
-      } else if (__builtin_mul_overflow(known, std::size_t(spec[i]), &known)) {
+        throw invalid_shape(detail::message(
+            name(), "cannot be reshaped to " + spec_text(spec) + ": a negative extent"));
+      } else if (__builtin_mul_overflow(known, std::uint64_t(spec[i]), &known)) {
         throw shape_mismatch(cannot_reshape(spec));
       }
     }
     shape_type shape(spec.begin(), spec.end());
     if (inferred != spec.size()) {
       if (known == 0 || size_ % known != 0) throw shape_mismatch(cannot_reshape(spec));
-      shape[inferred] = size_ / known;
+      shape[inferred] = size_ / std::size_t(known);
     } else if (known != size_) {
       throw shape_mismatch(cannot_reshape(spec));
     }
+    // An empty array takes any shape with a zero in it, but its strides must
+    // still fit: the non-zero extents obey the same limit as at creation.
+    std::uint64_t bytes = 0;
+    const std::vector<std::uint64_t> extents(shape.begin(), shape.end());
+    if (!detail::product_bytes(sizeof(T), extents.data(), extents.size(), bytes))
+      throw invalid_shape(detail::message(
+          name(), "cannot be reshaped to " + spec_text(spec) + ": its extents overflow"));
     ndarray r = *this;
     r.set_view(data_, std::move(shape), order_);
     return r;
@@ -227,11 +252,19 @@ class ndarray {
   ndarray reshape(std::initializer_list<std::ptrdiff_t> spec) const {
     return reshape(std::vector<std::ptrdiff_t>(spec));
   }
+  ndarray reshape(const shape_type& shape) const {
+    std::vector<std::ptrdiff_t> spec;
+    for (auto e : shape) {
+      if (e > std::size_t(PTRDIFF_MAX)) throw shape_mismatch(cannot_reshape({PTRDIFF_MAX}));
+      spec.push_back(std::ptrdiff_t(e));
+    }
+    return reshape(spec);
+  }
 
   // Takes the segment's process-shared lock, waiting as long as it takes.
   template <class U = T>
   scoped_lock lock() const {
-    static_assert(!std::is_const_v<U>,
+    static_assert(std::is_same_v<U, T> && !std::is_const_v<U>,
                   "shmarray: ndarray<const T> has no lock(): the mutex must be written to be "
                   "taken; lock through a writable ndarray<T>");
     return scoped_lock::acquire(state_, mutex(), name(), scoped_lock::mode::wait);
@@ -239,16 +272,23 @@ class ndarray {
   // Takes the lock if it is free; the result owns it or converts to false.
   template <class U = T>
   scoped_lock try_lock() const {
-    static_assert(!std::is_const_v<U>, "shmarray: ndarray<const T> has no try_lock()");
+    static_assert(std::is_same_v<U, T> && !std::is_const_v<U>,
+                  "shmarray: ndarray<const T> has no try_lock()");
     return scoped_lock::acquire(state_, mutex(), name(), scoped_lock::mode::try_once);
   }
   // Waits at most `timeout` for the lock, so a stopped holder cannot block forever.
   template <class Rep, class Period, class U = T>
   scoped_lock try_lock_for(std::chrono::duration<Rep, Period> timeout) const {
-    static_assert(!std::is_const_v<U>, "shmarray: ndarray<const T> has no try_lock_for()");
+    static_assert(std::is_same_v<U, T> && !std::is_const_v<U>,
+                  "shmarray: ndarray<const T> has no try_lock_for()");
     return scoped_lock::acquire(state_, mutex(), name(), scoped_lock::mode::until,
-                                std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+                                scoped_lock::saturate(timeout));
   }
+
+ private:
+  template <class U>
+  friend class ndarray;
+  friend class manager;
 
   // Built by manager from a segment it has just created and described.
   ndarray(detail::trusted_t, segment seg, const segment_info* info, shape_type shape, order o) {
@@ -256,11 +296,8 @@ class ndarray {
     set_view(reinterpret_cast<T*>(state_->seg.data()), std::move(shape), o);
   }
 
- private:
-  template <class U>
-  friend class ndarray;
-
-  static constexpr access mode = std::is_const_v<T> ? access::read_only : access::read_write;
+  static constexpr access_mode mode =
+      std::is_const_v<T> ? access_mode::read_only : access_mode::read_write;
 
   template <class Backing>
   static segment open(const Backing& backing, const attach_options& opts) {
@@ -341,8 +378,8 @@ class ndarray {
     return s + (spec.size() == 1 ? ",)" : ")");
   }
   std::string cannot_reshape(const std::vector<std::ptrdiff_t>& spec) const {
-    return "shmarray: cannot reshape an array of size " + std::to_string(size_) + " into shape " +
-           spec_text(spec);
+    return detail::message(name(), "cannot be reshaped from size " + std::to_string(size_) +
+                                       " into shape " + spec_text(spec));
   }
 
   std::shared_ptr<detail::array_state> state_;

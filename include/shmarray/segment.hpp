@@ -30,8 +30,15 @@ class segment {
   segment(create_only_t, const Backing& backing, std::size_t size, const map_options& o = {})
       : m_(backing.create(checked_size(size, backing), o)) {}
 
+  // Creates a segment whose first bytes are a copy of `init` (the rest zero),
+  // written in a single pass.
   template <class Backing>
-  segment(open_only_t, const Backing& backing, access a = access::read_write,
+  segment(create_only_t, const Backing& backing, std::size_t size, const map_options& o,
+          detail::initial_bytes init)
+      : m_(backing.create(checked_size(size, backing), o, checked_init(init, size))) {}
+
+  template <class Backing>
+  segment(open_only_t, const Backing& backing, access_mode a = access_mode::read_write,
           const map_options& o = {})
       : m_(backing.open(a, o)) {}
 
@@ -60,6 +67,12 @@ class segment {
       throw invalid_shape(
           detail::message(backing.name(), "cannot hold " + std::to_string(size) + " bytes"));
     return size;
+  }
+
+  static detail::initial_bytes checked_init(detail::initial_bytes init, std::size_t size) {
+    if (init.size > size)
+      throw invalid_shape("shmarray: more initial bytes than the segment holds");
+    return init;
   }
 
   detail::mapping m_;

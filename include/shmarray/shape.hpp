@@ -4,8 +4,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <iterator>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "errors.hpp"
@@ -21,6 +25,42 @@ enum class order : char { row_major = 'C', column_major = 'F' };
 
 // The highest rank an array may have (NumPy's limit too).
 inline constexpr std::size_t max_rank = 32;
+
+// A shape as a caller writes it: {3, 4}, {mat.rows(), mat.cols()}, or any
+// container of integers (std::vector, std::array, a shape() of xtensor).
+// A negative extent is invalid_shape.
+class shape_arg {
+ public:
+  shape_arg(std::initializer_list<std::size_t> extents) : v_(extents) {}
+  template <class I, class = std::enable_if_t<std::is_integral_v<I>>>
+  shape_arg(std::initializer_list<I> extents) {
+    assign(extents.begin(), extents.end());
+  }
+  template <class C, class I = std::decay_t<decltype(*std::begin(std::declval<const C&>()))>,
+            class = std::enable_if_t<std::is_integral_v<I>>>
+  shape_arg(const C& extents) {  // NOLINT(google-explicit-constructor)
+    assign(std::begin(extents), std::end(extents));
+  }
+
+  const shape_type& value() const noexcept { return v_; }
+  operator const shape_type&() const noexcept { return v_; }  // NOLINT
+
+ private:
+  template <class It>
+  void assign(It first, It last) {
+    for (; first != last; ++first) {
+      const auto e = *first;
+      if constexpr (std::is_signed_v<std::decay_t<decltype(e)>>) {
+        if (e < 0)
+          throw invalid_shape("shmarray: a shape cannot hold the negative extent " +
+                              std::to_string(e));
+      }
+      v_.push_back(std::size_t(e));
+    }
+  }
+
+  shape_type v_;
+};
 
 inline std::string to_string(const shape_type& shape) {
   std::string s = "(";

@@ -62,22 +62,34 @@ inline std::string errno_text(int err) {
   }
 }
 
-// The out_of_space error for `needed` bytes that the file system behind `fd`
-// could not reserve, with the way out.
+// Where a segment's bytes are reserved, for telling the way out when they run out.
+enum class space { dev_shm, file_system, memory };
+
+// The out_of_space error for `needed` bytes that could not be reserved on the
+// file system behind `fd`, with the way out.
 [[noreturn]] inline void throw_out_of_space(int fd, std::string_view name, std::size_t needed,
-                                            bool is_shm) {
+                                            space where) {
   struct statvfs st {};
   std::size_t avail = 0;
-  if (::fstatvfs(fd, &st) == 0) avail = std::size_t(st.f_bavail) * std::size_t(st.f_frsize);
-  std::string text = "needs " + std::to_string(needed) + " bytes, but " +
-                     (is_shm ? std::string("/dev/shm") : std::string("the file system")) + " has " +
-                     std::to_string(avail) + " bytes free; ";
-  if (is_shm)
-    text +=
-        "free space in /dev/shm (shmarray gc removes segments of dead owners), give the "
-        "container more shared memory (docker run --shm-size=...), or use a file backing";
-  else
-    text += "free space on that file system or choose another directory";
+  if (where != space::memory && ::fstatvfs(fd, &st) == 0)
+    avail = std::size_t(st.f_bavail) * std::size_t(st.f_frsize);
+  std::string text = "needs " + std::to_string(needed) + " bytes, but ";
+  switch (where) {
+    case space::dev_shm:
+      text += "/dev/shm has " + std::to_string(avail) +
+              " bytes free; free space in /dev/shm (shmarray gc removes segments of dead "
+              "owners), give the container more shared memory (docker run --shm-size=...), or "
+              "use a file backing";
+      break;
+    case space::file_system:
+      text += "its file system has " + std::to_string(avail) +
+              " bytes free; free space there or choose another directory";
+      break;
+    case space::memory:
+      text += "that much memory could not be reserved (a memory limit of this process or its "
+              "cgroup?)";
+      break;
+  }
   throw out_of_space(message(name, text), needed, avail);
 }
 
