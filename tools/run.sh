@@ -42,11 +42,13 @@ configure_and_build() {
 install_missing
 case "$what" in
 demo)
-  configure_and_build build
+  configure_and_build build -DSHMARRAY_BUILD_TESTS=OFF -DSHMARRAY_BUILD_BENCH=OFF \
+    -DSHMARRAY_BUILD_EXAMPLES=ON
   ./build/examples/quick_start
   ;;
 test)
-  configure_and_build build -DSHMARRAY_BUILD_TESTS=ON
+  configure_and_build build -DSHMARRAY_BUILD_TESTS=ON -DSHMARRAY_BUILD_EXAMPLES=ON \
+    -DSHMARRAY_BUILD_BENCH=ON
   (cd build && ctest --output-on-failure -j "$jobs")
   # Tests only, under AddressSanitizer and UndefinedBehaviorSanitizer; UB
   # must abort, or it only prints and the test passes.
@@ -56,7 +58,7 @@ test)
   ;;
 bench)
   configure_and_build build -DSHMARRAY_BUILD_BENCH=ON
-  ./build/bench/shmarray_bench
+  ./build/bench/shmarray_bench "${@:2}"
   ;;
 *)
   echo "usage: bash tools/run.sh demo|test|bench" >&2

@@ -77,9 +77,9 @@ enum class space { dev_shm, file_system, memory };
   switch (where) {
     case space::dev_shm:
       text += "/dev/shm has " + std::to_string(avail) +
-              " bytes free; free space in /dev/shm (shmarray gc removes segments of dead "
-              "owners), give the container more shared memory (docker run --shm-size=...), or "
-              "use a file backing";
+              " bytes free; free space in /dev/shm (ls -l /dev/shm shows what holds it), give "
+              "the container more shared memory (docker run --shm-size=...), or use a file "
+              "backing";
       break;
     case space::file_system:
       text += "its file system has " + std::to_string(avail) +
