@@ -151,6 +151,10 @@ TEST_CASE("damaged or forged records give typed errors, never garbage") {
        1},
       {"a ready word not yet set", [](std::byte* r) { std::memset(r + 380, 0, 4); }, false, 2},
       {"no record written yet", [](std::byte* r) { std::memset(r, 0, 512); }, false, 2},
+      {"a magic written before the version",
+       [](std::byte* r) { detail::store_le<std::uint32_t>(r + 8, 0); }, false, 2},
+      {"a lock state that is no state",
+       [](std::byte* r) { detail::store_le<std::uint32_t>(r + 384, 7); }, false, 0},
       {"a segment shorter than its record says",
        [](std::byte* r) {
          detail::store_le<std::uint64_t>(r + 88, 1000);
@@ -297,5 +301,27 @@ TEST_CASE("a lock initialised in an earlier boot is initialised again, not trust
   }
   CHECK(::access(path.c_str(), F_OK) != 0);
   CHECK(::rmdir(dir) == 0);
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a record whose writer made no lock gets one on the first writable attach") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<double>({8});
+    std::byte* rec = record(a);
+    // what a writer without pthreads (a Python process) leaves: state 0, all zero
+    std::memset(rec + fmt::off_lock_state, 0, fmt::record_size - fmt::off_lock_state);
+    auto ro = ndarray<const double>::attach(a.name());  // a reader leaves it alone
+    CHECK(detail::load_le<std::uint32_t>(rec + fmt::off_lock_state) == 0);
+    auto b = ndarray<double>::attach(a.name());
+    CHECK(detail::load_le<std::uint32_t>(rec + fmt::off_lock_state) == 2);
+    CHECK(std::memcmp(rec + fmt::off_lock_boot_id, detail::boot_id().data(), 16) == 0);
+    auto g = b.try_lock();
+    CHECK(g.owns_lock());
+    CHECK_FALSE(g.owner_died());
+    const int status = test::in_child([&] { return b.try_lock().owns_lock() ? 1 : 0; });
+    CHECK(test::exited_with(status, 0));
+  }
   CHECK(names.left().empty());
 }

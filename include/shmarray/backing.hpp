@@ -156,8 +156,7 @@ struct initial_bytes {
 };
 
 // Sizes, fills and reserves a new object of `size` bytes, then maps it. The
-// full size is set first, so a reader never sees a partial size; the initial
-// bytes are written with pwrite: one copy, straight into the object's pages,
+// initial bytes are written with pwrite: one copy, straight into the object's pages,
 // with no zero-filling first and no page faults; the rest is reserved with
 // posix_fallocate. Either way a full file system is out_of_space now, never
 // a SIGBUS later.
@@ -168,7 +167,9 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
   // The mode asked for is 0600; only a umask that removes owner bits changes it.
   if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0)
     throw_os_error(errno, name, "could not be set to mode 0600");
-  if (::ftruncate(fd, off_t(size)) != 0) {
+  // pwrite grows a file as it goes: size it first, so no reader sees a
+  // partial size. (fallocate alone sets the size in one step.)
+  if (init.size > 0 && ::ftruncate(fd, off_t(size)) != 0) {
     if (errno == EFBIG || errno == ENOSPC) throw_out_of_space(fd, name, size, where);
     throw_os_error(errno, name, "could not be sized to " + std::to_string(size) + " bytes");
   }

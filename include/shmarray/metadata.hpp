@@ -136,8 +136,6 @@ inline void write_record(std::byte* base, std::size_t size, const segment_info& 
                          std::string_view name) {
   std::byte* rec = record_of(base, size);
   std::memset(rec, 0, format::record_size);
-  std::memcpy(rec + format::off_magic, format::magic, sizeof format::magic);
-  store_le<std::uint32_t>(rec + format::off_version, format::version);
   store_le<std::uint32_t>(rec + format::off_record_size, format::record_size);
   store_le<std::uint64_t>(rec + format::off_data_nbytes, info.data_nbytes);
   std::memcpy(rec + format::off_dtype, info.dtype.data(),
@@ -150,6 +148,10 @@ inline void write_record(std::byte* base, std::size_t size, const segment_info& 
   std::memcpy(rec + format::off_boot_id, info.boot_id.data(), info.boot_id.size());
   for (std::size_t i = 0; i < info.shape.size(); ++i)
     store_le<std::uint64_t>(rec + format::off_shape + 8 * i, info.shape[i]);
+  // The version and then the magic last, so that a reader that meets the
+  // magic early finds version 0 (not ready), never a version mismatch.
+  store_le<std::uint32_t>(rec + format::off_version, format::version);
+  std::memcpy(rec + format::off_magic, format::magic, sizeof format::magic);
   store_le<std::uint32_t>(rec + format::off_checksum, crc32(rec, format::checksummed));
   init_mutex(record_mutex(rec), name);
   std::memcpy(rec + format::off_lock_boot_id, info.boot_id.data(), info.boot_id.size());
@@ -185,7 +187,9 @@ inline segment_info read_record(const std::byte* base, std::size_t size, std::st
                               "a raw segment (attach it with an explicit shape)"));
     corrupt(name, "bad magic (is it a raw segment? attach it with an explicit shape)");
   }
-  if (const auto v = load_le<std::uint32_t>(at + format::off_version); v != format::version)
+  const auto v = load_le<std::uint32_t>(at + format::off_version);
+  if (v == 0) throw not_ready(message(name, "is still being created (its version is not set)"));
+  if (v != format::version)
     throw version_mismatch(message(name, "has format version " + std::to_string(v) +
                                              ", this reader knows version " +
                                              std::to_string(format::version)));
@@ -288,37 +292,40 @@ inline bool mutex_kind_ok(const pthread_mutex_t* m) noexcept {
 #endif
 }
 
-// Makes the lock of a writable segment usable in this boot: a mutex that was
-// initialised in an earlier boot (a file that survived a reboot) is
-// initialised again instead of trusted. A mutex of the wrong kind is corrupt.
+// Makes the lock of a writable segment usable in this boot. A lock that was
+// initialised in an earlier boot (a file that survived a reboot), or never
+// (a writer that could not make a pthread mutex, such as Python), is
+// initialised now instead of trusted. A mutex of the wrong kind is corrupt.
 inline void refresh_lock(std::byte* rec, std::string_view name) {
   const auto now = boot_id();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   for (;;) {
     std::uint32_t state = load_acquire(rec, format::off_lock_state);
-    if (state == format::lock_ready) {
-      if (std::memcmp(rec + format::off_lock_boot_id, now.data(), now.size()) == 0) {
-        if (!mutex_kind_ok(record_mutex(rec)))
-          corrupt(name, "its lock is not a robust process-shared mutex");
-        return;
-      }
+    const bool current = std::memcmp(rec + format::off_lock_boot_id, now.data(), now.size()) == 0;
+    if (state == format::lock_ready && current) {
+      if (!mutex_kind_ok(record_mutex(rec)))
+        corrupt(name, "its lock is not a robust process-shared mutex");
+      return;
+    }
+    if (state == format::lock_ready || state == format::lock_uninitialised) {
+      const std::uint32_t before = state;
       if (__atomic_compare_exchange_n(word(rec, format::off_lock_state), &state,
                                       format::lock_initialising, false, __ATOMIC_ACQUIRE,
                                       __ATOMIC_RELAXED)) {
         try {
           init_mutex(record_mutex(rec), name);
         } catch (...) {  // leave it as it was, for the next attach to try again
-          __atomic_store_n(word(rec, format::off_lock_state), format::lock_ready, __ATOMIC_RELEASE);
+          __atomic_store_n(word(rec, format::off_lock_state), before, __ATOMIC_RELEASE);
           throw;
         }
         std::memcpy(rec + format::off_lock_boot_id, now.data(), now.size());
         __atomic_store_n(word(rec, format::off_lock_state), format::lock_ready, __ATOMIC_RELEASE);
         return;
       }
-    } else if (state != format::lock_initialising) {
-      corrupt(name, "lock state " + std::to_string(state) + ", expected " +
-                        std::to_string(format::lock_ready));
+      continue;  // another process changed the state first: look again
     }
+    if (state != format::lock_initialising)
+      corrupt(name, "lock state " + std::to_string(state) + ", expected 0, 1 or 2");
     if (std::chrono::steady_clock::now() > deadline)
       throw lock_error(message(name,
                                "has a lock that another process began to initialise "
