@@ -95,15 +95,28 @@ int in_child(F&& fn) {
   return reap(pid);
 }
 
+// What a child in a private mount namespace reported.
+struct namespace_run {
+  int status;
+  std::string said;
+  // Exit code 77: the namespace could not be made here. Prints the marker
+  // CTest maps to "skipped".
+  bool skipped() const {
+    if (status < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 77) return false;
+    std::printf("SHMARRAY-SKIP: cannot mount a private tmpfs here (%s)\n", said.c_str());
+    return true;
+  }
+  bool ok() const { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+};
+
 // Runs fn in a child with its own mount namespace and a tmpfs of `size`
 // (such as "1m") mounted over `where` (such as "/dev/shm"), so a full file
 // system can be tested without touching the real one. fn gets a function to
-// report text through `said`. Returns the wait status; exit code 77 means
-// the namespace could not be made here (then `said` holds why).
+// report text, and returns the child's exit code (0: all is well).
 template <class F>
-int in_small_tmpfs(const char* where, const char* size, F&& fn, std::string& said) {
+namespace_run in_small_tmpfs(const char* where, const char* size, F&& fn) {
   int fds[2];
-  if (::pipe(fds) != 0) return -1;
+  if (::pipe(fds) != 0) return {-1, "pipe failed"};
   const int status = in_child([&] {
     ::close(fds[0]);
     auto say = [&](const std::string& s) { (void)!::write(fds[1], s.data(), s.size()); };
@@ -120,13 +133,13 @@ int in_small_tmpfs(const char* where, const char* size, F&& fn, std::string& sai
     return fn(say);
   });
   ::close(fds[1]);
-  said.clear();
+  namespace_run r{status, {}};
   char buf[512];
   ssize_t n;
   while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
-    said.append(buf, std::size_t(n));
+    r.said.append(buf, std::size_t(n));
   ::close(fds[0]);
-  return status;
+  return r;
 }
 
 inline bool exited_with(int status, int code) {
@@ -134,11 +147,6 @@ inline bool exited_with(int status, int code) {
 }
 inline bool killed_by(int status, int sig) {
   return status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == sig;
-}
-
-// Prints the skip marker CTest maps to "skipped".
-inline void skip(const std::string& why) {
-  std::printf("SHMARRAY-SKIP: %s\n", why.c_str());
 }
 
 }  // namespace test

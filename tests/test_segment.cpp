@@ -190,58 +190,43 @@ TEST_CASE("huge-page advice reports what the system allows and what took effect"
 }
 
 TEST_CASE("a full /dev/shm is out_of_space at creation, naming the sizes, leaving nothing") {
-  std::string said;
-  const int status = test::in_small_tmpfs(
-      "/dev/shm", "1m",
-      [](auto say) {
-        try {
-          segment s(create_only, posix_shm("/shmarray_full"), 4u << 20);
-          say("created a 4 MiB segment in a 1 MiB /dev/shm");
-          return 1;
-        } catch (const out_of_space& e) {
-          say(e.what());
-          if (e.bytes_needed() != (4u << 20) || e.bytes_available() > (1u << 20)) return 2;
-          if (!std::strstr(e.what(), "--shm-size") || !std::strstr(e.what(), "file backing"))
-            return 3;
-        }
-        return test::shm_names("shmarray").empty() ? 0 : 4;
-      },
-      said);
-  if (test::exited_with(status, 77)) {
-    test::skip("cannot mount a private tmpfs over /dev/shm here (" + said + ")");
-    return;
-  }
-  INFO(said);
-  CHECK(test::exited_with(status, 0));
+  const auto run = test::in_small_tmpfs("/dev/shm", "1m", [](auto say) {
+    try {
+      segment s(create_only, posix_shm("/shmarray_full"), 4u << 20);
+      say("created a 4 MiB segment in a 1 MiB /dev/shm");
+      return 1;
+    } catch (const out_of_space& e) {
+      say(e.what());
+      if (e.bytes_needed() != (4u << 20) || e.bytes_available() > (1u << 20)) return 2;
+      if (!std::strstr(e.what(), "--shm-size") || !std::strstr(e.what(), "file backing")) return 3;
+    }
+    return test::shm_names("shmarray").empty() ? 0 : 4;
+  });
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
 }
 
 TEST_CASE("a full file system is out_of_space for a file backing, leaving nothing") {
   char dir[] = "/tmp/shmarray_full_XXXXXX";
   REQUIRE(::mkdtemp(dir));
   const std::string path = std::string(dir) + "/big.shm";
-  std::string said;
-  const int status = test::in_small_tmpfs(
-      dir, "1m",
-      [&](auto say) {
-        try {
-          segment s(create_only, file(path), 4u << 20);
-          say("created a 4 MiB file in a 1 MiB file system");
-          return 1;
-        } catch (const out_of_space& e) {
-          say(e.what());
-          if (!std::strstr(e.what(), "its file system has")) return 2;
-          if (e.bytes_needed() != (4u << 20)) return 3;
-        }
-        return ::access(path.c_str(), F_OK) != 0 ? 0 : 4;
-      },
-      said);
+  const auto run = test::in_small_tmpfs(dir, "1m", [&](auto say) {
+    try {
+      segment s(create_only, file(path), 4u << 20);
+      say("created a 4 MiB file in a 1 MiB file system");
+      return 1;
+    } catch (const out_of_space& e) {
+      say(e.what());
+      if (!std::strstr(e.what(), "its file system has")) return 2;
+      if (e.bytes_needed() != (4u << 20)) return 3;
+    }
+    return ::access(path.c_str(), F_OK) != 0 ? 0 : 4;
+  });
   ::rmdir(dir);
-  if (test::exited_with(status, 77)) {
-    test::skip("cannot mount a private tmpfs here (" + said + ")");
-    return;
-  }
-  INFO(said);
-  CHECK(test::exited_with(status, 0));
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
 }
 
 TEST_CASE("a FIFO under a segment's name is refused at once, never waited on") {
