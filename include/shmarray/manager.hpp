@@ -50,13 +50,16 @@ struct manager_options {
 
 namespace detail {
 
-inline std::string base36(std::uint64_t v) {
-  std::string s;
+// Appends v in base `radix` (10 or 36).
+inline void append_number(std::string& s, std::uint64_t v, unsigned radix) {
+  char digits[24];
+  std::size_t n = 0;
   do {
-    s.insert(s.begin(), "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36]);
-    v /= 36;
+    digits[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % radix];
+    v /= radix;
   } while (v);
-  return s;
+  while (n)
+    s += digits[--n];
 }
 
 }  // namespace detail
@@ -137,12 +140,21 @@ class manager {
  private:
   posix_shm generate_name(pid_t self) const {
     static std::atomic<std::uint64_t> counter{0};
-    static const std::string salt = [] {
+    static const std::uint64_t salt = [] {  // 5 base-36 digits
       std::random_device rd;
-      return detail::base36(1679616 + rd() % (60466176 - 1679616));  // 5 base-36 digits
+      return 1679616 + rd() % (60466176 - 1679616);
     }();
-    const std::uint64_t n = counter.fetch_add(1, std::memory_order_relaxed) % 2176782336u;
-    return posix_shm(st().prefix + std::to_string(self) + "_" + salt + "_" + detail::base36(n));
+    const std::string& prefix = st().prefix;
+    std::string name;
+    name.reserve(prefix.size() + 32);
+    name += '/';
+    name += prefix;
+    detail::append_number(name, std::uint64_t(self), 10);
+    name += '_';
+    detail::append_number(name, salt, 36);
+    name += '_';
+    detail::append_number(name, counter.fetch_add(1, std::memory_order_relaxed) % 2176782336u, 36);
+    return posix_shm(name);
   }
 
  public:
