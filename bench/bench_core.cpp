@@ -143,11 +143,11 @@ int main(int argc, char** argv) {
     std::iota(src.begin(), src.end(), 0);
     const std::string raw_name = "/shmarray_bench_" + std::to_string(getpid());
     const int reps = 400 / scale;
-    row("quick start, anonymous backing", "mmap+memcpy+fork+check (raw)",
+    row("quick start, anonymous backing", "same steps in raw POSIX calls",
         compare(
             reps, [&] { raw_quick_start(src, ""); },
             [&] { shmarray_quick_start(src, shmarray::anonymous{}); }));
-    row("quick start, named backing", "shm_open+ftruncate+mmap+... (raw)",
+    row("quick start, named backing", "same steps in raw POSIX calls",
         compare(
             reps, [&] { raw_quick_start(src, raw_name); },
             [&] { shmarray_quick_start(src, shmarray::manager().generate_name()); }));
