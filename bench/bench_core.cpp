@@ -42,8 +42,9 @@ struct result {
 
 // Runs baseline and candidate alternately `reps` times; `setup`/`teardown`
 // run untimed around each call.
-result compare(int reps, const std::function<void()>& base, const std::function<void()>& ours,
-               const std::function<void()>& teardown = [] {}) {
+result compare(
+    int reps, const std::function<void()>& base, const std::function<void()>& ours,
+    const std::function<void()>& teardown = [] {}) {
   std::vector<double> b, o;
   for (int i = 0; i < reps; ++i) {
     b.push_back(seconds_of(base));
@@ -99,7 +100,8 @@ void raw_quick_start(const std::vector<std::int64_t>& src, const std::string& na
   std::memcpy(a, src.data(), n);
   const pid_t pid = fork();
   if (pid == 0) {
-    for (std::size_t i = 0; i < src.size(); ++i) a[i] += 1;
+    for (std::size_t i = 0; i < src.size(); ++i)
+      a[i] += 1;
     _exit(0);
   }
   wait_ok(pid);
@@ -115,7 +117,8 @@ void shmarray_quick_start(const std::vector<std::int64_t>& src, const Backing& b
   auto a = m.from_array(src.data(), {src.size()}, backing);
   const pid_t pid = fork();
   if (pid == 0) {
-    for (auto& x : a) x += 1;
+    for (auto& x : a)
+      x += 1;
     _exit(0);
   }
   wait_ok(pid);
@@ -172,8 +175,8 @@ int main(int argc, char** argv) {
         reps,
         [&] {
           for (int i = 0; i < batch; ++i) {
-            const int fd = shm_open((base + std::to_string(i)).c_str(),
-                                    O_CREAT | O_EXCL | O_RDWR, 0600);
+            const int fd =
+                shm_open((base + std::to_string(i)).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
             if (fd < 0 || ftruncate(fd, 4096) != 0) die("shm_open");
             void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
             close(fd);
@@ -182,7 +185,8 @@ int main(int argc, char** argv) {
         },
         [&] {
           m = std::make_unique<shmarray::manager>();
-          for (int i = 0; i < batch; ++i) arrays.push_back(m->from_shape<std::uint8_t>({4096}));
+          for (int i = 0; i < batch; ++i)
+            arrays.push_back(m->from_shape<std::uint8_t>({4096}));
         },
         [&] {
           unlink_raw();
@@ -194,7 +198,8 @@ int main(int argc, char** argv) {
     // attach: both sides open, map and unmap the same 4 KiB arrays by name
     shmarray::manager keep;
     std::vector<std::string> names;
-    for (int i = 0; i < batch; ++i) names.push_back(keep.from_shape<std::uint8_t>({4096}).name());
+    for (int i = 0; i < batch; ++i)
+      names.push_back(keep.from_shape<std::uint8_t>({4096}).name());
     r = compare(
         reps,
         [&] {
@@ -202,14 +207,15 @@ int main(int argc, char** argv) {
             const int fd = shm_open(n.c_str(), O_RDWR, 0);
             struct stat st {};
             if (fd < 0 || fstat(fd, &st) != 0) die("shm_open");
-            void* p = mmap(nullptr, std::size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED,
-                           fd, 0);
+            void* p =
+                mmap(nullptr, std::size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
             close(fd);
             munmap(p, std::size_t(st.st_size));
           }
         },
         [&] {
-          for (const auto& n : names) (void)shmarray::ndarray<std::uint8_t>::attach(n);
+          for (const auto& n : names)
+            (void)shmarray::ndarray<std::uint8_t>::attach(n);
         });
     row("attach a 4 KiB array by name (and detach)", "shm_open+fstat+mmap+munmap",
         {r.base / batch, r.ours / batch});

@@ -188,7 +188,8 @@ class manager {
     }
   }
   void deallocate_bytes(void* p) noexcept {
-    std::lock_guard<std::mutex> g(st().mu);
+    if (!s_) return;  // moved from: the new owner frees it at its end
+    std::lock_guard<std::mutex> g(s_->mu);
     const auto it = s_->allocations.find(p);
     if (it == s_->allocations.end()) return;
     remove_owned(it->second.name());

@@ -26,15 +26,11 @@ inline constexpr open_only_t open_only{};
 // destruction; removing a name is a separate act (shmarray::remove, manager).
 class segment {
  public:
+  // Creates `size` bytes: zero, or starting with a copy of `init`, written in
+  // a single pass.
   template <class Backing>
-  segment(create_only_t, const Backing& backing, std::size_t size, const map_options& o = {})
-      : m_(backing.create(checked_size(size, backing), o)) {}
-
-  // Creates a segment whose first bytes are a copy of `init` (the rest zero),
-  // written in a single pass.
-  template <class Backing>
-  segment(create_only_t, const Backing& backing, std::size_t size, const map_options& o,
-          detail::initial_bytes init)
+  segment(create_only_t, const Backing& backing, std::size_t size, const map_options& o = {},
+          detail::initial_bytes init = {})
       : m_(backing.create(checked_size(size, backing), o, checked_init(init, size))) {}
 
   template <class Backing>
