@@ -65,6 +65,13 @@ class names {
   std::string prefix_;
 };
 
+// Options for a raw segment: no record, exactly the data's bytes.
+inline shmarray::create_options raw() {
+  shmarray::create_options o;
+  o.raw = true;
+  return o;
+}
+
 // Waits for a child, whatever signals arrive meanwhile.
 inline int reap(pid_t pid) {
   int status = 0;

@@ -150,8 +150,7 @@ TEST_CASE("a raw segment has no lock, and says so") {
   test::names names;
   {
     manager m(names.options());
-    create_options raw;
-    raw.raw = true;
+    const auto raw = test::raw();
     auto a = m.from_shape<int>({4}, raw);
     CHECK_THROWS_AS(a.lock(), lock_error);
     CHECK_THROWS_WITH(a.try_lock(), Catch::Contains("has no record, so it has no lock"));

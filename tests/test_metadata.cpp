@@ -239,8 +239,7 @@ TEST_CASE("a raw segment attached by name alone is an error that says how to att
   test::names names;
   {
     manager m(names.options());
-    create_options raw;
-    raw.raw = true;
+    const auto raw = test::raw();
     auto small = m.from_shape<double>({10}, raw);
     std::fill(small.begin(), small.end(), 1.5);
     CHECK_THROWS_AS(ndarray<double>::attach(small.name(), quick()), corrupt_metadata);

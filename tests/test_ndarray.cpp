@@ -255,8 +255,7 @@ TEST_CASE("a raw segment of zero bytes is refused and leaves nothing") {
   test::names names;
   {
     manager m(names.options());
-    create_options raw;
-    raw.raw = true;
+    const auto raw = test::raw();
     CHECK_THROWS_AS(m.from_shape<double>({0}, raw), invalid_shape);
     CHECK_THROWS_AS(m.from_shape<double>({4, 0}, raw), invalid_shape);
     CHECK_THROWS_AS(m.from_shape<double>({0}, posix_shm(names("zero")), raw), invalid_shape);
