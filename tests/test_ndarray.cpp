@@ -219,6 +219,14 @@ TEST_CASE("handle copies share one mapping that outlives the manager's names") {
   CHECK(kept(5) == 55);         // ... the memory stays while a handle holds it
   kept(6) = 66;
   CHECK(kept.size() == 100);
+  // the mapping goes with the last copy
+  const void* where = kept.data();
+  CHECK(detail::mapping_kib(where, {"Size"}) > 0);
+  ndarray<const int> view = kept;
+  kept = {};
+  CHECK(detail::mapping_kib(where, {"Size"}) > 0);  // the view still holds it
+  view = {};
+  CHECK(detail::mapping_kib(where, {"Size"}) == 0);
   ndarray<int> empty;
   CHECK(empty.size() == 0);
   CHECK(empty.data() == nullptr);
