@@ -21,56 +21,12 @@
 #include <string>
 #include <vector>
 
+#include "harness.hpp"
+
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
-double seconds_of(const std::function<void()>& f) {
-  const auto t0 = clock_type::now();
-  f();
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-struct result {
-  double base, ours;
-};
-
-// Runs baseline and candidate alternately `reps` times; `setup`/`teardown`
-// run untimed around each call.
-result compare(
-    int reps, const std::function<void()>& base, const std::function<void()>& ours,
-    const std::function<void()>& teardown = [] {}) {
-  std::vector<double> b, o;
-  for (int i = 0; i < reps; ++i) {
-    b.push_back(seconds_of(base));
-    teardown();
-    o.push_back(seconds_of(ours));
-    teardown();
-  }
-  return {median(b), median(o)};
-}
-
-std::string human(double s) {
-  char buf[64];
-  if (s < 1e-3)
-    std::snprintf(buf, sizeof buf, "%.1f us", s * 1e6);
-  else if (s < 1)
-    std::snprintf(buf, sizeof buf, "%.2f ms", s * 1e3);
-  else
-    std::snprintf(buf, sizeof buf, "%.2f s", s);
-  return buf;
-}
-
-void row(const std::string& what, const std::string& baseline, const result& r) {
-  std::printf("| %-46s | %-30s | %10s | %10s | %5.2fx |\n", what.c_str(), baseline.c_str(),
-              human(r.base).c_str(), human(r.ours).c_str(), r.ours / r.base);
-  std::fflush(stdout);
-}
+using bench::compare;
+using bench::row;
 
 void die(const char* what) {
   std::perror(what);
@@ -131,13 +87,7 @@ void shmarray_quick_start(const std::vector<std::int64_t>& src, const Backing& b
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const int scale = quick ? 4 : 1;
-  std::printf("shmarray core benchmarks (pid %d): ratio = shmarray / baseline, lower is better\n\n",
-              int(getpid()));
-  std::printf("| %-46s | %-30s | %10s | %10s | %6s |\n", "operation", "baseline", "baseline",
-              "shmarray", "ratio");
-  std::printf("|%s|%s|%s|%s|%s|\n", std::string(48, '-').c_str(), std::string(32, '-').c_str(),
-              std::string(12, '-').c_str(), std::string(12, '-').c_str(),
-              std::string(8, '-').c_str());
+  bench::header("shmarray core benchmarks");
 
   // 1. The quick start end to end, first, while this process is small (a
   // fork costs what the parent's page tables cost).

@@ -66,6 +66,20 @@ class shape_mismatch : public error {
   using error::error;
 };
 
+// A view asked of an array whose rank does not fit it (a matrix of a 3-d
+// stack without choosing a frame, a rank-2 tensor of a 3-d array).
+class rank_mismatch : public shape_mismatch {
+ public:
+  using shape_mismatch::shape_mismatch;
+};
+
+// A view whose storage order (compile-time, as in Eigen and xtensor) is not
+// the array's.
+class order_mismatch : public shape_mismatch {
+ public:
+  using shape_mismatch::shape_mismatch;
+};
+
 // The element type of a segment is not the one asked for.
 class dtype_mismatch : public error {
  public:

@@ -168,6 +168,10 @@ class ndarray {
   }
   // Whether the segment carries a record (and so a lock); false for raw segments.
   bool has_metadata() const noexcept { return state_ && state_->record; }
+  // Shares ownership of the mapping: whoever holds it keeps the memory
+  // mapped, as a handle does (for views that must not outlive it).
+  std::shared_ptr<const void> keep_alive() const noexcept { return state_; }
+
   // The mapping behind the array.
   const segment& mapped_segment() const {
     if (!state_) throw error("shmarray: an empty ndarray has no segment");

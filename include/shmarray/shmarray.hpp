@@ -11,3 +11,4 @@
 #include "ndarray.hpp"
 #include "segment.hpp"
 #include "shape.hpp"
+#include "worker_init.hpp"

@@ -29,6 +29,8 @@ run(${CMAKE_COMMAND} -S ${consumer} -B ${WORK_DIR}/find -DCMAKE_PREFIX_PATH=${pr
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/find)
 run(${WORK_DIR}/find/consumer)
 expect_consumer_ok()
+run(${WORK_DIR}/find/consumer_adapters)
+expect_consumer_ok()
 message(STATUS "find_package: ${last_output}")
 
 # pkg-config, by hand as a Makefile user would.
@@ -56,6 +58,8 @@ run(${CMAKE_COMMAND} -S ${consumer} -B ${WORK_DIR}/subdir -DSHMARRAY_SOURCE=${SO
     -DCMAKE_CXX_COMPILER=${CXX})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/subdir)
 run(${WORK_DIR}/subdir/consumer)
+expect_consumer_ok()
+run(${WORK_DIR}/subdir/consumer_adapters)
 expect_consumer_ok()
 message(STATUS "add_subdirectory: ${last_output}")
 file(REMOVE_RECURSE ${WORK_DIR})

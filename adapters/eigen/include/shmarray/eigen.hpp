@@ -1,0 +1,301 @@
+// shmarray: Eigen views of shared arrays. Every view is an Eigen::Map (or an
+// Eigen::TensorMap) over the array's own memory, so existing Eigen code runs
+// on it unchanged: the storage order, the strides and the alignment flag are
+// chosen at compile time, from what the array type guarantees.
+//
+// Maps borrow: like any Eigen::Map, a view must not outlive the array
+// handles that keep the memory mapped.
+#pragma once
+
+#include <Eigen/Core>
+#include <array>
+#include <cstddef>
+#include <shmarray/manager.hpp>
+#include <shmarray/ndarray.hpp>
+#include <shmarray/worker_init.hpp>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <unsupported/Eigen/CXX11/Tensor>
+
+namespace shmarray {
+namespace eigen {
+
+// Eigen's alignment flag for `bytes` of guaranteed alignment.
+constexpr int alignment_flag(std::size_t bytes) {
+  return bytes >= 64   ? Eigen::Aligned64
+         : bytes >= 32 ? Eigen::Aligned32
+         : bytes >= 16 ? Eigen::Aligned16
+         : bytes >= 8  ? Eigen::Aligned8
+                       : Eigen::Unaligned;
+}
+
+// The alignment an array type guarantees for its data, read from the type
+// (Array::alignment, in bytes), so that array types declare their own.
+template <class Array>
+inline constexpr int alignment_of = alignment_flag(Array::alignment);
+
+namespace detail {
+
+template <class T, class Plain>
+using constify = std::conditional_t<std::is_const_v<T>, const Plain, Plain>;
+
+}  // namespace detail
+
+template <class T, int Order>
+using matrix_type =
+    detail::constify<T,
+                     Eigen::Matrix<std::remove_const_t<T>, Eigen::Dynamic, Eigen::Dynamic, Order>>;
+template <class T>
+using vector_type = detail::constify<T, Eigen::Matrix<std::remove_const_t<T>, Eigen::Dynamic, 1>>;
+
+// A whole 1-d array, or any array flat in storage order: aligned.
+template <class T>
+using vector_map = Eigen::Map<vector_type<T>, alignment_of<ndarray<T>>>;
+// A whole 2-d array: aligned, packed.
+template <class T, int Order = Eigen::RowMajor>
+using matrix_map = Eigen::Map<matrix_type<T, Order>, alignment_of<ndarray<T>>>;
+// Part of an array (frames, rows, columns): no alignment is guaranteed. A
+// part is packed, or has an outer stride with a unit inner stride known at
+// compile time, so vectorisation stays on.
+template <class T, int Order>
+using packed_map = Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned>;
+template <class T, int Order>
+using outer_strided_map = Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned, Eigen::OuterStride<>>;
+// Rows (and frames, the rows of a stack): packed when row-major.
+template <class T, int Order>
+using rows_map =
+    std::conditional_t<Order == Eigen::RowMajor, packed_map<T, Order>, outer_strided_map<T, Order>>;
+// Columns: packed when column-major.
+template <class T, int Order>
+using cols_map =
+    std::conditional_t<Order == Eigen::ColMajor, packed_map<T, Order>, outer_strided_map<T, Order>>;
+// One frame of a stack: packed in a row-major stack; in a column-major stack
+// its elements are `frames` apart, a fully strided map (correct, but not
+// vectorised: keep stacks row-major for speed).
+template <class T, int Order>
+using frame_map = std::conditional_t<Order == Eigen::RowMajor,
+                                     Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned>,
+                                     Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned,
+                                                Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>>;
+// A whole N-d array as a tensor (TensorMap has no strides: whole arrays only).
+template <class T, int N, int Layout = Eigen::RowMajor>
+using tensor_map =
+    Eigen::TensorMap<detail::constify<T, Eigen::Tensor<std::remove_const_t<T>, N, Layout>>,
+                     (ndarray<T>::alignment >= EIGEN_MAX_ALIGN_BYTES ? Eigen::Aligned
+                                                                     : Eigen::Unaligned)>;
+
+namespace detail {
+
+template <class T>
+void require_rank(const ndarray<T>& a, std::size_t rank, const char* view, const char* hint) {
+  if (a.ndim() != rank)
+    throw rank_mismatch(shmarray::detail::message(
+        a.name(), "is " + std::to_string(a.ndim()) + "-d, but " + view + " needs a " +
+                      std::to_string(rank) + "-d array" + hint));
+}
+
+template <int Order, class T>
+void require_order(const ndarray<T>& a, const char* view) {
+  constexpr bool row = Order == Eigen::RowMajor;
+  if ((a.storage_order() == order::row_major) != row)
+    throw order_mismatch(shmarray::detail::message(
+        a.name(), std::string("is ") + (row ? "column-major ('F')" : "row-major ('C')") + ", but " +
+                      view + "<Eigen::" + (row ? "RowMajor" : "ColMajor") +
+                      "> was asked for; ask for " + view +
+                      "<Eigen::" + (row ? "ColMajor" : "RowMajor") + ">"));
+}
+
+inline void require_range(std::size_t first, std::size_t count, std::size_t extent,
+                          const char* what) {
+  if (first > extent || count > extent - first)
+    throw std::out_of_range("shmarray: " + std::string(what) + " [" + std::to_string(first) + ", " +
+                            std::to_string(first + count) + ") is outside [0, " +
+                            std::to_string(extent) + ")");
+}
+
+inline Eigen::Index idx(std::size_t n) {
+  return static_cast<Eigen::Index>(n);
+}
+
+}  // namespace detail
+
+// A 1-d array as a column vector.
+template <class T>
+vector_map<T> vector(const ndarray<T>& a) {
+  detail::require_rank(a, 1, "vector", "; flat(a) maps any array as one vector");
+  return vector_map<T>(a.data(), detail::idx(a.size()));
+}
+
+// Every element of an array of any rank, in storage order, as one vector.
+template <class T>
+vector_map<T> flat(const ndarray<T>& a) {
+  return vector_map<T>(a.data(), detail::idx(a.size()));
+}
+
+// A 2-d array as a matrix in its own storage order: matrix(a) for a
+// row-major ('C') array, matrix<Eigen::ColMajor>(a) for a column-major one.
+template <int Order = Eigen::RowMajor, class T>
+matrix_map<T, Order> matrix(const ndarray<T>& a) {
+  detail::require_rank(a, 2, "matrix", "; take one frame of a stack with frame(a, k)");
+  detail::require_order<Order>(a, "matrix");
+  return matrix_map<T, Order>(a.data(), detail::idx(a.shape(0)), detail::idx(a.shape(1)));
+}
+
+// Frame k of a stack (frames x height x width) as a height x width matrix.
+template <int Order = Eigen::RowMajor, class T>
+frame_map<T, Order> frame(const ndarray<T>& a, std::size_t k) {
+  detail::require_rank(a, 3, "frame", " (frames x height x width)");
+  detail::require_order<Order>(a, "frame");
+  detail::require_range(k, 1, a.shape(0), "frame");
+  const std::size_t n = a.shape(0), h = a.shape(1), w = a.shape(2);
+  if constexpr (Order == Eigen::RowMajor) {
+    return frame_map<T, Order>(a.data() + k * h * w, detail::idx(h), detail::idx(w));
+  } else {
+    return frame_map<T, Order>(
+        a.data() + k, detail::idx(h), detail::idx(w),
+        Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(detail::idx(n * h), detail::idx(n)));
+  }
+}
+
+// Frames [first, first + count) of a stack as a count x (height * width)
+// matrix: one row per frame, its pixels in the stack's storage order.
+template <int Order = Eigen::RowMajor, class T>
+rows_map<T, Order> frames(const ndarray<T>& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 3, "frames", " (frames x height x width)");
+  detail::require_order<Order>(a, "frames");
+  detail::require_range(first, count, a.shape(0), "frames");
+  const std::size_t n = a.shape(0), hw = a.shape(1) * a.shape(2);
+  if constexpr (Order == Eigen::RowMajor) {
+    return rows_map<T, Order>(a.data() + first * hw, detail::idx(count), detail::idx(hw));
+  } else {
+    return rows_map<T, Order>(a.data() + first, detail::idx(count), detail::idx(hw),
+                              Eigen::OuterStride<>(detail::idx(n)));
+  }
+}
+
+// Rows [first, first + count) of a 2-d array: how work is split by rows.
+template <int Order = Eigen::RowMajor, class T>
+rows_map<T, Order> rows(const ndarray<T>& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 2, "rows", "");
+  detail::require_order<Order>(a, "rows");
+  detail::require_range(first, count, a.shape(0), "rows");
+  const std::size_t r = a.shape(0), c = a.shape(1);
+  if constexpr (Order == Eigen::RowMajor) {
+    return rows_map<T, Order>(a.data() + first * c, detail::idx(count), detail::idx(c));
+  } else {
+    return rows_map<T, Order>(a.data() + first, detail::idx(count), detail::idx(c),
+                              Eigen::OuterStride<>(detail::idx(r)));
+  }
+}
+
+// Columns [first, first + count) of a 2-d array: packed in a column-major
+// array, an outer stride in a row-major one.
+template <int Order = Eigen::RowMajor, class T>
+cols_map<T, Order> cols(const ndarray<T>& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 2, "cols", "");
+  detail::require_order<Order>(a, "cols");
+  detail::require_range(first, count, a.shape(1), "cols");
+  const std::size_t r = a.shape(0), c = a.shape(1);
+  if constexpr (Order == Eigen::RowMajor) {
+    return cols_map<T, Order>(a.data() + first, detail::idx(r), detail::idx(count),
+                              Eigen::OuterStride<>(detail::idx(c)));
+  } else {
+    return cols_map<T, Order>(a.data() + first * r, detail::idx(r), detail::idx(count));
+  }
+}
+
+// A whole N-d array as an Eigen::TensorMap of rank N, in its storage order:
+// tensor<3>(a) for row-major, tensor<3, Eigen::ColMajor>(a) for column-major.
+template <int N, int Layout = Eigen::RowMajor, class T>
+tensor_map<T, N, Layout> tensor(const ndarray<T>& a) {
+  detail::require_rank(a, std::size_t(N), "tensor", "");
+  detail::require_order<Layout>(a, "tensor");
+  std::array<Eigen::Index, std::size_t(N)> dims{};
+  for (std::size_t i = 0; i < std::size_t(N); ++i)
+    dims[i] = detail::idx(a.shape(i));
+  return tensor_map<T, N, Layout>(a.data(), dims);
+}
+
+namespace detail {
+
+// A worker forked per core runs Eigen on one thread, so that an OpenMP build
+// does not start a thread per core in each worker.
+inline void single_threaded() {
+  Eigen::setNbThreads(1);
+}
+inline const bool single_threaded_in_workers = shmarray::add_worker_init(&single_threaded);
+
+template <class Derived>
+constexpr bool is_vector = Derived::IsVectorAtCompileTime;
+
+template <class Derived>
+shape_type shape_of(const Eigen::DenseBase<Derived>& e) {
+  if constexpr (is_vector<Derived>)
+    return {std::size_t(e.size())};
+  else
+    return {std::size_t(e.rows()), std::size_t(e.cols())};
+}
+
+// Whether an expression with direct access is one packed block of memory.
+template <class Derived>
+bool is_packed(const Eigen::DenseBase<Derived>& e) {
+  return e.derived().innerStride() == 1 &&
+         (is_vector<Derived> || e.derived().outerStride() == e.innerSize());
+}
+
+// Evaluates an Eigen expression into a new shared array made by `make`,
+// keeping its storage order: one copy for packed data, and the expression
+// evaluated straight into shared memory otherwise (no private temporary).
+template <class Derived, class Make>
+auto evaluate_into(const Eigen::DenseBase<Derived>& e, create_options o, Make&& make) {
+  using scalar = typename Derived::Scalar;
+  constexpr bool row_major = bool(Derived::IsRowMajor) || is_vector<Derived>;
+  o.order = row_major ? order::row_major : order::column_major;
+  const shape_type shape = shape_of(e);
+  if constexpr (bool(Derived::Flags & Eigen::DirectAccessBit)) {
+    if (is_packed(e)) return make(shape, o, static_cast<const scalar*>(e.derived().data()));
+  }
+  ndarray<scalar> out = make(shape, o, static_cast<const scalar*>(nullptr));
+  constexpr int Order = row_major ? Eigen::RowMajor : Eigen::ColMajor;
+  if constexpr (is_vector<Derived>) {
+    if constexpr (std::is_base_of_v<Eigen::ArrayBase<Derived>, Derived>)
+      vector(out).array() = e.derived();
+    else
+      vector(out).noalias() = e.derived();  // new memory: it cannot alias the expression
+  } else {
+    if constexpr (std::is_base_of_v<Eigen::ArrayBase<Derived>, Derived>)
+      matrix<Order>(out).array() = e.derived();
+    else
+      matrix<Order>(out).noalias() = e.derived();
+  }
+  return out;
+}
+
+}  // namespace detail
+}  // namespace eigen
+
+// A new shared array holding the value of any Eigen dense expression (a
+// matrix, an array, a block, a product...), in the expression's storage order:
+// 1-d for vectors, 2-d otherwise.
+template <class Derived>
+ndarray<typename Derived::Scalar> from_array(manager& m, const Eigen::DenseBase<Derived>& e,
+                                             create_options o = {}) {
+  return eigen::detail::evaluate_into(
+      e, o, [&](const shape_type& shape, const create_options& opts, const auto* data) {
+        return data ? m.from_array(data, shape, opts)
+                    : m.from_shape<typename Derived::Scalar>(shape, opts);
+      });
+}
+template <class Derived, class Backing,
+          class = std::enable_if_t<shmarray::detail::is_backing<Backing>::value>>
+ndarray<typename Derived::Scalar> from_array(manager& m, const Eigen::DenseBase<Derived>& e,
+                                             const Backing& backing, create_options o = {}) {
+  return eigen::detail::evaluate_into(
+      e, o, [&](const shape_type& shape, const create_options& opts, const auto* data) {
+        return data ? m.from_array(data, shape, backing, opts)
+                    : m.from_shape<typename Derived::Scalar>(shape, backing, opts);
+      });
+}
+
+}  // namespace shmarray

@@ -1,0 +1,265 @@
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <numeric>
+#include <shmarray/xtensor.hpp>
+#include <type_traits>
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xrandom.hpp>
+#include <xtensor/xview.hpp>
+
+#include "support.hpp"
+
+using namespace shmarray;
+
+namespace {
+
+create_options fortran() {
+  create_options o;
+  o.order = order::column_major;
+  return o;
+}
+
+template <class T>
+void iota(const ndarray<T>& a) {
+  std::iota(a.begin(), a.end(), T(0));
+}
+
+template <class V>
+constexpr xt::layout_type layout_of = std::decay_t<V>::static_layout;
+
+}  // namespace
+
+TEST_CASE("adapt views a whole array with a static layout in its storage order") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto c = m.from_shape<double>({3, 4});
+    auto f = m.from_shape<double>({3, 4}, fortran());
+    iota(c);
+    iota(f);
+    auto xc = adapt(c);
+    auto xf = adapt<xt::layout_type::column_major>(f);
+    auto x2 = adapt<2>(c);
+    static_assert(layout_of<decltype(xc)> == xt::layout_type::row_major);
+    static_assert(layout_of<decltype(xf)> == xt::layout_type::column_major);
+    static_assert(layout_of<decltype(x2)> == xt::layout_type::row_major);
+    static_assert(std::tuple_size<std::decay_t<decltype(x2.shape())>>::value == 2);
+    CHECK(xc.data() == c.data());
+    for (std::size_t i = 0; i < 3; ++i)
+      for (std::size_t j = 0; j < 4; ++j) {
+        CHECK(xc(i, j) == c(i, j));
+        CHECK(xf(i, j) == f(i, j));
+        CHECK(x2(i, j) == c(i, j));
+      }
+    xc(2, 3) = -1.0;
+    CHECK(c(2, 3) == -1.0);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("frames and rows are the right elements, static-layout where contiguous") {
+  test::names names;
+  {
+    manager m(names.options());
+    const std::size_t n = 4, h = 3, w = 5;
+    auto c = m.from_shape<float>({n, h, w});
+    auto f = m.from_shape<float>({n, h, w}, fortran());
+    iota(c);
+    iota(f);
+    constexpr auto F = xt::layout_type::column_major;
+    auto fr = adapt_frame(c, 2);
+    auto fs = adapt_frames(c, 1, 2);
+    static_assert(layout_of<decltype(fr)> == xt::layout_type::row_major);
+    static_assert(layout_of<decltype(fs)> == xt::layout_type::row_major);
+    auto ffr = adapt_frame<F>(f, 2);  // column-major: strided views
+    auto ffs = adapt_frames<F>(f, 1, 2);
+    for (std::size_t i = 0; i < h; ++i)
+      for (std::size_t j = 0; j < w; ++j) {
+        CHECK(fr(i, j) == c(2, i, j));
+        CHECK(ffr(i, j) == f(2, i, j));
+        for (std::size_t k = 0; k < 2; ++k) {
+          CHECK(fs(k, i, j) == c(1 + k, i, j));
+          CHECK(ffs(k, i, j) == f(1 + k, i, j));
+        }
+      }
+    auto g = m.from_shape<float>({n, h, w}, fortran());
+    adapt_frames<F>(g, 1, 2).fill(1.f);  // writes exactly those frames
+    for (std::size_t k = 0; k < n; ++k)
+      CHECK(xt::sum(adapt_frame<F>(g, k))() == (k == 1 || k == 2 ? float(h * w) : 0.f));
+
+    auto r = m.from_shape<double>({6, 7});
+    auto rf = m.from_shape<double>({6, 7}, fortran());
+    iota(r);
+    iota(rf);
+    auto rows = adapt_rows(r, 2, 3);
+    auto frows = adapt_rows<F>(rf, 2, 3);
+    static_assert(layout_of<decltype(rows)> == xt::layout_type::row_major);
+    for (std::size_t i = 0; i < 3; ++i)
+      for (std::size_t j = 0; j < 7; ++j) {
+        CHECK(rows(i, j) == r(2 + i, j));
+        CHECK(frows(i, j) == rf(2 + i, j));
+      }
+    rows.fill(0.0);
+    frows.fill(0.0);
+    CHECK(r(4, 6) == 0.0);
+    CHECK(r(5, 0) != 0.0);
+    CHECK(rf(4, 6) == 0.0);
+    CHECK(rf(5, 6) != 0.0);
+    CHECK(rf(1, 6) != 0.0);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("views whose rank or order does not fit are refused") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto s = m.from_shape<float>({2, 3, 4});
+    auto c = m.from_shape<float>({3, 4});
+    auto f = m.from_shape<float>({2, 3, 4}, fortran());
+    CHECK_THROWS_AS(adapt<2>(s), rank_mismatch);
+    CHECK_THROWS_AS(shared_adapt<2>(s), rank_mismatch);
+    CHECK_THROWS_AS(adapt_frame(c, 0), rank_mismatch);
+    CHECK_THROWS_AS(adapt_rows(s, 0, 1), rank_mismatch);
+    CHECK_THROWS_AS(adapt(f), order_mismatch);
+    CHECK_THROWS_WITH(adapt(f), Catch::Contains("adapt<xt::layout_type::column_major>"));
+    CHECK_THROWS_AS(adapt<xt::layout_type::column_major>(c), order_mismatch);
+    CHECK_THROWS_AS(adapt_frame(f, 0), order_mismatch);
+    CHECK_THROWS_AS(adapt_frame(s, 2), std::out_of_range);
+    CHECK_THROWS_AS(adapt_frames(s, 1, 2), std::out_of_range);
+    CHECK_THROWS_AS(adapt_frames<xt::layout_type::column_major>(f, 2, 1), std::out_of_range);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("shared_adapt keeps the memory mapped after every handle is gone") {
+  test::names names;
+  const void* where = nullptr;
+  {
+    auto view = [&] {
+      manager m(names.options());
+      auto a = m.from_shape<int>({4, 4});
+      iota(a);
+      where = a.data();
+      return shared_adapt<2>(a);
+    }();  // the manager and every ndarray handle are gone here
+    CHECK(names.left().empty());
+    CHECK(detail::mapping_kib(where, {"Size"}) > 0);
+    CHECK(view(3, 3) == 15);
+    auto copy = view;
+    CHECK(xt::sum(copy)() == 120);
+    auto dyn = [&] {
+      manager m(names.options());
+      auto a = m.from_shape<int>({2, 2});
+      return shared_adapt(a);
+    }();
+    CHECK(dyn.dimension() == 2);
+  }
+  CHECK(detail::mapping_kib(where, {"Size"}) == 0);  // the last view let go
+}
+
+TEST_CASE("views compose with xt::view, reductions, broadcasting and noalias") {
+  test::names names;
+  {
+    manager m(names.options());
+    xt::random::seed(7);
+    const xt::xarray<double> a0 = xt::random::rand<double>({64, 33});
+    const xt::xarray<double> b0 = xt::random::rand<double>({33});
+    auto a = from_array(m, a0);
+    auto b = from_array(m, b0);
+    auto c = m.from_shape<double>({64, 33});
+    xt::noalias(adapt(c)) = adapt(a) * adapt(b) + xt::view(adapt(a), xt::all(), xt::range(0, 1));
+    const xt::xarray<double> expect = a0 * b0 + xt::view(a0, xt::all(), xt::range(0, 1));
+    CHECK(bool(adapt(c) == expect));  // bit for bit
+    CHECK(xt::sum(adapt(a))() == xt::sum(a0)());
+    CHECK(xt::amax(adapt<2>(c))() == xt::amax(expect)());
+    const xt::xarray<double> colsum = xt::sum(adapt(a), {0});
+    CHECK(bool(colsum == xt::xarray<double>(xt::sum(a0, {0}))));
+    auto row = xt::view(adapt(c), 5, xt::all());
+    CHECK(row(32) == expect(5, 32));
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("writes through a view in a forked child are seen by the parent") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto s = m.from_shape<float>({3, 8, 8});
+    const int status = test::in_child([&] {
+      adapt_frame(s, 1).fill(2.f);
+      xt::noalias(adapt_frame(s, 2)) = adapt_frame(s, 1) * 3.f;
+      return 0;
+    });
+    CHECK(test::exited_with(status, 0));
+    CHECK(xt::sum(adapt_frame(s, 1))() == 128.f);
+    CHECK(xt::sum(adapt_frame(s, 2))() == 384.f);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("read-only arrays give read-only views") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<double>({2, 3});
+    adapt(a).fill(1.5);
+    auto ro = ndarray<const double>::attach(a.name());
+    auto v = adapt(ro);
+    static_assert(std::is_const_v<std::remove_pointer_t<decltype(v.data())>>);
+    CHECK(xt::sum(v)() == 9.0);
+    CHECK(xt::sum(shared_adapt<2>(ro))() == 9.0);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("shmarray::xarray and xtensor made before fork are shared with the children") {
+  shmarray::xarray<double> a = xt::zeros<double>({16, 16});
+  shmarray::xtensor<float, 2> t = xt::ones<float>({8, 4});
+  const int status = test::in_child([&] {
+    a(3, 4) = 7.0;
+    t *= 2.f;
+    return 0;
+  });
+  CHECK(test::exited_with(status, 0));
+  CHECK(a(3, 4) == 7.0);
+  CHECK(xt::sum(t)() == 64.f);
+  // a resize in a child moves that child's container to memory of its own
+  const int resized = test::in_child([&] {
+    a.resize({32, 32});
+    a.fill(1.0);
+    return 0;
+  });
+  CHECK(test::exited_with(resized, 0));
+  CHECK(a.shape(0) == 16);
+  CHECK(xt::sum(a)() == 7.0);
+}
+
+TEST_CASE("from_array keeps an xtensor expression's value and layout") {
+  test::names names;
+  {
+    manager m(names.options());
+    const xt::xarray<double> r = xt::arange<double>(12).reshape({3, 4});
+    xt::xarray<double, xt::layout_type::column_major> f = r;
+    auto ar = from_array(m, r);
+    auto af = from_array(m, f);
+    CHECK(ar.storage_order() == order::row_major);
+    CHECK(af.storage_order() == order::column_major);
+    CHECK(bool(adapt(ar) == r));
+    CHECK(bool(adapt<xt::layout_type::column_major>(af) == r));
+    auto e = from_array(m, r * 2.0 + 1.0);  // an expression, evaluated into shared memory
+    CHECK(bool(adapt(e) == xt::xarray<double>(r * 2.0 + 1.0)));
+    auto v = from_array(m, xt::view(r, xt::range(1, 3), xt::all()));
+    CHECK(v.shape() == shape_type{2, 4});
+    CHECK(v(0, 0) == 4.0);
+    auto anon = from_array(m, xt::xtensor<int, 1>{1, 2, 3}, anonymous{});
+    CHECK(anon.name().empty());
+    CHECK(anon(2) == 3);
+    auto copy = from_array(m, adapt(ar));  // another shared array's view
+    CHECK(copy.name() != ar.name());
+    CHECK(bool(adapt(copy) == r));
+  }
+  CHECK(names.left().empty());
+}
