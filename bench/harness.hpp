@@ -27,11 +27,15 @@ struct result {
   double base, ours;
 };
 
-// Runs baseline and candidate alternately `reps` times; `teardown` runs
-// untimed after each call.
+// Runs baseline and candidate alternately `reps` times, after one untimed
+// warm-up of each; `teardown` runs untimed after each call.
 inline result compare(
     int reps, const std::function<void()>& base, const std::function<void()>& ours,
     const std::function<void()>& teardown = [] {}) {
+  base();
+  teardown();
+  ours();
+  teardown();
   std::vector<double> b, o;
   for (int i = 0; i < reps; ++i) {
     b.push_back(seconds_of(base));

@@ -3,8 +3,10 @@
 #include <cstring>
 #include <numeric>
 #include <shmarray/xtensor.hpp>
+#include <tuple>
 #include <type_traits>
 #include <xtensor/xbuilder.hpp>
+#include <xtensor/xmanipulation.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xrandom.hpp>
 #include <xtensor/xview.hpp>
@@ -215,6 +217,72 @@ TEST_CASE("read-only arrays give read-only views") {
   CHECK(names.left().empty());
 }
 
+TEST_CASE("in a child, noalias writes a shared container in place; a plain += does not") {
+  shmarray::xarray<double> a = xt::zeros<double>({4, 4});
+  const xt::xarray<double> b = xt::ones<double>({4, 4});
+  const int plain = test::in_child([&] {
+    a += b;  // xtensor evaluates into a temporary, allocated after the fork, and swaps it in
+    return 0;
+  });
+  CHECK(test::exited_with(plain, 0));
+  CHECK(xt::sum(a)() == 0.0);  // the parent never sees it: as documented
+  const int in_place = test::in_child([&] {
+    xt::noalias(a) += b;
+    return 0;
+  });
+  CHECK(test::exited_with(in_place, 0));
+  CHECK(xt::sum(a)() == 16.0);
+}
+
+TEST_CASE("assignment through column-major views writes the right elements") {
+  test::names names;
+  {
+    manager m(names.options());
+    create_options f = fortran();
+    auto s = m.from_shape<double>({3, 4, 5}, f);
+    auto r = m.from_shape<double>({6, 4}, f);
+    constexpr auto F = xt::layout_type::column_major;
+    xt::noalias(adapt_frame<F>(s, 1)) = xt::ones<double>({4, 5}) * 2.0;
+    adapt_rows<F>(r, 2, 3) = xt::ones<double>({3, 4});
+    for (std::size_t k = 0; k < 3; ++k)
+      for (std::size_t i = 0; i < 4; ++i)
+        for (std::size_t j = 0; j < 5; ++j)
+          CHECK(s(k, i, j) == (k == 1 ? 2.0 : 0.0));
+    for (std::size_t i = 0; i < 6; ++i)
+      for (std::size_t j = 0; j < 4; ++j)
+        CHECK(r(i, j) == (i >= 2 && i < 5 ? 1.0 : 0.0));
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("owning views of frames and rows keep the memory mapped") {
+  const void* where = nullptr;
+  {
+    auto views = [&] {
+      manager m;
+      auto s = m.from_shape<int>({3, 2, 2}, anonymous{});
+      std::iota(s.begin(), s.end(), 0);
+      where = s.data();
+      return std::make_tuple(shared_adapt_frame(s, 1), shared_adapt_frames(s, 1, 2),
+                             shared_adapt_rows(s.reshape({6, 2}), 4, 2));
+    }();
+    auto& [frame, frames, rows] = views;
+    CHECK(frame(1, 1) == 7);
+    CHECK(frames(1, 0, 0) == 8);
+    CHECK(rows(1, 1) == 11);
+    static_assert(layout_of<decltype(frame)> == xt::layout_type::row_major);
+  }
+  CHECK(detail::mapping_kib(where, {"Size"}) == 0);
+}
+
+TEST_CASE("a view of an empty handle is an error") {
+  ndarray<double> none;
+  CHECK_THROWS_AS(adapt(none), error);
+  CHECK_THROWS_WITH(shared_adapt(none), Catch::Contains("empty ndarray handle"));
+  CHECK_THROWS_AS(adapt<1>(none), error);
+  CHECK_THROWS_AS(adapt_frame(none, 0), error);
+}
+
 TEST_CASE("shmarray::xarray and xtensor made before fork are shared with the children") {
   shmarray::xarray<double> a = xt::zeros<double>({16, 16});
   shmarray::xtensor<float, 2> t = xt::ones<float>({8, 4});
@@ -251,13 +319,26 @@ TEST_CASE("from_array keeps an xtensor expression's value and layout") {
     CHECK(bool(adapt<xt::layout_type::column_major>(af) == r));
     auto e = from_array(m, r * 2.0 + 1.0);  // an expression, evaluated into shared memory
     CHECK(bool(adapt(e) == xt::xarray<double>(r * 2.0 + 1.0)));
-    auto v = from_array(m, xt::view(r, xt::range(1, 3), xt::all()));
+    auto v = from_array(m, xt::view(r, xt::range(1, 3), xt::all()));  // contiguous: copied
     CHECK(v.shape() == shape_type{2, 4});
-    CHECK(v(0, 0) == 4.0);
+    CHECK(bool(adapt(v) == xt::view(r, xt::range(1, 3), xt::all())));
+    const auto tr = xt::transpose(r);                          // strided
+    const auto kept = xt::view(r, xt::keep(0, 2), xt::all());  // no data interface
+    const auto rs = xt::reshape_view(r, {4, 3});
+    const auto strided = xt::view(r, xt::all(), xt::range(0, 4, 2));
+    const xt::xarray<double> fv = xt::view(f, 1, xt::all());  // of a column-major array
+    auto a_tr = from_array(m, tr), a_kept = from_array(m, kept), a_rs = from_array(m, rs),
+         a_strided = from_array(m, strided), a_fv = from_array(m, xt::view(f, 1, xt::all()));
+    CHECK(a_tr.storage_order() == order::column_major);  // the transpose's own layout
+    CHECK(bool(adapt<xt::layout_type::column_major>(a_tr) == tr));
+    CHECK(bool(adapt(a_kept) == kept));
+    CHECK(bool(adapt(a_rs) == rs));
+    CHECK(bool(adapt(a_strided) == strided));
+    CHECK(bool(adapt(a_fv) == fv));
     auto anon = from_array(m, xt::xtensor<int, 1>{1, 2, 3}, anonymous{});
     CHECK(anon.name().empty());
     CHECK(anon(2) == 3);
-    auto copy = from_array(m, adapt(ar));  // another shared array's view
+    auto copy = from_array(m, shared_adapt(ar));  // another shared array's view
     CHECK(copy.name() != ar.name());
     CHECK(bool(adapt(copy) == r));
   }

@@ -3,18 +3,22 @@
 // on it unchanged: the storage order, the strides and the alignment flag are
 // chosen at compile time, from what the array type guarantees.
 //
+// An array type is shmarray::ndarray<T>, or any type with its interface
+// (element_type, a static `alignment` in bytes, data(), shape(i), ndim(),
+// size(), storage_order(), name(), and explicit operator bool).
+//
 // Maps borrow: like any Eigen::Map, a view must not outlive the array
-// handles that keep the memory mapped.
+// handles that keep the memory mapped. A view of a temporary handle would
+// dangle at once, so it does not compile.
 #pragma once
 
 #include <Eigen/Core>
 #include <array>
 #include <cstddef>
+#include <shmarray/detail/views.hpp>
 #include <shmarray/manager.hpp>
 #include <shmarray/ndarray.hpp>
 #include <shmarray/worker_init.hpp>
-#include <stdexcept>
-#include <string>
 #include <type_traits>
 #include <unsupported/Eigen/CXX11/Tensor>
 
@@ -40,6 +44,18 @@ namespace detail {
 template <class T, class Plain>
 using constify = std::conditional_t<std::is_const_v<T>, const Plain, Plain>;
 
+template <class A>
+using element_of = typename A::element_type;
+
+// The rvalue overloads below catch temporaries (an lvalue makes A a reference).
+template <class A>
+using if_temporary = std::enable_if_t<!std::is_reference_v<A>, int>;
+
+#define SHMARRAY_EIGEN_NO_TEMPORARY                                                              \
+  static_assert(shmarray::detail::dependent_false<A>::value,                                     \
+                "shmarray: a view of a temporary ndarray would dangle at once (the last handle " \
+                "goes at the end of the statement): name the array first")
+
 }  // namespace detail
 
 template <class T, int Order>
@@ -49,12 +65,13 @@ using matrix_type =
 template <class T>
 using vector_type = detail::constify<T, Eigen::Matrix<std::remove_const_t<T>, Eigen::Dynamic, 1>>;
 
-// A whole 1-d array, or any array flat in storage order: aligned.
-template <class T>
-using vector_map = Eigen::Map<vector_type<T>, alignment_of<ndarray<T>>>;
-// A whole 2-d array: aligned, packed.
-template <class T, int Order = Eigen::RowMajor>
-using matrix_map = Eigen::Map<matrix_type<T, Order>, alignment_of<ndarray<T>>>;
+// A whole 1-d array, or any array flat in storage order, with the array
+// type's alignment.
+template <class A>
+using vector_map = Eigen::Map<vector_type<detail::element_of<A>>, alignment_of<A>>;
+// A whole 2-d array: packed, with the array type's alignment.
+template <class A, int Order = Eigen::RowMajor>
+using matrix_map = Eigen::Map<matrix_type<detail::element_of<A>, Order>, alignment_of<A>>;
 // Part of an array (frames, rows, columns): no alignment is guaranteed. A
 // part is packed, or has an outer stride with a unit inner stride known at
 // compile time, so vectorisation stays on.
@@ -74,44 +91,28 @@ using cols_map =
 // its elements are `frames` apart, a fully strided map (correct, but not
 // vectorised: keep stacks row-major for speed).
 template <class T, int Order>
-using frame_map = std::conditional_t<Order == Eigen::RowMajor,
-                                     Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned>,
+using frame_map = std::conditional_t<Order == Eigen::RowMajor, packed_map<T, Order>,
                                      Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned,
                                                 Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>>;
 // A whole N-d array as a tensor (TensorMap has no strides: whole arrays only).
-template <class T, int N, int Layout = Eigen::RowMajor>
-using tensor_map =
-    Eigen::TensorMap<detail::constify<T, Eigen::Tensor<std::remove_const_t<T>, N, Layout>>,
-                     (ndarray<T>::alignment >= EIGEN_MAX_ALIGN_BYTES ? Eigen::Aligned
-                                                                     : Eigen::Unaligned)>;
+// TensorMap knows one alignment: that of Eigen's largest packet.
+template <class A, int N, int Layout = Eigen::RowMajor>
+using tensor_map = Eigen::TensorMap<
+    detail::constify<detail::element_of<A>,
+                     Eigen::Tensor<std::remove_const_t<detail::element_of<A>>, N, Layout>>,
+    (alignment_of<A> >= EIGEN_MAX_ALIGN_BYTES ? Eigen::Aligned : Eigen::Unaligned)>;
 
 namespace detail {
 
-template <class T>
-void require_rank(const ndarray<T>& a, std::size_t rank, const char* view, const char* hint) {
-  if (a.ndim() != rank)
-    throw rank_mismatch(shmarray::detail::message(
-        a.name(), "is " + std::to_string(a.ndim()) + "-d, but " + view + " needs a " +
-                      std::to_string(rank) + "-d array" + hint));
-}
+using shmarray::detail::require_range;
+using shmarray::detail::require_rank;
 
-template <int Order, class T>
-void require_order(const ndarray<T>& a, const char* view) {
+template <int Order, class A>
+void require_order(const A& a, const char* view) {
   constexpr bool row = Order == Eigen::RowMajor;
-  if ((a.storage_order() == order::row_major) != row)
-    throw order_mismatch(shmarray::detail::message(
-        a.name(), std::string("is ") + (row ? "column-major ('F')" : "row-major ('C')") + ", but " +
-                      view + "<Eigen::" + (row ? "RowMajor" : "ColMajor") +
-                      "> was asked for; ask for " + view +
-                      "<Eigen::" + (row ? "ColMajor" : "RowMajor") + ">"));
-}
-
-inline void require_range(std::size_t first, std::size_t count, std::size_t extent,
-                          const char* what) {
-  if (first > extent || count > extent - first)
-    throw std::out_of_range("shmarray: " + std::string(what) + " [" + std::to_string(first) + ", " +
-                            std::to_string(first + count) + ") is outside [0, " +
-                            std::to_string(extent) + ")");
+  shmarray::detail::require_order(
+      a, row, std::string(view) + (row ? "<Eigen::RowMajor>" : "<Eigen::ColMajor>"),
+      std::string(view) + (row ? "<Eigen::ColMajor>" : "<Eigen::RowMajor>"));
 }
 
 inline Eigen::Index idx(std::size_t n) {
@@ -121,101 +122,140 @@ inline Eigen::Index idx(std::size_t n) {
 }  // namespace detail
 
 // A 1-d array as a column vector.
-template <class T>
-vector_map<T> vector(const ndarray<T>& a) {
+template <class A>
+vector_map<A> vector(const A& a) {
   detail::require_rank(a, 1, "vector", "; flat(a) maps any array as one vector");
-  return vector_map<T>(a.data(), detail::idx(a.size()));
+  return vector_map<A>(a.data(), detail::idx(a.size()));
 }
 
 // Every element of an array of any rank, in storage order, as one vector.
-template <class T>
-vector_map<T> flat(const ndarray<T>& a) {
-  return vector_map<T>(a.data(), detail::idx(a.size()));
+template <class A>
+vector_map<A> flat(const A& a) {
+  shmarray::detail::require_array(a, "flat");
+  return vector_map<A>(a.data(), detail::idx(a.size()));
 }
 
 // A 2-d array as a matrix in its own storage order: matrix(a) for a
 // row-major ('C') array, matrix<Eigen::ColMajor>(a) for a column-major one.
-template <int Order = Eigen::RowMajor, class T>
-matrix_map<T, Order> matrix(const ndarray<T>& a) {
+template <int Order = Eigen::RowMajor, class A>
+matrix_map<A, Order> matrix(const A& a) {
   detail::require_rank(a, 2, "matrix", "; take one frame of a stack with frame(a, k)");
   detail::require_order<Order>(a, "matrix");
-  return matrix_map<T, Order>(a.data(), detail::idx(a.shape(0)), detail::idx(a.shape(1)));
+  return matrix_map<A, Order>(a.data(), detail::idx(a.shape(0)), detail::idx(a.shape(1)));
 }
 
 // Frame k of a stack (frames x height x width) as a height x width matrix.
-template <int Order = Eigen::RowMajor, class T>
-frame_map<T, Order> frame(const ndarray<T>& a, std::size_t k) {
+template <int Order = Eigen::RowMajor, class A>
+frame_map<detail::element_of<A>, Order> frame(const A& a, std::size_t k) {
   detail::require_rank(a, 3, "frame", " (frames x height x width)");
   detail::require_order<Order>(a, "frame");
   detail::require_range(k, 1, a.shape(0), "frame");
+  using map = frame_map<detail::element_of<A>, Order>;
   const std::size_t n = a.shape(0), h = a.shape(1), w = a.shape(2);
   if constexpr (Order == Eigen::RowMajor) {
-    return frame_map<T, Order>(a.data() + k * h * w, detail::idx(h), detail::idx(w));
+    return map(a.data() + k * h * w, detail::idx(h), detail::idx(w));
   } else {
-    return frame_map<T, Order>(
-        a.data() + k, detail::idx(h), detail::idx(w),
-        Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(detail::idx(n * h), detail::idx(n)));
+    return map(a.data() + k, detail::idx(h), detail::idx(w),
+               Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(detail::idx(n * h), detail::idx(n)));
   }
 }
 
 // Frames [first, first + count) of a stack as a count x (height * width)
 // matrix: one row per frame, its pixels in the stack's storage order.
-template <int Order = Eigen::RowMajor, class T>
-rows_map<T, Order> frames(const ndarray<T>& a, std::size_t first, std::size_t count) {
+template <int Order = Eigen::RowMajor, class A>
+rows_map<detail::element_of<A>, Order> frames(const A& a, std::size_t first, std::size_t count) {
   detail::require_rank(a, 3, "frames", " (frames x height x width)");
   detail::require_order<Order>(a, "frames");
   detail::require_range(first, count, a.shape(0), "frames");
+  using map = rows_map<detail::element_of<A>, Order>;
   const std::size_t n = a.shape(0), hw = a.shape(1) * a.shape(2);
   if constexpr (Order == Eigen::RowMajor) {
-    return rows_map<T, Order>(a.data() + first * hw, detail::idx(count), detail::idx(hw));
+    return map(a.data() + first * hw, detail::idx(count), detail::idx(hw));
   } else {
-    return rows_map<T, Order>(a.data() + first, detail::idx(count), detail::idx(hw),
-                              Eigen::OuterStride<>(detail::idx(n)));
+    return map(a.data() + first, detail::idx(count), detail::idx(hw),
+               Eigen::OuterStride<>(detail::idx(n)));
   }
 }
 
 // Rows [first, first + count) of a 2-d array: how work is split by rows.
-template <int Order = Eigen::RowMajor, class T>
-rows_map<T, Order> rows(const ndarray<T>& a, std::size_t first, std::size_t count) {
-  detail::require_rank(a, 2, "rows", "");
+template <int Order = Eigen::RowMajor, class A>
+rows_map<detail::element_of<A>, Order> rows(const A& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 2, "rows");
   detail::require_order<Order>(a, "rows");
   detail::require_range(first, count, a.shape(0), "rows");
+  using map = rows_map<detail::element_of<A>, Order>;
   const std::size_t r = a.shape(0), c = a.shape(1);
   if constexpr (Order == Eigen::RowMajor) {
-    return rows_map<T, Order>(a.data() + first * c, detail::idx(count), detail::idx(c));
+    return map(a.data() + first * c, detail::idx(count), detail::idx(c));
   } else {
-    return rows_map<T, Order>(a.data() + first, detail::idx(count), detail::idx(c),
-                              Eigen::OuterStride<>(detail::idx(r)));
+    return map(a.data() + first, detail::idx(count), detail::idx(c),
+               Eigen::OuterStride<>(detail::idx(r)));
   }
 }
 
 // Columns [first, first + count) of a 2-d array: packed in a column-major
 // array, an outer stride in a row-major one.
-template <int Order = Eigen::RowMajor, class T>
-cols_map<T, Order> cols(const ndarray<T>& a, std::size_t first, std::size_t count) {
-  detail::require_rank(a, 2, "cols", "");
+template <int Order = Eigen::RowMajor, class A>
+cols_map<detail::element_of<A>, Order> cols(const A& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 2, "cols");
   detail::require_order<Order>(a, "cols");
   detail::require_range(first, count, a.shape(1), "cols");
+  using map = cols_map<detail::element_of<A>, Order>;
   const std::size_t r = a.shape(0), c = a.shape(1);
   if constexpr (Order == Eigen::RowMajor) {
-    return cols_map<T, Order>(a.data() + first, detail::idx(r), detail::idx(count),
-                              Eigen::OuterStride<>(detail::idx(c)));
+    return map(a.data() + first, detail::idx(r), detail::idx(count),
+               Eigen::OuterStride<>(detail::idx(c)));
   } else {
-    return cols_map<T, Order>(a.data() + first * r, detail::idx(r), detail::idx(count));
+    return map(a.data() + first * r, detail::idx(r), detail::idx(count));
   }
 }
 
 // A whole N-d array as an Eigen::TensorMap of rank N, in its storage order:
 // tensor<3>(a) for row-major, tensor<3, Eigen::ColMajor>(a) for column-major.
-template <int N, int Layout = Eigen::RowMajor, class T>
-tensor_map<T, N, Layout> tensor(const ndarray<T>& a) {
-  detail::require_rank(a, std::size_t(N), "tensor", "");
+template <int N, int Layout = Eigen::RowMajor, class A>
+tensor_map<A, N, Layout> tensor(const A& a) {
+  detail::require_rank(a, std::size_t(N), "tensor");
   detail::require_order<Layout>(a, "tensor");
   std::array<Eigen::Index, std::size_t(N)> dims{};
   for (std::size_t i = 0; i < std::size_t(N); ++i)
     dims[i] = detail::idx(a.shape(i));
-  return tensor_map<T, N, Layout>(a.data(), dims);
+  return tensor_map<A, N, Layout>(a.data(), dims);
 }
+
+// Views of temporaries: refused at compile time.
+template <class A, detail::if_temporary<A> = 0>
+void vector(A&&) {
+  SHMARRAY_EIGEN_NO_TEMPORARY;
+}
+template <class A, detail::if_temporary<A> = 0>
+void flat(A&&) {
+  SHMARRAY_EIGEN_NO_TEMPORARY;
+}
+template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+void matrix(A&&) {
+  SHMARRAY_EIGEN_NO_TEMPORARY;
+}
+template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+void frame(A&&, std::size_t) {
+  SHMARRAY_EIGEN_NO_TEMPORARY;
+}
+template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+void frames(A&&, std::size_t, std::size_t) {
+  SHMARRAY_EIGEN_NO_TEMPORARY;
+}
+template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+void rows(A&&, std::size_t, std::size_t) {
+  SHMARRAY_EIGEN_NO_TEMPORARY;
+}
+template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+void cols(A&&, std::size_t, std::size_t) {
+  SHMARRAY_EIGEN_NO_TEMPORARY;
+}
+template <int N, int Layout = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+void tensor(A&&) {
+  SHMARRAY_EIGEN_NO_TEMPORARY;
+}
+#undef SHMARRAY_EIGEN_NO_TEMPORARY
 
 namespace detail {
 

@@ -3,24 +3,24 @@
 //
 // Speed first: an adaptor whose layout is only known at run time (built from
 // strides) takes xtensor's slow generic path, so every contiguous view here
-// has a static row_major or column_major layout and a shape only; strided
-// adaptors are made only where the view really is strided.
+// has a static row_major or column_major layout and a shape only; only views
+// that really are strided (parts of a column-major array) are strided.
 //
 // adapt*() views borrow the memory, as xt::adapt does: keep an ndarray handle
-// alive while they are used. shared_adapt*() views hold the handle themselves
-// and keep the memory mapped for as long as they live.
+// alive while they are used (a view of a temporary handle does not compile).
+// shared_adapt*() views hold the handle themselves and keep the memory mapped
+// for as long as they, or copies of them, live.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <memory>
 #include <shmarray/allocator.hpp>
+#include <shmarray/detail/views.hpp>
 #include <shmarray/manager.hpp>
 #include <shmarray/ndarray.hpp>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <vector>
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xarray.hpp>
 #include <xtensor/xbuffer_adaptor.hpp>
@@ -30,9 +30,11 @@
 
 namespace shmarray {
 
-// xtensor containers whose storage comes from shmarray::allocator: built
-// before fork(), they are the same memory in the children. (Memory allocated
-// after the fork, by a resize, is that process's alone.)
+// xtensor containers whose storage comes from shmarray::allocator: made
+// before fork(), they are the same memory in the children. Memory allocated
+// after the fork is that process's alone, and xtensor allocates a temporary
+// for `a = a + b` and `a += b` (then swaps it in): in a worker, assign with
+// xt::noalias(a) += b, which writes in place.
 template <class T, xt::layout_type L = XTENSOR_DEFAULT_LAYOUT>
 using xarray = xt::xarray<T, L, shmarray::allocator<T>>;
 template <class T, std::size_t N, xt::layout_type L = XTENSOR_DEFAULT_LAYOUT>
@@ -40,39 +42,23 @@ using xtensor = xt::xtensor<T, N, L, shmarray::allocator<T>>;
 
 namespace detail {
 
+template <class A>
+using xt_element = typename A::element_type;
+
 // Borrowing and owning buffers over an array's memory.
-template <class T>
-using borrowed_buffer = xt::xbuffer_adaptor<T*, xt::no_ownership>;
 template <class T>
 using owning_buffer = xt::xbuffer_adaptor<T*, xt::no_ownership, std::shared_ptr<const void>>;
 
-template <xt::layout_type L, class T>
-void require_xt_order(const ndarray<T>& a, const char* view) {
+template <xt::layout_type L, class A>
+void require_xt_order(const A& a, const char* view) {
   static_assert(L == xt::layout_type::row_major || L == xt::layout_type::column_major,
-                "shmarray: contiguous xtensor views have a static row_major or column_major "
-                "layout");
-  const bool row = L == xt::layout_type::row_major;
-  if ((a.storage_order() == order::row_major) != row)
-    throw order_mismatch(message(
-        a.name(), std::string("is ") + (row ? "column-major ('F')" : "row-major ('C')") + ", but " +
-                      view + "<xt::layout_type::" + (row ? "row_major" : "column_major") +
-                      "> was asked for; ask for " + view +
-                      "<xt::layout_type::" + (row ? "column_major" : "row_major") + ">"));
-}
-
-template <class T>
-void require_xt_rank(const ndarray<T>& a, std::size_t rank, const char* view) {
-  if (a.ndim() != rank)
-    throw rank_mismatch(message(a.name(), "is " + std::to_string(a.ndim()) + "-d, but " + view +
-                                              " needs a " + std::to_string(rank) + "-d array"));
-}
-
-inline void require_xt_range(std::size_t first, std::size_t count, std::size_t extent,
-                             const char* what) {
-  if (first > extent || count > extent - first)
-    throw std::out_of_range("shmarray: " + std::string(what) + " [" + std::to_string(first) + ", " +
-                            std::to_string(first + count) + ") is outside [0, " +
-                            std::to_string(extent) + ")");
+                "shmarray: views of whole arrays have a static row_major or column_major layout");
+  constexpr bool row = L == xt::layout_type::row_major;
+  require_order(a, row,
+                std::string(view) +
+                    (row ? "<xt::layout_type::row_major>" : "<xt::layout_type::column_major>"),
+                std::string(view) +
+                    (row ? "<xt::layout_type::column_major>" : "<xt::layout_type::row_major>"));
 }
 
 template <std::size_t N>
@@ -83,40 +69,55 @@ std::array<std::size_t, N> fixed_shape(const shape_type& s) {
   return out;
 }
 
+// A contiguous rank-N view at `p` that holds the array's mapping.
+template <xt::layout_type L, class T, std::size_t N>
+auto owning(T* p, const std::array<std::size_t, N>& shape, std::shared_ptr<const void> keep) {
+  std::size_t size = 1;
+  for (auto e : shape)
+    size *= e;
+  return xt::xtensor_adaptor<owning_buffer<T>, N, L>(owning_buffer<T>(p, size, std::move(keep)),
+                                                     shape, L);
+}
+
+template <class A>
+using if_temporary = std::enable_if_t<!std::is_reference_v<A>, int>;
+
 }  // namespace detail
+
+#define SHMARRAY_XT_NO_TEMPORARY                                                                \
+  static_assert(shmarray::detail::dependent_false<A>::value,                                    \
+                "shmarray: a borrowing view of a temporary ndarray would dangle at once: name " \
+                "the array first, or use shared_adapt, which holds the memory")
 
 // A whole array, dynamic rank, static layout: adapt(a) for a row-major ('C')
 // array, adapt<xt::layout_type::column_major>(a) for a column-major one.
-template <xt::layout_type L = xt::layout_type::row_major, class T>
-auto adapt(const ndarray<T>& a) {
+template <xt::layout_type L = xt::layout_type::row_major, class A>
+auto adapt(const A& a) {
   detail::require_xt_order<L>(a, "adapt");
   return xt::adapt<L>(a.data(), a.size(), xt::no_ownership(), a.shape());
 }
 
 // A whole array of rank N (checked), static layout.
-template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class T>
-auto adapt(const ndarray<T>& a) {
-  detail::require_xt_rank(a, N, "adapt<N>");
+template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A>
+auto adapt(const A& a) {
+  detail::require_rank(a, N, "adapt<N>");
   detail::require_xt_order<L>(a, "adapt");
   return xt::adapt<L>(a.data(), a.size(), xt::no_ownership(), detail::fixed_shape<N>(a.shape()));
 }
 
-// As adapt(a), but the view holds the array's handle: the memory stays
-// mapped for as long as the view (or a copy of it) lives.
-template <xt::layout_type L = xt::layout_type::row_major, class T>
-auto shared_adapt(const ndarray<T>& a) {
+// As adapt(a), but holding the array's handle.
+template <xt::layout_type L = xt::layout_type::row_major, class A>
+auto shared_adapt(const A& a) {
   detail::require_xt_order<L>(a, "shared_adapt");
-  using buffer = detail::owning_buffer<T>;
+  using buffer = detail::owning_buffer<detail::xt_element<A>>;
   return xt::xarray_adaptor<buffer, L, shape_type>(buffer(a.data(), a.size(), a.keep_alive()),
                                                    a.shape(), L);
 }
-template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class T>
-auto shared_adapt(const ndarray<T>& a) {
-  detail::require_xt_rank(a, N, "shared_adapt<N>");
+template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A>
+auto shared_adapt(const A& a) {
+  detail::require_rank(a, N, "shared_adapt<N>");
   detail::require_xt_order<L>(a, "shared_adapt");
-  using buffer = detail::owning_buffer<T>;
-  return xt::xtensor_adaptor<buffer, N, L>(buffer(a.data(), a.size(), a.keep_alive()),
-                                           detail::fixed_shape<N>(a.shape()), L);
+  return detail::owning<L>(a.data(), detail::fixed_shape<N>(a.shape()), a.keep_alive());
 }
 
 // Frame k of a stack (frames x height x width) as a height x width view. Of
@@ -124,11 +125,11 @@ auto shared_adapt(const ndarray<T>& a) {
 // column-major stack (adapt_frame<xt::layout_type::column_major>): an
 // xt::view, strided as those elements really are, which xtensor walks on its
 // slower generic path; keep stacks row-major for speed.
-template <xt::layout_type L = xt::layout_type::row_major, class T>
-auto adapt_frame(const ndarray<T>& a, std::size_t k) {
-  detail::require_xt_rank(a, 3, "adapt_frame");
+template <xt::layout_type L = xt::layout_type::row_major, class A>
+auto adapt_frame(const A& a, std::size_t k) {
+  detail::require_rank(a, 3, "adapt_frame");
   detail::require_xt_order<L>(a, "adapt_frame");
-  detail::require_xt_range(k, 1, a.shape(0), "frame");
+  detail::require_range(k, 1, a.shape(0), "frame");
   const std::size_t h = a.shape(1), w = a.shape(2);
   if constexpr (L == xt::layout_type::row_major)
     return xt::adapt<L>(a.data() + k * h * w, h * w, xt::no_ownership(),
@@ -140,11 +141,11 @@ auto adapt_frame(const ndarray<T>& a, std::size_t k) {
 // Frames [first, first + count) of a stack as a count x height x width view:
 // contiguous and static row_major for a row-major stack, a strided xt::view
 // for a column-major one.
-template <xt::layout_type L = xt::layout_type::row_major, class T>
-auto adapt_frames(const ndarray<T>& a, std::size_t first, std::size_t count) {
-  detail::require_xt_rank(a, 3, "adapt_frames");
+template <xt::layout_type L = xt::layout_type::row_major, class A>
+auto adapt_frames(const A& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 3, "adapt_frames");
   detail::require_xt_order<L>(a, "adapt_frames");
-  detail::require_xt_range(first, count, a.shape(0), "frames");
+  detail::require_range(first, count, a.shape(0), "frames");
   const std::size_t h = a.shape(1), w = a.shape(2);
   if constexpr (L == xt::layout_type::row_major)
     return xt::adapt<L>(a.data() + first * h * w, count * h * w, xt::no_ownership(),
@@ -156,11 +157,11 @@ auto adapt_frames(const ndarray<T>& a, std::size_t first, std::size_t count) {
 // Rows [first, first + count) of a 2-d array (how work is split by rows):
 // contiguous and static row_major for a row-major array, a strided xt::view
 // for a column-major one.
-template <xt::layout_type L = xt::layout_type::row_major, class T>
-auto adapt_rows(const ndarray<T>& a, std::size_t first, std::size_t count) {
-  detail::require_xt_rank(a, 2, "adapt_rows");
+template <xt::layout_type L = xt::layout_type::row_major, class A>
+auto adapt_rows(const A& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 2, "adapt_rows");
   detail::require_xt_order<L>(a, "adapt_rows");
-  detail::require_xt_range(first, count, a.shape(0), "rows");
+  detail::require_range(first, count, a.shape(0), "rows");
   const std::size_t c = a.shape(1);
   if constexpr (L == xt::layout_type::row_major)
     return xt::adapt<L>(a.data() + first * c, count * c, xt::no_ownership(),
@@ -169,17 +170,71 @@ auto adapt_rows(const ndarray<T>& a, std::size_t first, std::size_t count) {
     return xt::view(adapt<2, L>(a), xt::range(first, first + count), xt::all());
 }
 
+// Owning counterparts of the contiguous parts of a row-major array.
+template <class A>
+auto shared_adapt_frame(const A& a, std::size_t k) {
+  detail::require_rank(a, 3, "shared_adapt_frame");
+  detail::require_xt_order<xt::layout_type::row_major>(a, "shared_adapt_frame");
+  detail::require_range(k, 1, a.shape(0), "frame");
+  const std::size_t h = a.shape(1), w = a.shape(2);
+  return detail::owning<xt::layout_type::row_major>(
+      a.data() + k * h * w, std::array<std::size_t, 2>{h, w}, a.keep_alive());
+}
+template <class A>
+auto shared_adapt_frames(const A& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 3, "shared_adapt_frames");
+  detail::require_xt_order<xt::layout_type::row_major>(a, "shared_adapt_frames");
+  detail::require_range(first, count, a.shape(0), "frames");
+  const std::size_t h = a.shape(1), w = a.shape(2);
+  return detail::owning<xt::layout_type::row_major>(
+      a.data() + first * h * w, std::array<std::size_t, 3>{count, h, w}, a.keep_alive());
+}
+template <class A>
+auto shared_adapt_rows(const A& a, std::size_t first, std::size_t count) {
+  detail::require_rank(a, 2, "shared_adapt_rows");
+  detail::require_xt_order<xt::layout_type::row_major>(a, "shared_adapt_rows");
+  detail::require_range(first, count, a.shape(0), "rows");
+  const std::size_t c = a.shape(1);
+  return detail::owning<xt::layout_type::row_major>(
+      a.data() + first * c, std::array<std::size_t, 2>{count, c}, a.keep_alive());
+}
+
+// Borrowing views of temporaries: refused at compile time.
+template <xt::layout_type L = xt::layout_type::row_major, class A, detail::if_temporary<A> = 0>
+void adapt(A&&) {
+  SHMARRAY_XT_NO_TEMPORARY;
+}
+template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A,
+          detail::if_temporary<A> = 0>
+void adapt(A&&) {
+  SHMARRAY_XT_NO_TEMPORARY;
+}
+template <xt::layout_type L = xt::layout_type::row_major, class A, detail::if_temporary<A> = 0>
+void adapt_frame(A&&, std::size_t) {
+  SHMARRAY_XT_NO_TEMPORARY;
+}
+template <xt::layout_type L = xt::layout_type::row_major, class A, detail::if_temporary<A> = 0>
+void adapt_frames(A&&, std::size_t, std::size_t) {
+  SHMARRAY_XT_NO_TEMPORARY;
+}
+template <xt::layout_type L = xt::layout_type::row_major, class A, detail::if_temporary<A> = 0>
+void adapt_rows(A&&, std::size_t, std::size_t) {
+  SHMARRAY_XT_NO_TEMPORARY;
+}
+#undef SHMARRAY_XT_NO_TEMPORARY
+
 namespace detail {
 
 // Evaluates an xtensor expression into a new shared array made by `make`:
-// one copy for a packed container, and the expression assigned straight
-// into shared memory otherwise (no private temporary).
+// one copy for contiguous data (a container, or a view with a data
+// interface), and the expression assigned straight into shared memory
+// otherwise (no private temporary).
 template <class E, class Make>
 auto evaluate_into(const xt::xexpression<E>& expr, create_options o, Make&& make) {
   using value = std::decay_t<typename E::value_type>;
   const E& e = expr.derived_cast();
   const shape_type shape(e.shape().begin(), e.shape().end());
-  if constexpr (xt::has_storage_type<E>::value) {
+  if constexpr (xt::has_data_interface<E>::value) {
     const auto layout = e.layout();
     if (e.is_contiguous() &&
         (layout == xt::layout_type::row_major || layout == xt::layout_type::column_major)) {
@@ -200,7 +255,8 @@ auto evaluate_into(const xt::xexpression<E>& expr, create_options o, Make&& make
 }  // namespace detail
 
 // A new shared array holding the value of any xtensor expression, with its
-// shape (and its layout where it has a static column-major one).
+// shape (and its layout where it is contiguous column-major, or has a static
+// column-major one).
 template <class E>
 ndarray<std::decay_t<typename E::value_type>> from_array(manager& m, const xt::xexpression<E>& e,
                                                          create_options o = {}) {
