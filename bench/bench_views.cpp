@@ -144,23 +144,13 @@ void eigen_views(shmarray::manager& m, std::size_t n, bool quick) {
                        se::matrix<Eigen::ColMajor>(a) * se::matrix<Eigen::ColMajor>(b);
                  }));
 
-  // Not a view users are steered to: a frame of a column-major stack is fully
-  // strided (its elements are `frames` apart), so Eigen cannot vectorise it.
-  // Against the same strides in private memory it is at parity; against a
-  // packed private matrix, the price of the layout shows.
-  auto fs = m.from_shape<float>({3, n, n}, fortran);
-  std::vector<float> private_stack(3 * n * n, 1.f);
-  Eigen::Map<Eigen::MatrixXf, Eigen::Unaligned, Eigen::Stride<-1, -1>> pstrided(
-      private_stack.data() + 1, N, N, Eigen::Stride<-1, -1>(3 * N, 3));
-  Eigen::MatrixXf packed = Eigen::MatrixXf::Ones(N, N);
-  bench::row("frame of a column-major stack (Stride<Dyn,Dyn>): sum", "the same strides, private",
-             bench::compare(
-                 reps, [&] { bench::keep(pstrided.sum()); },
-                 [&] { bench::keep(se::frame<Eigen::ColMajor>(fs, 1).sum()); }));
-  bench::row("frame of a column-major stack (Stride<Dyn,Dyn>): sum", "a packed private matrix",
-             bench::compare(
-                 reps, [&] { bench::keep(packed.sum()); },
-                 [&] { bench::keep(se::frame<Eigen::ColMajor>(fs, 1).sum()); }));
+  // a frame of a column-major stack (height x width x frames): packed
+  auto fs = m.from_shape<float>({n, n, 3}, fortran), ft = m.from_shape<float>({n, n, 3}, fortran);
+  Eigen::MatrixXf cf = Eigen::MatrixXf::Random(N, N), cg = cf;
+  se::frame<Eigen::ColMajor>(fs, 1) = cf;
+  se::frame<Eigen::ColMajor>(ft, 1) = cf;
+  eigen_kernels("frame<ColMajor> of a column-major stack", se::frame<Eigen::ColMajor>(fs, 1),
+                se::frame<Eigen::ColMajor>(ft, 1), cf, cg);
 }
 
 void xtensor_views(shmarray::manager& m, std::size_t n) {
@@ -197,19 +187,26 @@ void xtensor_views(shmarray::manager& m, std::size_t n) {
   shmarray::xarray<float> shx = p0, shy = p0;
   xtensor_kernels("shmarray::xarray (noalias)", shx, shy, ax, ay, "private xt::xarray");
 
-  // frames of a column-major stack are an xt::view, strided: against the
-  // same view of a private column-major stack
-  auto cx = m.from_shape<float>({3, n, n}, [] {
-    shmarray::create_options o;
-    o.order = shmarray::order::column_major;
-    return o;
-  }());
-  xt::xtensor<float, 3, F> pc = xt::ones<float>({std::size_t(3), n, n});
-  auto pcv = xt::view(pc, 1, xt::all(), xt::all());
-  bench::row("adapt_frame<column_major> (strided xt::view): sum", "the same view, private",
+  // a frame of a column-major stack (height x width x frames): static column_major
+  shmarray::create_options fo;
+  fo.order = shmarray::order::column_major;
+  auto cx = m.from_shape<float>({n, n, 3}, fo), cy = m.from_shape<float>({n, n, 3}, fo);
+  xt::xtensor<float, 2, F> fx = p0, fy = p0;
+  shmarray::adapt_frame<F>(cx, 1) = fx;
+  shmarray::adapt_frame<F>(cy, 1) = fx;
+  xtensor_kernels("adapt_frame<column_major> (static column_major)",
+                  shmarray::adapt_frame<F>(cx, 1), shmarray::adapt_frame<F>(cy, 1), fx, fy,
+                  "private column-major xt::xtensor<T, 2>");
+
+  // rows of a column-major array are an xt::view, strided: against the same
+  // view of a private column-major array
+  auto rows_fx = m.from_shape<float>({2 * n, n}, fo);
+  xt::xtensor<float, 2, F> pr = xt::ones<float>({2 * n, n});
+  auto prv = xt::view(pr, xt::range(n / 2, n / 2 + n), xt::all());
+  bench::row("adapt_rows<column_major> (strided xt::view): sum", "the same view, private",
              bench::compare(
-                 reps, [&] { bench::keep(xt::sum(pcv)()); },
-                 [&] { bench::keep(xt::sum(shmarray::adapt_frame<F>(cx, 1))()); }));
+                 reps, [&] { bench::keep(xt::sum(prv)()); },
+                 [&] { bench::keep(xt::sum(shmarray::adapt_rows<F>(rows_fx, n / 2, n))()); }));
 
   // Not offered: an adaptor built from strides has a dynamic layout and
   // takes xtensor's generic path, even over contiguous memory.

@@ -84,39 +84,48 @@ TEST_CASE("vector, flat and matrix map the array's own memory, aligned, in its o
   CHECK(names.left().empty());
 }
 
-TEST_CASE("frame, frames and rows are the right elements in either storage order") {
+TEST_CASE("frame, frames, rows and cols are the right elements in either storage order") {
   test::names names;
   {
     manager m(names.options());
     const std::size_t n = 4, h = 3, w = 5;
-    auto c = m.from_shape<double>({n, h, w});
-    auto f = m.from_shape<double>({n, h, w}, fortran());
+    auto c = m.from_shape<double>({n, h, w});             // row-major: frames x height x width
+    auto f = m.from_shape<double>({h, w, n}, fortran());  // column-major: height x width x frames
     iota(c);
     iota(f);
     for (std::size_t k = 0; k < n; ++k) {
       auto cf = se::frame(c, k);
       auto ff = se::frame<Eigen::ColMajor>(f, k);
       REQUIRE(cf.rows() == Eigen::Index(h));
+      REQUIRE(ff.rows() == Eigen::Index(h));
       REQUIRE(ff.cols() == Eigen::Index(w));
       for (std::size_t i = 0; i < h; ++i)
         for (std::size_t j = 0; j < w; ++j) {
           CHECK(cf(Eigen::Index(i), Eigen::Index(j)) == c(k, i, j));
-          CHECK(ff(Eigen::Index(i), Eigen::Index(j)) == f(k, i, j));
+          CHECK(ff(Eigen::Index(i), Eigen::Index(j)) == f(i, j, k));
         }
     }
+    // a column-major frame is packed: it binds to Eigen's default Ref, no copy
+    Eigen::Ref<Eigen::MatrixXd> ref = se::frame<Eigen::ColMajor>(f, 2);
+    CHECK(ref.data() == f.data() + 2 * h * w);
+    auto cref = [](const Eigen::Ref<const Eigen::MatrixXd>& r) { return r.data(); };
+    CHECK(cref(se::frame<Eigen::ColMajor>(f, 2)) == f.data() + 2 * h * w);  // no copy
+    CHECK(cref(se::frame(c, 2)) != c.data() + 2 * h * w);  // row-major: Eigen copies, as documented
+    Eigen::Ref<Eigen::Matrix<double, -1, -1, Eigen::RowMajor>> rref = se::frame(c, 2);
+    CHECK(rref.data() == c.data() + 2 * h * w);
     auto cb = se::frames(c, 1, 2);
     auto fb = se::frames<Eigen::ColMajor>(f, 1, 2);
     REQUIRE(cb.rows() == 2);
     REQUIRE(cb.cols() == Eigen::Index(h * w));
-    REQUIRE(fb.rows() == 2);
+    REQUIRE(fb.rows() == Eigen::Index(h * w));
+    REQUIRE(fb.cols() == 2);
     for (std::size_t r = 0; r < 2; ++r)
       for (std::size_t p = 0; p < h * w; ++p) {
-        // a row is a frame, its pixels in the stack's own order
+        // a frame per row (row-major) or per column (column-major), pixels in the stack's order
         CHECK(cb(Eigen::Index(r), Eigen::Index(p)) == c(1 + r, p / w, p % w));
-        CHECK(fb(Eigen::Index(r), Eigen::Index(p)) == f(1 + r, p % h, p / h));
+        CHECK(fb(Eigen::Index(p), Eigen::Index(r)) == f(p % h, p / h, 1 + r));
       }
-    CHECK(fb.outerStride() == Eigen::Index(n));
-    CHECK(fb.innerStride() == 1);
+    CHECK_THROWS_AS(se::frame<Eigen::ColMajor>(f, n), std::out_of_range);
 
     auto c2 = m.from_shape<float>({6, 7});
     auto f2 = m.from_shape<float>({6, 7}, fortran());
@@ -169,10 +178,11 @@ TEST_CASE("each view claims the alignment its array type guarantees, and no more
   static_assert(se::alignment_flag(1) == Eigen::Unaligned);
   using F = decltype(se::frame(std::declval<const ndarray<double>&>(), 0));
   using B = decltype(se::frames<Eigen::ColMajor>(std::declval<const ndarray<double>&>(), 0, 1));
+  using R = decltype(se::rows<Eigen::ColMajor>(std::declval<const ndarray<double>&>(), 0, 1));
   static_assert(map_traits<F>::options == Eigen::Unaligned);
   static_assert(map_traits<B>::options == Eigen::Unaligned);
-  static_assert(std::is_same_v<map_traits<B>::stride, Eigen::OuterStride<>>);
-  static_assert(B::InnerStrideAtCompileTime == 1);  // vectorisation stays on
+  static_assert(std::is_same_v<map_traits<R>::stride, Eigen::OuterStride<>>);
+  static_assert(R::InnerStrideAtCompileTime == 1);  // vectorisation stays on
   static_assert(F::InnerStrideAtCompileTime == 1);
   test::names names;
   {

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "../errors.hpp"
 #include "../shape.hpp"
@@ -14,6 +15,23 @@ namespace shmarray::detail {
 
 template <class T>
 struct dependent_false : std::false_type {};
+
+// An array type: ndarray<T>, or any type with its interface, which the
+// adapters' views accept.
+template <class A, class = void>
+struct is_array : std::false_type {};
+template <class A>
+struct is_array<A, std::void_t<typename A::element_type, decltype(A::alignment),
+                               decltype(std::declval<const A&>().data()),
+                               decltype(std::declval<const A&>().storage_order()),
+                               decltype(std::declval<const A&>().keep_alive())>> : std::true_type {
+};
+template <class A>
+using if_array = std::enable_if_t<is_array<std::decay_t<A>>::value, int>;
+// A temporary array (an lvalue makes a forwarding A a reference).
+template <class A>
+using if_temporary_array =
+    std::enable_if_t<!std::is_reference_v<A> && is_array<std::decay_t<A>>::value, int>;
 
 // An array handle that refers to an array (not a default-constructed one).
 template <class A>

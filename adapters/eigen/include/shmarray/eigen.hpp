@@ -47,10 +47,6 @@ using constify = std::conditional_t<std::is_const_v<T>, const Plain, Plain>;
 template <class A>
 using element_of = typename A::element_type;
 
-// The rvalue overloads below catch temporaries (an lvalue makes A a reference).
-template <class A>
-using if_temporary = std::enable_if_t<!std::is_reference_v<A>, int>;
-
 #define SHMARRAY_EIGEN_NO_TEMPORARY                                                              \
   static_assert(shmarray::detail::dependent_false<A>::value,                                     \
                 "shmarray: a view of a temporary ndarray would dangle at once (the last handle " \
@@ -79,7 +75,7 @@ template <class T, int Order>
 using packed_map = Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned>;
 template <class T, int Order>
 using outer_strided_map = Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned, Eigen::OuterStride<>>;
-// Rows (and frames, the rows of a stack): packed when row-major.
+// Rows: packed when row-major.
 template <class T, int Order>
 using rows_map =
     std::conditional_t<Order == Eigen::RowMajor, packed_map<T, Order>, outer_strided_map<T, Order>>;
@@ -87,13 +83,6 @@ using rows_map =
 template <class T, int Order>
 using cols_map =
     std::conditional_t<Order == Eigen::ColMajor, packed_map<T, Order>, outer_strided_map<T, Order>>;
-// One frame of a stack: packed in a row-major stack; in a column-major stack
-// its elements are `frames` apart, a fully strided map (correct, but not
-// vectorised: keep stacks row-major for speed).
-template <class T, int Order>
-using frame_map = std::conditional_t<Order == Eigen::RowMajor, packed_map<T, Order>,
-                                     Eigen::Map<matrix_type<T, Order>, Eigen::Unaligned,
-                                                Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>>;
 // A whole N-d array as a tensor (TensorMap has no strides: whole arrays only).
 // TensorMap knows one alignment: that of Eigen's largest packet.
 template <class A, int N, int Layout = Eigen::RowMajor>
@@ -122,14 +111,14 @@ inline Eigen::Index idx(std::size_t n) {
 }  // namespace detail
 
 // A 1-d array as a column vector.
-template <class A>
+template <class A, shmarray::detail::if_array<A> = 0>
 vector_map<A> vector(const A& a) {
   detail::require_rank(a, 1, "vector", "; flat(a) maps any array as one vector");
   return vector_map<A>(a.data(), detail::idx(a.size()));
 }
 
 // Every element of an array of any rank, in storage order, as one vector.
-template <class A>
+template <class A, shmarray::detail::if_array<A> = 0>
 vector_map<A> flat(const A& a) {
   shmarray::detail::require_array(a, "flat");
   return vector_map<A>(a.data(), detail::idx(a.size()));
@@ -137,48 +126,53 @@ vector_map<A> flat(const A& a) {
 
 // A 2-d array as a matrix in its own storage order: matrix(a) for a
 // row-major ('C') array, matrix<Eigen::ColMajor>(a) for a column-major one.
-template <int Order = Eigen::RowMajor, class A>
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_array<A> = 0>
 matrix_map<A, Order> matrix(const A& a) {
   detail::require_rank(a, 2, "matrix", "; take one frame of a stack with frame(a, k)");
   detail::require_order<Order>(a, "matrix");
   return matrix_map<A, Order>(a.data(), detail::idx(a.shape(0)), detail::idx(a.shape(1)));
 }
 
-// Frame k of a stack (frames x height x width) as a height x width matrix.
-template <int Order = Eigen::RowMajor, class A>
-frame_map<detail::element_of<A>, Order> frame(const A& a, std::size_t k) {
-  detail::require_rank(a, 3, "frame", " (frames x height x width)");
+// A stack holds its frames along its slowest axis: frames x height x width
+// when row-major (NumPy's way), height x width x frames when column-major
+// (Fortran's and MATLAB's). Either way a frame is packed, in the stack's
+// order, so it binds to Eigen::Ref of that order without a copy.
+
+// Frame k of a stack as a height x width matrix: frame(a, k) of a row-major
+// stack, frame<Eigen::ColMajor>(a, k) of a column-major one.
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_array<A> = 0>
+packed_map<detail::element_of<A>, Order> frame(const A& a, std::size_t k) {
+  constexpr bool row = Order == Eigen::RowMajor;
+  detail::require_rank(a, 3, "frame",
+                       row ? " (frames x height x width)" : " (height x width x frames)");
   detail::require_order<Order>(a, "frame");
-  detail::require_range(k, 1, a.shape(0), "frame");
-  using map = frame_map<detail::element_of<A>, Order>;
-  const std::size_t n = a.shape(0), h = a.shape(1), w = a.shape(2);
-  if constexpr (Order == Eigen::RowMajor) {
-    return map(a.data() + k * h * w, detail::idx(h), detail::idx(w));
-  } else {
-    return map(a.data() + k, detail::idx(h), detail::idx(w),
-               Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(detail::idx(n * h), detail::idx(n)));
-  }
+  const std::size_t n = a.shape(row ? 0 : 2), h = a.shape(row ? 1 : 0), w = a.shape(row ? 2 : 1);
+  detail::require_range(k, 1, n, "frame");
+  return packed_map<detail::element_of<A>, Order>(a.data() + k * h * w, detail::idx(h),
+                                                  detail::idx(w));
 }
 
-// Frames [first, first + count) of a stack as a count x (height * width)
-// matrix: one row per frame, its pixels in the stack's storage order.
-template <int Order = Eigen::RowMajor, class A>
-rows_map<detail::element_of<A>, Order> frames(const A& a, std::size_t first, std::size_t count) {
-  detail::require_rank(a, 3, "frames", " (frames x height x width)");
+// Frames [first, first + count) of a stack as one matrix of packed frames:
+// count x (height * width), a frame per row, for a row-major stack;
+// (height * width) x count, a frame per column, for a column-major one.
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_array<A> = 0>
+packed_map<detail::element_of<A>, Order> frames(const A& a, std::size_t first, std::size_t count) {
+  constexpr bool row = Order == Eigen::RowMajor;
+  detail::require_rank(a, 3, "frames",
+                       row ? " (frames x height x width)" : " (height x width x frames)");
   detail::require_order<Order>(a, "frames");
-  detail::require_range(first, count, a.shape(0), "frames");
-  using map = rows_map<detail::element_of<A>, Order>;
-  const std::size_t n = a.shape(0), hw = a.shape(1) * a.shape(2);
-  if constexpr (Order == Eigen::RowMajor) {
+  const std::size_t n = a.shape(row ? 0 : 2),
+                    hw = row ? a.shape(1) * a.shape(2) : a.shape(0) * a.shape(1);
+  detail::require_range(first, count, n, "frames");
+  using map = packed_map<detail::element_of<A>, Order>;
+  if constexpr (row)
     return map(a.data() + first * hw, detail::idx(count), detail::idx(hw));
-  } else {
-    return map(a.data() + first, detail::idx(count), detail::idx(hw),
-               Eigen::OuterStride<>(detail::idx(n)));
-  }
+  else
+    return map(a.data() + first * hw, detail::idx(hw), detail::idx(count));
 }
 
 // Rows [first, first + count) of a 2-d array: how work is split by rows.
-template <int Order = Eigen::RowMajor, class A>
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_array<A> = 0>
 rows_map<detail::element_of<A>, Order> rows(const A& a, std::size_t first, std::size_t count) {
   detail::require_rank(a, 2, "rows");
   detail::require_order<Order>(a, "rows");
@@ -195,7 +189,7 @@ rows_map<detail::element_of<A>, Order> rows(const A& a, std::size_t first, std::
 
 // Columns [first, first + count) of a 2-d array: packed in a column-major
 // array, an outer stride in a row-major one.
-template <int Order = Eigen::RowMajor, class A>
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_array<A> = 0>
 cols_map<detail::element_of<A>, Order> cols(const A& a, std::size_t first, std::size_t count) {
   detail::require_rank(a, 2, "cols");
   detail::require_order<Order>(a, "cols");
@@ -212,7 +206,7 @@ cols_map<detail::element_of<A>, Order> cols(const A& a, std::size_t first, std::
 
 // A whole N-d array as an Eigen::TensorMap of rank N, in its storage order:
 // tensor<3>(a) for row-major, tensor<3, Eigen::ColMajor>(a) for column-major.
-template <int N, int Layout = Eigen::RowMajor, class A>
+template <int N, int Layout = Eigen::RowMajor, class A, shmarray::detail::if_array<A> = 0>
 tensor_map<A, N, Layout> tensor(const A& a) {
   detail::require_rank(a, std::size_t(N), "tensor");
   detail::require_order<Layout>(a, "tensor");
@@ -223,35 +217,35 @@ tensor_map<A, N, Layout> tensor(const A& a) {
 }
 
 // Views of temporaries: refused at compile time.
-template <class A, detail::if_temporary<A> = 0>
+template <class A, shmarray::detail::if_temporary_array<A> = 0>
 void vector(A&&) {
   SHMARRAY_EIGEN_NO_TEMPORARY;
 }
-template <class A, detail::if_temporary<A> = 0>
+template <class A, shmarray::detail::if_temporary_array<A> = 0>
 void flat(A&&) {
   SHMARRAY_EIGEN_NO_TEMPORARY;
 }
-template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_temporary_array<A> = 0>
 void matrix(A&&) {
   SHMARRAY_EIGEN_NO_TEMPORARY;
 }
-template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_temporary_array<A> = 0>
 void frame(A&&, std::size_t) {
   SHMARRAY_EIGEN_NO_TEMPORARY;
 }
-template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_temporary_array<A> = 0>
 void frames(A&&, std::size_t, std::size_t) {
   SHMARRAY_EIGEN_NO_TEMPORARY;
 }
-template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_temporary_array<A> = 0>
 void rows(A&&, std::size_t, std::size_t) {
   SHMARRAY_EIGEN_NO_TEMPORARY;
 }
-template <int Order = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+template <int Order = Eigen::RowMajor, class A, shmarray::detail::if_temporary_array<A> = 0>
 void cols(A&&, std::size_t, std::size_t) {
   SHMARRAY_EIGEN_NO_TEMPORARY;
 }
-template <int N, int Layout = Eigen::RowMajor, class A, detail::if_temporary<A> = 0>
+template <int N, int Layout = Eigen::RowMajor, class A, shmarray::detail::if_temporary_array<A> = 0>
 void tensor(A&&) {
   SHMARRAY_EIGEN_NO_TEMPORARY;
 }

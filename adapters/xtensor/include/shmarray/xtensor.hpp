@@ -4,7 +4,7 @@
 // Speed first: an adaptor whose layout is only known at run time (built from
 // strides) takes xtensor's slow generic path, so every contiguous view here
 // has a static row_major or column_major layout and a shape only; only views
-// that really are strided (parts of a column-major array) are strided.
+// that really are strided (rows of a column-major array) are strided.
 //
 // adapt*() views borrow the memory, as xt::adapt does: keep an ndarray handle
 // alive while they are used (a view of a temporary handle does not compile).
@@ -79,9 +79,6 @@ auto owning(T* p, const std::array<std::size_t, N>& shape, std::shared_ptr<const
                                                      shape, L);
 }
 
-template <class A>
-using if_temporary = std::enable_if_t<!std::is_reference_v<A>, int>;
-
 }  // namespace detail
 
 #define SHMARRAY_XT_NO_TEMPORARY                                                                \
@@ -91,14 +88,16 @@ using if_temporary = std::enable_if_t<!std::is_reference_v<A>, int>;
 
 // A whole array, dynamic rank, static layout: adapt(a) for a row-major ('C')
 // array, adapt<xt::layout_type::column_major>(a) for a column-major one.
-template <xt::layout_type L = xt::layout_type::row_major, class A>
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
 auto adapt(const A& a) {
   detail::require_xt_order<L>(a, "adapt");
   return xt::adapt<L>(a.data(), a.size(), xt::no_ownership(), a.shape());
 }
 
 // A whole array of rank N (checked), static layout.
-template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A>
+template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
 auto adapt(const A& a) {
   detail::require_rank(a, N, "adapt<N>");
   detail::require_xt_order<L>(a, "adapt");
@@ -106,58 +105,89 @@ auto adapt(const A& a) {
 }
 
 // As adapt(a), but holding the array's handle.
-template <xt::layout_type L = xt::layout_type::row_major, class A>
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
 auto shared_adapt(const A& a) {
   detail::require_xt_order<L>(a, "shared_adapt");
   using buffer = detail::owning_buffer<detail::xt_element<A>>;
   return xt::xarray_adaptor<buffer, L, shape_type>(buffer(a.data(), a.size(), a.keep_alive()),
                                                    a.shape(), L);
 }
-template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A>
+template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
 auto shared_adapt(const A& a) {
   detail::require_rank(a, N, "shared_adapt<N>");
   detail::require_xt_order<L>(a, "shared_adapt");
   return detail::owning<L>(a.data(), detail::fixed_shape<N>(a.shape()), a.keep_alive());
 }
 
-// Frame k of a stack (frames x height x width) as a height x width view. Of
-// a row-major stack: contiguous, with a static row_major layout. Of a
-// column-major stack (adapt_frame<xt::layout_type::column_major>): an
-// xt::view, strided as those elements really are, which xtensor walks on its
-// slower generic path; keep stacks row-major for speed.
-template <xt::layout_type L = xt::layout_type::row_major, class A>
-auto adapt_frame(const A& a, std::size_t k) {
-  detail::require_rank(a, 3, "adapt_frame");
-  detail::require_xt_order<L>(a, "adapt_frame");
-  detail::require_range(k, 1, a.shape(0), "frame");
-  const std::size_t h = a.shape(1), w = a.shape(2);
+namespace detail {
+
+// A stack holds its frames along its slowest axis: frames x height x width
+// when row-major, height x width x frames when column-major. The frame count
+// and the shape of `count` frames, in the stack's order.
+template <xt::layout_type L, class A>
+std::size_t frame_count(const A& a) {
+  return a.shape(L == xt::layout_type::row_major ? 0 : 2);
+}
+template <xt::layout_type L, class A>
+std::array<std::size_t, 3> frames_shape(const A& a, std::size_t count) {
   if constexpr (L == xt::layout_type::row_major)
-    return xt::adapt<L>(a.data() + k * h * w, h * w, xt::no_ownership(),
-                        std::array<std::size_t, 2>{h, w});
+    return {count, a.shape(1), a.shape(2)};
   else
-    return xt::view(adapt<3, L>(a), k, xt::all(), xt::all());
+    return {a.shape(0), a.shape(1), count};
+}
+template <xt::layout_type L, class A>
+std::array<std::size_t, 2> frame_shape(const A& a) {
+  if constexpr (L == xt::layout_type::row_major)
+    return {a.shape(1), a.shape(2)};
+  else
+    return {a.shape(0), a.shape(1)};
 }
 
-// Frames [first, first + count) of a stack as a count x height x width view:
-// contiguous and static row_major for a row-major stack, a strided xt::view
-// for a column-major one.
-template <xt::layout_type L = xt::layout_type::row_major, class A>
+template <xt::layout_type L, class A>
+void require_stack(const A& a, const char* view) {
+  require_rank(a, 3, view,
+               L == xt::layout_type::row_major ? " (frames x height x width)"
+                                               : " (height x width x frames)");
+  require_xt_order<L>(a, view);
+}
+
+}  // namespace detail
+
+// Frame k of a stack as a height x width view, contiguous, with a static
+// layout: adapt_frame(a, k) of a row-major stack (frames x height x width),
+// adapt_frame<xt::layout_type::column_major>(a, k) of a column-major one
+// (height x width x frames).
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
+auto adapt_frame(const A& a, std::size_t k) {
+  detail::require_stack<L>(a, "adapt_frame");
+  detail::require_range(k, 1, detail::frame_count<L>(a), "frame");
+  const auto shape = detail::frame_shape<L>(a);
+  return xt::adapt<L>(a.data() + k * shape[0] * shape[1], shape[0] * shape[1], xt::no_ownership(),
+                      shape);
+}
+
+// Frames [first, first + count) of a stack, contiguous, static layout:
+// count x height x width of a row-major stack, height x width x count of a
+// column-major one.
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
 auto adapt_frames(const A& a, std::size_t first, std::size_t count) {
-  detail::require_rank(a, 3, "adapt_frames");
-  detail::require_xt_order<L>(a, "adapt_frames");
-  detail::require_range(first, count, a.shape(0), "frames");
-  const std::size_t h = a.shape(1), w = a.shape(2);
-  if constexpr (L == xt::layout_type::row_major)
-    return xt::adapt<L>(a.data() + first * h * w, count * h * w, xt::no_ownership(),
-                        std::array<std::size_t, 3>{count, h, w});
-  else
-    return xt::view(adapt<3, L>(a), xt::range(first, first + count), xt::all(), xt::all());
+  detail::require_stack<L>(a, "adapt_frames");
+  detail::require_range(first, count, detail::frame_count<L>(a), "frames");
+  const auto frame = detail::frame_shape<L>(a);
+  const std::size_t hw = frame[0] * frame[1];
+  return xt::adapt<L>(a.data() + first * hw, count * hw, xt::no_ownership(),
+                      detail::frames_shape<L>(a, count));
 }
 
 // Rows [first, first + count) of a 2-d array (how work is split by rows):
 // contiguous and static row_major for a row-major array, a strided xt::view
 // for a column-major one.
-template <xt::layout_type L = xt::layout_type::row_major, class A>
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
 auto adapt_rows(const A& a, std::size_t first, std::size_t count) {
   detail::require_rank(a, 2, "adapt_rows");
   detail::require_xt_order<L>(a, "adapt_rows");
@@ -170,26 +200,25 @@ auto adapt_rows(const A& a, std::size_t first, std::size_t count) {
     return xt::view(adapt<2, L>(a), xt::range(first, first + count), xt::all());
 }
 
-// Owning counterparts of the contiguous parts of a row-major array.
-template <class A>
+// Owning counterparts of the contiguous parts of an array.
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
 auto shared_adapt_frame(const A& a, std::size_t k) {
-  detail::require_rank(a, 3, "shared_adapt_frame");
-  detail::require_xt_order<xt::layout_type::row_major>(a, "shared_adapt_frame");
-  detail::require_range(k, 1, a.shape(0), "frame");
-  const std::size_t h = a.shape(1), w = a.shape(2);
-  return detail::owning<xt::layout_type::row_major>(
-      a.data() + k * h * w, std::array<std::size_t, 2>{h, w}, a.keep_alive());
+  detail::require_stack<L>(a, "shared_adapt_frame");
+  detail::require_range(k, 1, detail::frame_count<L>(a), "frame");
+  const auto shape = detail::frame_shape<L>(a);
+  return detail::owning<L>(a.data() + k * shape[0] * shape[1], shape, a.keep_alive());
 }
-template <class A>
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_array<A> = 0>
 auto shared_adapt_frames(const A& a, std::size_t first, std::size_t count) {
-  detail::require_rank(a, 3, "shared_adapt_frames");
-  detail::require_xt_order<xt::layout_type::row_major>(a, "shared_adapt_frames");
-  detail::require_range(first, count, a.shape(0), "frames");
-  const std::size_t h = a.shape(1), w = a.shape(2);
-  return detail::owning<xt::layout_type::row_major>(
-      a.data() + first * h * w, std::array<std::size_t, 3>{count, h, w}, a.keep_alive());
+  detail::require_stack<L>(a, "shared_adapt_frames");
+  detail::require_range(first, count, detail::frame_count<L>(a), "frames");
+  const auto frame = detail::frame_shape<L>(a);
+  return detail::owning<L>(a.data() + first * frame[0] * frame[1],
+                           detail::frames_shape<L>(a, count), a.keep_alive());
 }
-template <class A>
+template <class A, shmarray::detail::if_array<A> = 0>
 auto shared_adapt_rows(const A& a, std::size_t first, std::size_t count) {
   detail::require_rank(a, 2, "shared_adapt_rows");
   detail::require_xt_order<xt::layout_type::row_major>(a, "shared_adapt_rows");
@@ -200,24 +229,28 @@ auto shared_adapt_rows(const A& a, std::size_t first, std::size_t count) {
 }
 
 // Borrowing views of temporaries: refused at compile time.
-template <xt::layout_type L = xt::layout_type::row_major, class A, detail::if_temporary<A> = 0>
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_temporary_array<A> = 0>
 void adapt(A&&) {
   SHMARRAY_XT_NO_TEMPORARY;
 }
 template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A,
-          detail::if_temporary<A> = 0>
+          shmarray::detail::if_temporary_array<A> = 0>
 void adapt(A&&) {
   SHMARRAY_XT_NO_TEMPORARY;
 }
-template <xt::layout_type L = xt::layout_type::row_major, class A, detail::if_temporary<A> = 0>
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_temporary_array<A> = 0>
 void adapt_frame(A&&, std::size_t) {
   SHMARRAY_XT_NO_TEMPORARY;
 }
-template <xt::layout_type L = xt::layout_type::row_major, class A, detail::if_temporary<A> = 0>
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_temporary_array<A> = 0>
 void adapt_frames(A&&, std::size_t, std::size_t) {
   SHMARRAY_XT_NO_TEMPORARY;
 }
-template <xt::layout_type L = xt::layout_type::row_major, class A, detail::if_temporary<A> = 0>
+template <xt::layout_type L = xt::layout_type::row_major, class A,
+          shmarray::detail::if_temporary_array<A> = 0>
 void adapt_rows(A&&, std::size_t, std::size_t) {
   SHMARRAY_XT_NO_TEMPORARY;
 }
