@@ -151,6 +151,15 @@ void eigen_views(shmarray::manager& m, std::size_t n, bool quick) {
   se::frame<Eigen::ColMajor>(ft, 1) = cf;
   eigen_kernels("frame<ColMajor> of a column-major stack", se::frame<Eigen::ColMajor>(fs, 1),
                 se::frame<Eigen::ColMajor>(ft, 1), cf, cg);
+
+  // Not offered: a fully strided map (frame 1 along the first axis of a
+  // column-major 3 x n x n array). Eigen cannot vectorise it.
+  auto fa = m.from_shape<float>({3, n, n}, fortran);
+  Eigen::Map<Eigen::MatrixXf, Eigen::Unaligned, Eigen::Stride<-1, -1>> strided(
+      fa.data() + 1, N, N, Eigen::Stride<-1, -1>(3 * N, 3));
+  bench::row("Map with Stride<Dynamic, Dynamic> (not offered): sum", "private Eigen matrix",
+             bench::compare(
+                 reps, [&] { bench::keep(cf.sum()); }, [&] { bench::keep(strided.sum()); }));
 }
 
 void xtensor_views(shmarray::manager& m, std::size_t n) {
