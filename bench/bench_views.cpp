@@ -25,7 +25,7 @@ int reps = 15;
 // axpy (y += 0.5 x), a sum and a 5-point stencil through the views `x`, `y`,
 // and through private containers `px`, `py` of the same shape and layout.
 template <class X, class Y, class PX, class PY>
-void eigen_kernels(const std::string& view, X x, Y y, PX& px, PY& py,
+void eigen_kernels(const std::string& view, X&& x, Y&& y, PX& px, PY& py,
                    const std::string& base = "private Eigen matrix") {
   bench::row(view + ": axpy", base,
              bench::compare(
@@ -80,6 +80,11 @@ void eigen_views(shmarray::manager& m, std::size_t n, bool quick) {
   // whole arrays: Aligned64
   const rmat p0 = rmat::Random(N, N);
   rmat px = p0, py = p0;
+  {  // the noise floor: a private matrix against another
+    rmat qx = p0, qy = p0;
+    eigen_kernels("A/A: another private matrix", Eigen::Ref<rmat>(qx), Eigen::Ref<rmat>(qy), px,
+                  py);
+  }
   auto x = shmarray::from_array(m, p0), y = shmarray::from_array(m, p0);
   eigen_kernels("matrix (whole, Aligned64)", se::matrix(x), se::matrix(y), px, py);
   Eigen::VectorXf pv = Eigen::VectorXf::Random(N * N), pw = pv;
@@ -170,6 +175,11 @@ void xtensor_views(shmarray::manager& m, std::size_t n) {
   xt::xarray<float> ax = p0, ay = p0;
   xt::xtensor<float, 2> tx = p0, ty = p0;
   auto x = shmarray::from_array(m, p0), y = shmarray::from_array(m, p0);
+  {  // the noise floor: a private container against another
+    xt::xtensor<float, 2> qx = p0, qy = p0;
+    xtensor_kernels("A/A: another private xt::xtensor<T, 2>", qx, qy, tx, ty,
+                    "private xt::xtensor<T, 2>");
+  }
   xtensor_kernels("adapt (static row_major)", shmarray::adapt(x), shmarray::adapt(y), ax, ay,
                   "private xt::xarray");
   xtensor_kernels("adapt<2> (static row_major)", shmarray::adapt<2>(x), shmarray::adapt<2>(y), tx,
