@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <set>
 #include <string>
 #include <utility>
@@ -70,6 +71,19 @@ inline shmarray::create_options raw() {
   shmarray::create_options o;
   o.raw = true;
   return o;
+}
+
+// Options for a column-major ('F') array.
+inline shmarray::create_options fortran() {
+  shmarray::create_options o;
+  o.order = shmarray::order::column_major;
+  return o;
+}
+
+// Fills an array with 0, 1, 2... in storage order.
+template <class T>
+void iota(const shmarray::ndarray<T>& a) {
+  std::iota(a.begin(), a.end(), T(0));
 }
 
 // Waits for a child, whatever signals arrive meanwhile.

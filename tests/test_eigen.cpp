@@ -33,17 +33,6 @@ struct private_buffer {
   std::byte* data;
 };
 
-create_options fortran() {
-  create_options o;
-  o.order = order::column_major;
-  return o;
-}
-
-template <class T>
-void iota(const ndarray<T>& a) {
-  std::iota(a.begin(), a.end(), T(0));
-}
-
 }  // namespace
 
 TEST_CASE("vector, flat and matrix map the array's own memory, aligned, in its order") {
@@ -58,13 +47,13 @@ TEST_CASE("vector, flat and matrix map the array's own memory, aligned, in its o
     CHECK(v(4) == 4.0);
 
     auto c = m.from_shape<float>({3, 4});
-    iota(c);
+    test::iota(c);
     auto cm = se::matrix(c);
     static_assert(
         std::is_same_v<decltype(cm), Eigen::Map<Eigen::Matrix<float, -1, -1, Eigen::RowMajor>,
                                                 Eigen::Aligned64>>);
-    auto f = m.from_shape<float>({3, 4}, fortran());
-    iota(f);
+    auto f = m.from_shape<float>({3, 4}, test::fortran());
+    test::iota(f);
     auto fm = se::matrix<Eigen::ColMajor>(f);
     static_assert(std::is_same_v<decltype(fm), Eigen::Map<Eigen::MatrixXf, Eigen::Aligned64>>);
     for (std::size_t i = 0; i < 3; ++i)
@@ -76,7 +65,7 @@ TEST_CASE("vector, flat and matrix map the array's own memory, aligned, in its o
     CHECK(cm.cols() == 4);
 
     auto s = m.from_shape<int>({2, 3, 4});
-    iota(s);
+    test::iota(s);
     CHECK(se::flat(s).size() == 24);
     CHECK(se::flat(s).sum() == 276);
     CHECK(reinterpret_cast<std::uintptr_t>(se::flat(s).data()) % 64 == 0);
@@ -89,10 +78,11 @@ TEST_CASE("frame, frames, rows and cols are the right elements in either storage
   {
     manager m(names.options());
     const std::size_t n = 4, h = 3, w = 5;
-    auto c = m.from_shape<double>({n, h, w});             // row-major: frames x height x width
-    auto f = m.from_shape<double>({h, w, n}, fortran());  // column-major: height x width x frames
-    iota(c);
-    iota(f);
+    auto c = m.from_shape<double>({n, h, w});  // row-major: frames x height x width
+    auto f =
+        m.from_shape<double>({h, w, n}, test::fortran());  // column-major: height x width x frames
+    test::iota(c);
+    test::iota(f);
     for (std::size_t k = 0; k < n; ++k) {
       auto cf = se::frame(c, k);
       auto ff = se::frame<Eigen::ColMajor>(f, k);
@@ -128,9 +118,9 @@ TEST_CASE("frame, frames, rows and cols are the right elements in either storage
     CHECK_THROWS_AS(se::frame<Eigen::ColMajor>(f, n), std::out_of_range);
 
     auto c2 = m.from_shape<float>({6, 7});
-    auto f2 = m.from_shape<float>({6, 7}, fortran());
-    iota(c2);
-    iota(f2);
+    auto f2 = m.from_shape<float>({6, 7}, test::fortran());
+    test::iota(c2);
+    test::iota(f2);
     auto cr = se::rows(c2, 2, 3);
     auto fr = se::rows<Eigen::ColMajor>(f2, 2, 3);
     for (std::size_t i = 0; i < 3; ++i)
@@ -221,7 +211,7 @@ TEST_CASE("views whose rank or order does not fit are refused") {
     manager m(names.options());
     auto s = m.from_shape<float>({2, 3, 4});
     auto c = m.from_shape<float>({3, 4});
-    auto f = m.from_shape<float>({3, 4}, fortran());
+    auto f = m.from_shape<float>({3, 4}, test::fortran());
     CHECK_THROWS_AS(se::matrix(s), rank_mismatch);
     CHECK_THROWS_WITH(se::matrix(s), Catch::Contains("is 3-d") && Catch::Contains("frame(a, k)"));
     CHECK_THROWS_AS(se::vector(c), rank_mismatch);
@@ -272,7 +262,7 @@ TEST_CASE("a PartialPivLU solve and a GEMM on shared memory are bit-identical to
     // shared: in place, and the GEMM computed by a forked worker
     auto A = from_array(m, A0);
     auto B = from_array(m, B0);
-    auto C = m.from_shape<double>({std::size_t(n), std::size_t(n)}, fortran());
+    auto C = m.from_shape<double>({std::size_t(n), std::size_t(n)}, test::fortran());
     auto x = m.from_shape<double>({std::size_t(n)});
     const int status = test::in_child([&] {
       run_worker_init();
@@ -366,9 +356,9 @@ TEST_CASE("a TensorMap views a whole N-d array in its storage order") {
   {
     manager m(names.options());
     auto c = m.from_shape<double>({2, 3, 4});
-    auto f = m.from_shape<double>({2, 3, 4}, fortran());
-    iota(c);
-    iota(f);
+    auto f = m.from_shape<double>({2, 3, 4}, test::fortran());
+    test::iota(c);
+    test::iota(f);
     auto tc = se::tensor<3>(c);
     auto tf = se::tensor<3, Eigen::ColMajor>(f);
     for (Eigen::Index i = 0; i < 2; ++i)

@@ -17,17 +17,6 @@ using namespace shmarray;
 
 namespace {
 
-create_options fortran() {
-  create_options o;
-  o.order = order::column_major;
-  return o;
-}
-
-template <class T>
-void iota(const ndarray<T>& a) {
-  std::iota(a.begin(), a.end(), T(0));
-}
-
 template <class V>
 constexpr xt::layout_type layout_of = std::decay_t<V>::static_layout;
 
@@ -38,9 +27,9 @@ TEST_CASE("adapt views a whole array with a static layout in its storage order")
   {
     manager m(names.options());
     auto c = m.from_shape<double>({3, 4});
-    auto f = m.from_shape<double>({3, 4}, fortran());
-    iota(c);
-    iota(f);
+    auto f = m.from_shape<double>({3, 4}, test::fortran());
+    test::iota(c);
+    test::iota(f);
     auto xc = adapt(c);
     auto xf = adapt<xt::layout_type::column_major>(f);
     auto x2 = adapt<2>(c);
@@ -66,10 +55,11 @@ TEST_CASE("frames and rows are the right elements, static-layout where contiguou
   {
     manager m(names.options());
     const std::size_t n = 4, h = 3, w = 5;
-    auto c = m.from_shape<float>({n, h, w});             // row-major: frames x height x width
-    auto f = m.from_shape<float>({h, w, n}, fortran());  // column-major: height x width x frames
-    iota(c);
-    iota(f);
+    auto c = m.from_shape<float>({n, h, w});  // row-major: frames x height x width
+    auto f =
+        m.from_shape<float>({h, w, n}, test::fortran());  // column-major: height x width x frames
+    test::iota(c);
+    test::iota(f);
     constexpr auto F = xt::layout_type::column_major;
     auto fr = adapt_frame(c, 2);
     auto fs = adapt_frames(c, 1, 2);
@@ -89,15 +79,15 @@ TEST_CASE("frames and rows are the right elements, static-layout where contiguou
           CHECK(ffs(i, j, k) == f(i, j, 1 + k));
         }
       }
-    auto g = m.from_shape<float>({h, w, n}, fortran());
+    auto g = m.from_shape<float>({h, w, n}, test::fortran());
     adapt_frames<F>(g, 1, 2).fill(1.f);  // writes exactly those frames
     for (std::size_t k = 0; k < n; ++k)
       CHECK(xt::sum(adapt_frame<F>(g, k))() == (k == 1 || k == 2 ? float(h * w) : 0.f));
 
     auto r = m.from_shape<double>({6, 7});
-    auto rf = m.from_shape<double>({6, 7}, fortran());
-    iota(r);
-    iota(rf);
+    auto rf = m.from_shape<double>({6, 7}, test::fortran());
+    test::iota(r);
+    test::iota(rf);
     auto rows = adapt_rows(r, 2, 3);
     auto frows = adapt_rows<F>(rf, 2, 3);
     static_assert(layout_of<decltype(rows)> == xt::layout_type::row_major);
@@ -123,7 +113,7 @@ TEST_CASE("views whose rank or order does not fit are refused") {
     manager m(names.options());
     auto s = m.from_shape<float>({2, 3, 4});
     auto c = m.from_shape<float>({3, 4});
-    auto f = m.from_shape<float>({3, 4, 2}, fortran());
+    auto f = m.from_shape<float>({3, 4, 2}, test::fortran());
     CHECK_THROWS_AS(adapt<2>(s), rank_mismatch);
     CHECK_THROWS_AS(shared_adapt<2>(s), rank_mismatch);
     CHECK_THROWS_AS(adapt_frame(c, 0), rank_mismatch);
@@ -146,7 +136,7 @@ TEST_CASE("shared_adapt keeps the memory mapped after every handle is gone") {
     auto view = [&] {
       manager m(names.options());
       auto a = m.from_shape<int>({4, 4});
-      iota(a);
+      test::iota(a);
       where = a.data();
       return shared_adapt<2>(a);
     }();  // the manager and every ndarray handle are gone here
@@ -241,7 +231,7 @@ TEST_CASE("assignment through column-major views writes the right elements") {
   test::names names;
   {
     manager m(names.options());
-    create_options f = fortran();
+    create_options f = test::fortran();
     auto s = m.from_shape<double>({4, 5, 3}, f);  // height x width x frames
     auto r = m.from_shape<double>({6, 4}, f);
     constexpr auto F = xt::layout_type::column_major;
