@@ -69,14 +69,28 @@ std::array<std::size_t, N> fixed_shape(const shape_type& s) {
   return out;
 }
 
-// A contiguous rank-N view at `p` that holds the array's mapping.
+// A contiguous part of an array: where it starts, and its shape.
+template <class T, std::size_t N>
+struct part {
+  T* data;
+  std::array<std::size_t, N> shape;
+  std::size_t size() const {
+    std::size_t n = 1;
+    for (auto e : shape)
+      n *= e;
+    return n;
+  }
+};
+
+// A static-layout view of a part: borrowing, or holding the array's mapping.
 template <xt::layout_type L, class T, std::size_t N>
-auto owning(T* p, const std::array<std::size_t, N>& shape, std::shared_ptr<const void> keep) {
-  std::size_t size = 1;
-  for (auto e : shape)
-    size *= e;
-  return xt::xtensor_adaptor<owning_buffer<T>, N, L>(owning_buffer<T>(p, size, std::move(keep)),
-                                                     shape, L);
+auto borrowing(const part<T, N>& p) {
+  return xt::adapt<L>(p.data, p.size(), xt::no_ownership(), p.shape);
+}
+template <xt::layout_type L, class T, std::size_t N>
+auto owning(const part<T, N>& p, std::shared_ptr<const void> keep) {
+  return xt::xtensor_adaptor<owning_buffer<T>, N, L>(
+      owning_buffer<T>(p.data, p.size(), std::move(keep)), p.shape, L);
 }
 
 }  // namespace detail
@@ -118,39 +132,52 @@ template <std::size_t N, xt::layout_type L = xt::layout_type::row_major, class A
 auto shared_adapt(const A& a) {
   detail::require_rank(a, N, "shared_adapt<N>");
   detail::require_xt_order<L>(a, "shared_adapt");
-  return detail::owning<L>(a.data(), detail::fixed_shape<N>(a.shape()), a.keep_alive());
+  return detail::owning<L>(
+      detail::part<detail::xt_element<A>, N>{a.data(), detail::fixed_shape<N>(a.shape())},
+      a.keep_alive());
 }
 
 namespace detail {
 
 // A stack holds its frames along its slowest axis: frames x height x width
-// when row-major, height x width x frames when column-major. The frame count
-// and the shape of `count` frames, in the stack's order.
-template <xt::layout_type L, class A>
-std::size_t frame_count(const A& a) {
-  return a.shape(L == xt::layout_type::row_major ? 0 : 2);
-}
-template <xt::layout_type L, class A>
-std::array<std::size_t, 3> frames_shape(const A& a, std::size_t count) {
-  if constexpr (L == xt::layout_type::row_major)
-    return {count, a.shape(1), a.shape(2)};
-  else
-    return {a.shape(0), a.shape(1), count};
-}
-template <xt::layout_type L, class A>
-std::array<std::size_t, 2> frame_shape(const A& a) {
-  if constexpr (L == xt::layout_type::row_major)
-    return {a.shape(1), a.shape(2)};
-  else
-    return {a.shape(0), a.shape(1)};
-}
-
+// when row-major, height x width x frames when column-major.
 template <xt::layout_type L, class A>
 void require_stack(const A& a, const char* view) {
   require_rank(a, 3, view,
                L == xt::layout_type::row_major ? " (frames x height x width)"
                                                : " (height x width x frames)");
   require_xt_order<L>(a, view);
+}
+
+// Frames [first, first + count) of a stack, checked: contiguous in either order.
+template <xt::layout_type L, class A>
+part<xt_element<A>, 3> frames_part(const A& a, std::size_t first, std::size_t count,
+                                   const char* view, const char* what = "frames") {
+  constexpr bool row = L == xt::layout_type::row_major;
+  require_stack<L>(a, view);
+  require_range(first, count, a.shape(row ? 0 : 2), what);
+  const std::size_t h = a.shape(row ? 1 : 0), w = a.shape(row ? 2 : 1);
+  return {a.data() + first * h * w,
+          row ? std::array<std::size_t, 3>{count, h, w} : std::array<std::size_t, 3>{h, w, count}};
+}
+
+// Frame k of a stack, checked, as a height x width part.
+template <xt::layout_type L, class A>
+part<xt_element<A>, 2> frame_part(const A& a, std::size_t k, const char* view) {
+  const auto p = frames_part<L>(a, k, 1, view, "frame");
+  constexpr bool row = L == xt::layout_type::row_major;
+  return {p.data, {p.shape[row ? 1 : 0], p.shape[row ? 2 : 1]}};
+}
+
+// Rows [first, first + count) of a row-major 2-d array, checked.
+template <class A>
+part<xt_element<A>, 2> rows_part(const A& a, std::size_t first, std::size_t count,
+                                 const char* view) {
+  require_rank(a, 2, view);
+  require_xt_order<xt::layout_type::row_major>(a, view);
+  require_range(first, count, a.shape(0), "rows");
+  const std::size_t c = a.shape(1);
+  return {a.data() + first * c, {count, c}};
 }
 
 }  // namespace detail
@@ -162,11 +189,7 @@ void require_stack(const A& a, const char* view) {
 template <xt::layout_type L = xt::layout_type::row_major, class A,
           shmarray::detail::if_array<A> = 0>
 auto adapt_frame(const A& a, std::size_t k) {
-  detail::require_stack<L>(a, "adapt_frame");
-  detail::require_range(k, 1, detail::frame_count<L>(a), "frame");
-  const auto shape = detail::frame_shape<L>(a);
-  return xt::adapt<L>(a.data() + k * shape[0] * shape[1], shape[0] * shape[1], xt::no_ownership(),
-                      shape);
+  return detail::borrowing<L>(detail::frame_part<L>(a, k, "adapt_frame"));
 }
 
 // Frames [first, first + count) of a stack, contiguous, static layout:
@@ -175,12 +198,7 @@ auto adapt_frame(const A& a, std::size_t k) {
 template <xt::layout_type L = xt::layout_type::row_major, class A,
           shmarray::detail::if_array<A> = 0>
 auto adapt_frames(const A& a, std::size_t first, std::size_t count) {
-  detail::require_stack<L>(a, "adapt_frames");
-  detail::require_range(first, count, detail::frame_count<L>(a), "frames");
-  const auto frame = detail::frame_shape<L>(a);
-  const std::size_t hw = frame[0] * frame[1];
-  return xt::adapt<L>(a.data() + first * hw, count * hw, xt::no_ownership(),
-                      detail::frames_shape<L>(a, count));
+  return detail::borrowing<L>(detail::frames_part<L>(a, first, count, "adapt_frames"));
 }
 
 // Rows [first, first + count) of a 2-d array (how work is split by rows):
@@ -189,43 +207,32 @@ auto adapt_frames(const A& a, std::size_t first, std::size_t count) {
 template <xt::layout_type L = xt::layout_type::row_major, class A,
           shmarray::detail::if_array<A> = 0>
 auto adapt_rows(const A& a, std::size_t first, std::size_t count) {
-  detail::require_rank(a, 2, "adapt_rows");
-  detail::require_xt_order<L>(a, "adapt_rows");
-  detail::require_range(first, count, a.shape(0), "rows");
-  const std::size_t c = a.shape(1);
-  if constexpr (L == xt::layout_type::row_major)
-    return xt::adapt<L>(a.data() + first * c, count * c, xt::no_ownership(),
-                        std::array<std::size_t, 2>{count, c});
-  else
+  if constexpr (L == xt::layout_type::row_major) {
+    return detail::borrowing<L>(detail::rows_part(a, first, count, "adapt_rows"));
+  } else {
+    detail::require_rank(a, 2, "adapt_rows");
+    detail::require_xt_order<L>(a, "adapt_rows");
+    detail::require_range(first, count, a.shape(0), "rows");
     return xt::view(adapt<2, L>(a), xt::range(first, first + count), xt::all());
+  }
 }
 
 // Owning counterparts of the contiguous parts of an array.
 template <xt::layout_type L = xt::layout_type::row_major, class A,
           shmarray::detail::if_array<A> = 0>
 auto shared_adapt_frame(const A& a, std::size_t k) {
-  detail::require_stack<L>(a, "shared_adapt_frame");
-  detail::require_range(k, 1, detail::frame_count<L>(a), "frame");
-  const auto shape = detail::frame_shape<L>(a);
-  return detail::owning<L>(a.data() + k * shape[0] * shape[1], shape, a.keep_alive());
+  return detail::owning<L>(detail::frame_part<L>(a, k, "shared_adapt_frame"), a.keep_alive());
 }
 template <xt::layout_type L = xt::layout_type::row_major, class A,
           shmarray::detail::if_array<A> = 0>
 auto shared_adapt_frames(const A& a, std::size_t first, std::size_t count) {
-  detail::require_stack<L>(a, "shared_adapt_frames");
-  detail::require_range(first, count, detail::frame_count<L>(a), "frames");
-  const auto frame = detail::frame_shape<L>(a);
-  return detail::owning<L>(a.data() + first * frame[0] * frame[1],
-                           detail::frames_shape<L>(a, count), a.keep_alive());
+  return detail::owning<L>(detail::frames_part<L>(a, first, count, "shared_adapt_frames"),
+                           a.keep_alive());
 }
 template <class A, shmarray::detail::if_array<A> = 0>
 auto shared_adapt_rows(const A& a, std::size_t first, std::size_t count) {
-  detail::require_rank(a, 2, "shared_adapt_rows");
-  detail::require_xt_order<xt::layout_type::row_major>(a, "shared_adapt_rows");
-  detail::require_range(first, count, a.shape(0), "rows");
-  const std::size_t c = a.shape(1);
   return detail::owning<xt::layout_type::row_major>(
-      a.data() + first * c, std::array<std::size_t, 2>{count, c}, a.keep_alive());
+      detail::rows_part(a, first, count, "shared_adapt_rows"), a.keep_alive());
 }
 
 // Borrowing views of temporaries: refused at compile time.
