@@ -1,10 +1,14 @@
 // shmarray: one exception hierarchy, one type per kind of failure.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace shmarray {
 
@@ -130,6 +134,65 @@ class system_error : public error {
 
  private:
   int code_;
+};
+
+// Forking workers from a process that runs other threads was refused: the
+// workers would get only the calling thread, and any lock another thread
+// held (an OpenMP runtime's, malloc's) would stay locked in them forever.
+class unsafe_fork : public error {
+ public:
+  using error::error;
+};
+
+// How one forked worker failed.
+struct worker_failure {
+  enum class kind {
+    exception,  // the job threw: type() and message() say what
+    exit,       // the worker exited with a non-zero code (or at all, mid-job, in a pool)
+    signal,     // the worker was killed by a signal (SIGSEGV, SIGKILL, ...): code()
+    timeout,    // the job ran past its timeout and was killed
+    stopped,    // killed because another worker failed first
+    lost,       // its exit status was collected elsewhere (a wait() of the user's?)
+  };
+  std::size_t rank = 0;
+  pid_t pid = 0;
+  kind what = kind::exception;
+  int code = 0;         // exit code, or signal number
+  std::string type;     // exception: its type, demangled
+  std::string message;  // exception: what(); otherwise a description
+
+  // "worker 1 (pid 1234) threw std::runtime_error: bad frame"
+  std::string describe() const {
+    std::string s = "worker " + std::to_string(rank) + " (pid " + std::to_string(pid) + ") ";
+    if (what == kind::exception) return s + "threw " + type + ": " + message;
+    return s + message;
+  }
+};
+
+// One or more forked workers failed. failures() lists each, in rank order;
+// those stopped because of another's failure come last.
+class worker_error : public error {
+ public:
+  explicit worker_error(std::vector<worker_failure> failures)
+      : error(text(failures)), failures_(std::move(failures)) {}
+  const std::vector<worker_failure>& failures() const noexcept { return failures_; }
+
+ private:
+  static std::string text(const std::vector<worker_failure>& fs) {
+    std::size_t failed = 0;
+    for (const auto& f : fs)
+      failed += f.what != worker_failure::kind::stopped;
+    std::string s =
+        "shmarray: " + std::to_string(failed) + (failed == 1 ? " worker" : " workers") + " failed";
+    for (const auto& f : fs)
+      if (f.what != worker_failure::kind::stopped) s += "\n  " + f.describe();
+    if (fs.size() > failed)
+      s += "\n  " + std::to_string(fs.size() - failed) +
+           (fs.size() - failed == 1 ? " other worker was" : " other workers were") +
+           " stopped after the first failure";
+    return s;
+  }
+  std::vector<worker_failure> failures_;
 };
 
 namespace detail {

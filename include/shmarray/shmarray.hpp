@@ -12,3 +12,4 @@
 #include "segment.hpp"
 #include "shape.hpp"
 #include "worker_init.hpp"
+#include "workers.hpp"

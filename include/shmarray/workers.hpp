@@ -1,0 +1,1020 @@
+// shmarray: forked workers over shared arrays. fork_workers(n, fn),
+// parallel_for(n, first, last, fn) and a persistent process_pool. A worker's
+// exception, non-zero exit or signal comes back to the parent as
+// worker_error; the parent reaps every child, whatever happens, and no worker
+// outlives its parent.
+#pragma once
+
+#include <cxxabi.h>
+#include <dirent.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <limits>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "detail/os.hpp"
+#include "errors.hpp"
+#include "worker_init.hpp"
+
+namespace shmarray {
+
+// What a worker knows of itself: its rank among the job's workers, and how
+// many there are.
+class worker {
+ public:
+  worker(std::size_t rank, std::size_t count, std::atomic<std::uint64_t>* progress) noexcept
+      : rank_(rank), count_(count), progress_(progress) {}
+  std::size_t rank() const noexcept { return rank_; }
+  std::size_t count() const noexcept { return count_; }
+  // Adds n to the job's shared progress counter, which the parent's progress
+  // bar shows (parallel_for counts its indices itself).
+  void progress(std::uint64_t n = 1) const noexcept {
+    if (progress_) progress_->fetch_add(n, std::memory_order_relaxed);
+  }
+
+ private:
+  std::size_t rank_;
+  std::size_t count_;
+  std::atomic<std::uint64_t>* progress_;
+};
+
+// What to do when the parent runs other threads (see unsafe_fork).
+enum class thread_policy {
+  refuse,  // throw unsafe_fork (the default)
+  warn,    // say why on stderr, once per process, and fork anyway
+  allow,   // fork anyway: the other threads hold nothing the workers need
+};
+
+// What the other workers do when one fails.
+enum class on_failure {
+  stop_all,    // kill them at once (the default)
+  finish_all,  // let them finish, then report every failure
+};
+
+struct worker_options {
+  on_failure failure = on_failure::stop_all;
+  // Kill the job's workers that have not finished after this long, and report
+  // them as timed out. Zero: no limit.
+  std::chrono::milliseconds timeout{0};
+  // Show progress on stderr: a bar redrawn while waiting when stderr is a
+  // terminal, one plain line at the end otherwise.
+  bool progress = false;
+  std::string label = "workers";
+  // What the progress counter counts up to (parallel_for sets its range's
+  // length); zero: unknown, only the count is shown.
+  std::uint64_t total = 0;
+  // fork_workers and parallel_for; a process_pool keeps the policy it was made with.
+  thread_policy threads = thread_policy::refuse;
+};
+
+// How parallel_for hands out its indices.
+enum class schedule {
+  blocks,   // static: one contiguous block per worker, sizes differing by at most one
+  dynamic,  // chunks of `chunk` indices taken in turn from a shared counter, for uneven work
+};
+
+struct for_options : worker_options {
+  schedule sched = schedule::blocks;
+  std::size_t chunk = 1;  // dynamic: indices taken at a time
+};
+
+// A segment's name in a form a process_pool job may capture (a fixed-size,
+// trivially copyable string): arrays made after the pool are reached by name.
+class fixed_name {
+ public:
+  static constexpr std::size_t capacity = 255;
+  fixed_name(std::string_view name) {  // NOLINT: implicit, as std::string is
+    if (name.size() > capacity)
+      throw invalid_name("shmarray: name \"" + std::string(name) + "\" is longer than " +
+                         std::to_string(capacity) + " characters");
+    std::memcpy(text_, name.data(), name.size());
+    size_ = name.size();
+  }
+  fixed_name(const char* name) : fixed_name(std::string_view(name)) {}
+  fixed_name(const std::string& name) : fixed_name(std::string_view(name)) {}
+  // The name of an array handle (anything with name()).
+  template <class A, class = decltype(std::declval<const A&>().name())>
+  fixed_name(const A& array) : fixed_name(std::string_view(array.name())) {}
+  std::string_view view() const noexcept { return {text_, size_}; }
+  operator std::string_view() const noexcept { return view(); }
+  const char* c_str() const noexcept { return text_; }
+
+ private:
+  char text_[capacity + 1] = {};
+  std::size_t size_ = 0;
+};
+
+namespace detail {
+
+// ---- the memory parent and workers share: a header and one slot per worker
+
+inline constexpr std::size_t max_workers = 4096;
+inline constexpr std::size_t max_job_bytes = 2048;
+
+struct board_header;
+using job_fn = void (*)(board_header&, const worker&);
+
+// What a process_pool hands its workers; written by the parent before it
+// publishes the job's number, read-only until every worker is done.
+struct job_desc {
+  job_fn run = nullptr;
+  std::size_t count = 0;  // workers taking part: ranks below count
+  std::uint64_t first = 0, length = 0;
+  schedule sched = schedule::blocks;
+  std::size_t chunk = 1;
+  bool count_progress = false;
+  alignas(64) unsigned char callable[max_job_bytes];
+};
+
+struct alignas(64) board_header {
+  std::atomic<std::uint32_t> seq{0};  // futex word: the current job's number
+  std::atomic<std::uint32_t> sleepers{0};
+  std::atomic<std::uint32_t> shutdown{0};
+  std::atomic<std::uint32_t> parent_waiting{0};
+  alignas(64) std::atomic<std::uint64_t> progress{0};
+  alignas(64) std::atomic<std::uint64_t> next{0};  // the dynamic schedule's counter
+  job_desc job;
+};
+
+struct alignas(64) worker_slot {
+  std::atomic<std::uint32_t> done_seq{0};  // pool: the last job this worker finished
+  std::atomic<std::uint32_t> threw{0};     // the job whose exception is described below
+  char type[256];
+  char what[1784];
+};
+
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free &&
+                  std::atomic<std::uint64_t>::is_always_lock_free,
+              "shared counters must be lock-free to work across processes");
+
+// The shared board: anonymous MAP_SHARED memory, so it has no name and can
+// never leak; children inherit it through fork().
+class board {
+ public:
+  explicit board(std::size_t workers)
+      : bytes_(sizeof(board_header) + workers * sizeof(worker_slot)), workers_(workers) {
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      if (errno == ENOMEM) throw std::bad_alloc();
+      throw_os_error(errno, {}, "mmap of the workers' shared board");
+    }
+    base_ = static_cast<std::byte*>(p);
+    new (base_) board_header();
+    for (std::size_t r = 0; r < workers; ++r)
+      new (&slot(r)) worker_slot();
+  }
+  board(const board&) = delete;
+  board& operator=(const board&) = delete;
+  ~board() { ::munmap(base_, bytes_); }
+
+  board_header& head() const noexcept {
+    return *std::launder(reinterpret_cast<board_header*>(base_));
+  }
+  worker_slot& slot(std::size_t r) const noexcept {
+    return *std::launder(
+        reinterpret_cast<worker_slot*>(base_ + sizeof(board_header) + r * sizeof(worker_slot)));
+  }
+  std::size_t workers() const noexcept { return workers_; }
+
+ private:
+  std::size_t bytes_;
+  std::size_t workers_;
+  std::byte* base_ = nullptr;
+};
+
+inline void copy_text(char* out, std::size_t cap, const char* in) noexcept {
+  std::size_t n = in ? std::strlen(in) : 0;
+  if (n >= cap) n = cap - 1;
+  if (n) std::memcpy(out, in, n);
+  out[n] = '\0';
+}
+
+// In a catch block: writes the exception's type and message into the slot,
+// without allocating more than the demangler does.
+inline void record_exception(worker_slot& s, std::uint32_t seq) noexcept {
+  const std::type_info* t = abi::__cxa_current_exception_type();
+  const char* mangled = t ? t->name() : "unknown exception";
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  copy_text(s.type, sizeof s.type, demangled ? demangled : mangled);
+  std::free(demangled);
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    copy_text(s.what, sizeof s.what, e.what());
+  } catch (...) {
+    copy_text(s.what, sizeof s.what, "(not derived from std::exception)");
+  }
+  s.threw.store(seq, std::memory_order_release);
+}
+
+// ---- signals and threads
+
+inline std::string signal_name(int sig) {
+  static const std::pair<int, const char*> names[] = {
+      {SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"}, {SIGILL, "SIGILL"},
+      {SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"}, {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},
+      {SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
+      {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGXCPU, "SIGXCPU"},
+      {SIGXFSZ, "SIGXFSZ"}, {SIGSYS, "SIGSYS"}};
+  for (const auto& [n, text] : names)
+    if (n == sig) return text;
+  return "signal " + std::to_string(sig);
+}
+
+// The number of threads of this process, from /proc/self/task; 0 if unknown.
+inline std::size_t thread_count() {
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return 0;
+  std::size_t n = 0;
+  while (const dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n;
+}
+
+inline void check_fork_safe(thread_policy policy) {
+  // Not a thread matter, but checked at the same moments: the kernel throws
+  // away the exit status of children while SIGCHLD is ignored.
+  struct sigaction sa {};
+  if (::sigaction(SIGCHLD, nullptr, &sa) == 0 &&
+      (sa.sa_handler == SIG_IGN || (sa.sa_flags & SA_NOCLDWAIT)))
+    throw unsafe_fork(
+        "shmarray: refusing to fork: SIGCHLD is ignored in this process (SIG_IGN or "
+        "SA_NOCLDWAIT), so the kernel discards the workers' exit statuses and a crashed worker "
+        "could not be told from a finished one. Restore it first: signal(SIGCHLD, SIG_DFL)");
+  if (policy == thread_policy::allow) return;
+  const std::size_t n = thread_count();
+  if (n <= 1) return;
+  const std::string why =
+      "this process runs " + std::to_string(n) +
+      " threads. A forked worker gets only the thread that forks it, and a lock that another "
+      "thread holds stays locked in the worker forever: after an OpenMP `omp parallel` region in "
+      "the parent, the worker's next `omp parallel` hangs. Fork workers (or make a "
+      "process_pool) before starting threads, run OpenMP inside the workers rather than before "
+      "forking, or pass thread_policy::allow if the other threads hold nothing the workers use";
+  if (policy == thread_policy::refuse) throw unsafe_fork("shmarray: refusing to fork: " + why);
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true)) {
+    const std::string text = "shmarray: warning: forking anyway, but " + why + "\n";
+    (void)!::write(2, text.data(), text.size());
+  }
+}
+
+// ---- the child's side
+
+// Flushes what this process has buffered: the parent before it forks (or the
+// child would write it again), a child before _exit (which flushes nothing).
+inline void flush_streams() noexcept {
+  try {
+    std::cout.flush();
+    std::cerr.flush();
+    std::clog.flush();
+  } catch (...) {
+  }
+  std::fflush(nullptr);
+}
+
+// A forked worker's first steps: die with the parent, then run the hooks.
+inline void start_worker(pid_t parent) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // The parent may have died before the line above: then nobody will signal.
+  if (::getppid() != parent) ::_exit(70);
+  run_worker_init();
+}
+
+// ---- the parent's side: children, and waiting for them
+
+inline bool& use_pidfd() {
+  static bool use = true;  // tests turn it off to check the polling fallback
+  return use;
+}
+
+inline int open_pidfd(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+  if (use_pidfd()) return int(::syscall(SYS_pidfd_open, pid, 0));
+#endif
+  (void)pid;
+  return -1;
+}
+
+// Checks ready() until it holds or `budget` has passed: with a pause between
+// looks (the parent, briefly), or giving the core away (a worker: with as many
+// workers as cores, the parent needs one to post the next job).
+template <class Ready>
+bool spin_until(Ready ready, std::chrono::nanoseconds budget, bool yield) {
+  const auto until = std::chrono::steady_clock::now() + budget;
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+    if (yield)
+      ::sched_yield();
+    else {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (i % 16 == 0 && std::chrono::steady_clock::now() >= until) return false;
+  }
+}
+
+// Waits on a 32-bit shared word until it differs from `seen`: spins a little
+// (giving the core away), then sleeps on the futex, counting itself among the
+// sleepers.
+inline std::uint32_t wait_for_change(std::atomic<std::uint32_t>& word,
+                                     std::atomic<std::uint32_t>& sleepers, std::uint32_t seen) {
+  std::uint32_t v = seen;
+  if (spin_until([&] { return (v = word.load(std::memory_order_acquire)) != seen; },
+                 std::chrono::microseconds(50), true))
+    return v;
+  sleepers.fetch_add(1);
+  while ((v = word.load()) == seen)
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, seen, nullptr,
+              nullptr, 0);
+  sleepers.fetch_sub(1);
+  return v;
+}
+
+inline void wake_all(std::atomic<std::uint32_t>& word) {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr,
+            nullptr, 0);
+}
+
+// A progress display on stderr, drawn from the shared counter.
+class progress_bar {
+ public:
+  progress_bar(const worker_options& o, const std::atomic<std::uint64_t>& counter)
+      : on_(o.progress),
+        tty_(on_ && ::isatty(2)),
+        label_(o.label),
+        total_(o.total),
+        counter_(counter),
+        start_(std::chrono::steady_clock::now()) {}
+  bool live() const noexcept { return tty_; }
+  // Redraws the bar (a terminal only).
+  void draw() const {
+    if (tty_) put("\r" + line(width()));
+  }
+  // The last word: the bar's final state and a newline, or one plain line.
+  void finish() const noexcept {
+    if (!on_) return;
+    try {
+      put((tty_ ? "\r" + line(width()) : line(0)) + "\n");
+    } catch (...) {
+    }
+  }
+
+ private:
+  static std::size_t width() {
+    winsize ws{};
+    if (::ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20) return ws.ws_col;
+    return 80;
+  }
+  static void put(const std::string& s) { (void)!::write(2, s.data(), s.size()); }
+  // "label [=====>    ]  45% 450/1000 3.2 s", or "label: 450/1000 in 3.2 s"
+  std::string line(std::size_t cols) const {
+    const std::uint64_t done = counter_.load(std::memory_order_relaxed);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    char time[32];
+    std::snprintf(time, sizeof time, "%.1f s", secs);
+    std::string t = std::to_string(done);
+    if (total_) t += "/" + std::to_string(total_);
+    t += (cols ? " " : " in ") + std::string(time);
+    if (!cols) return label_ + ": " + t;
+    std::string s = label_ + " ";
+    const std::size_t bar = cols > s.size() + t.size() + 14 ? cols - s.size() - t.size() - 14 : 0;
+    if (total_ && bar >= 10) {
+      const double f = std::min(1.0, double(done) / double(total_));
+      const std::size_t full = std::size_t(f * double(bar));
+      char pct[8];
+      std::snprintf(pct, sizeof pct, "%3d%% ", int(f * 100));
+      s += "[" + std::string(full, '=') + (full < bar ? ">" : "") +
+           std::string(bar - full - (full < bar), ' ') + "] " + pct;
+    }
+    s += t;
+    if (s.size() < cols - 1) s.append(cols - 1 - s.size(), ' ');  // over a longer old line
+    return s;
+  }
+
+  bool on_, tty_;
+  std::string label_;
+  std::uint64_t total_;
+  const std::atomic<std::uint64_t>& counter_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// The parent's view of its forked workers: pids, pidfds, and how each ended.
+// Its destructor kills and reaps whatever is still running, so no path out
+// of a parent's call leaves a child behind.
+class crew {
+ public:
+  explicit crew(board& b) : board_(b), kids_(b.workers()) {}
+  crew(const crew&) = delete;
+  crew& operator=(const crew&) = delete;
+  ~crew() {
+    for (std::size_t r = 0; r < kids_.size(); ++r)
+      if (kids_[r].pid > 0) {
+        ::kill(kids_[r].pid, SIGKILL);
+        reap(r, 0);
+      }
+  }
+
+  // Forks worker `rank`, which runs body() and leaves with _exit: 0 when
+  // body returns, 1 when it throws (the slot says what).
+  template <class Body>
+  void spawn(std::size_t rank, Body&& body) {
+    flush_streams();
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) throw_os_error(errno, {}, "fork of worker " + std::to_string(rank));
+    if (pid == 0) {
+      int code = 0;
+      try {
+        start_worker(parent);
+        body();
+      } catch (...) {
+        record_exception(board_.slot(rank), 1);
+        code = 1;
+      }
+      flush_streams();
+      ::_exit(code);
+    }
+    kids_[rank].pid = pid;
+    kids_[rank].pidfd = open_pidfd(pid);
+    kids_[rank].status = 0;
+  }
+
+  pid_t pid(std::size_t rank) const noexcept { return kids_[rank].pid; }
+
+  // In a forked copy of the parent: forgets the workers, which are not this
+  // process's children.
+  void disown() noexcept {
+    for (kid& k : kids_) {
+      if (k.pidfd >= 0) ::close(k.pidfd);
+      k = kid{};
+    }
+  }
+  bool alive(std::size_t rank) const noexcept { return kids_[rank].pid > 0; }
+
+  // Collects worker r's exit, blocking or (options WNOHANG) not; true once it
+  // is gone. Its status stays for failure().
+  bool reap(std::size_t r, int options) {
+    kid& k = kids_[r];
+    if (k.pid <= 0) return true;
+    int status = 0;
+    pid_t got;
+    while ((got = ::waitpid(k.pid, &status, options)) < 0 && errno == EINTR) {
+    }
+    if (got == 0) return false;
+    k.last_pid = k.pid;
+    k.status = got < 0 ? -1 : status;  // -1: collected by someone else
+    k.pid = 0;
+    if (k.pidfd >= 0) ::close(k.pidfd);
+    k.pidfd = -1;
+    return true;
+  }
+
+  // How worker r failed, from its exit status and its slot. `seq` is the
+  // job whose exception counts.
+  worker_failure failure(std::size_t r, std::uint32_t seq) const {
+    const kid& k = kids_[r];
+    const worker_slot& s = board_.slot(r);
+    worker_failure f;
+    f.rank = r;
+    f.pid = k.pid > 0 ? k.pid : k.last_pid;
+    if (s.threw.load(std::memory_order_acquire) == seq) {
+      f.what = worker_failure::kind::exception;
+      f.type = s.type;
+      f.message = s.what;
+    } else if (k.status < 0) {
+      f.what = worker_failure::kind::lost;
+      f.message = "ended, but its exit status was collected elsewhere (a wait() of yours?)";
+    } else if (WIFSIGNALED(k.status)) {
+      f.what = worker_failure::kind::signal;
+      f.code = WTERMSIG(k.status);
+      f.message = "was killed by " + signal_name(f.code) + " (" + ::strsignal(f.code) + ")";
+    } else {
+      f.what = worker_failure::kind::exit;
+      f.code = WEXITSTATUS(k.status);
+      f.message = "exited with code " + std::to_string(f.code);
+    }
+    return f;
+  }
+
+  // How the parent knows a rank is finished: `done` (a pool's slot) or exit.
+  // Waits until every rank in [0, count) is finished or has failed, killing
+  // the rest on failure (stop_all) or timeout, drawing progress. Returns the
+  // failures; a rank that exits after finishing its part is not one.
+  template <class Done>
+  std::vector<worker_failure> wait(std::size_t count, std::uint32_t seq, Done done,
+                                   const worker_options& o, int wake_fd = -1) {
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();
+    const bool pool = wake_fd >= 0;
+    board_header& h = board_.head();
+    progress_bar bar(o, h.progress);
+    std::vector<worker_failure> failed, stopped;
+    std::vector<char> finished(count, 0);
+    std::size_t left = count;
+    auto settle = [&](std::size_t r, bool ok) {
+      finished[r] = 1;
+      --left;
+      if (!ok) failed.push_back(failure(r, seq));
+    };
+    auto settle_ended = [&](std::size_t r) {
+      // A pool worker may have finished its part just before it died.
+      if (pool && done(r))
+        settle(r, board_.slot(r).threw.load(std::memory_order_acquire) != seq);
+      else
+        settle(r, !pool && kids_[r].status == 0);
+    };
+    auto stop_rest = [&](worker_failure::kind why, const std::string& text) {
+      for (std::size_t r = 0; r < count; ++r) {
+        if (finished[r]) continue;
+        if (!alive(r) || reap(r, WNOHANG) || (pool && done(r))) {
+          settle_ended(r);  // it ended (or finished) on its own
+          continue;
+        }
+        ::kill(kids_[r].pid, SIGKILL);
+        reap(r, 0);
+        worker_failure f = failure(r, seq);
+        if (f.what != worker_failure::kind::exception) {
+          f.what = why;
+          f.code = 0;
+          f.message = text;
+        }
+        (f.what == worker_failure::kind::stopped ? stopped : failed).push_back(f);
+        finished[r] = 1;
+        --left;
+      }
+    };
+    std::vector<pollfd> fds;
+    std::vector<std::size_t> who;
+    while (left) {
+      // What finished since the last look: a pool's done flags, then exits.
+      if (pool)
+        for (std::size_t r = 0; r < count; ++r)
+          if (!finished[r] && done(r))
+            settle(r, board_.slot(r).threw.load(std::memory_order_acquire) != seq);
+      for (std::size_t r = 0; r < count; ++r)
+        if (!finished[r] &&
+            (!alive(r) || ((kids_[r].pidfd < 0 || kids_[r].ready) && reap(r, WNOHANG)))) {
+          kids_[r].ready = false;
+          settle_ended(r);
+        }
+      if (!left) break;
+      if (!failed.empty() && o.failure == on_failure::stop_all) {
+        stop_rest(worker_failure::kind::stopped, "was stopped after another worker failed");
+        break;
+      }
+      // Sleep until a worker ends or reports, the deadline, or the next redraw.
+      int timeout = -1;
+      if (o.timeout.count() > 0) {
+        const auto left_ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(start + o.timeout - clock::now())
+                .count();
+        if (left_ms <= 0) {
+          stop_rest(worker_failure::kind::timeout,
+                    "timed out after " + std::to_string(o.timeout.count()) + " ms and was killed");
+          break;
+        }
+        timeout = int(std::min<long long>(left_ms, INT_MAX));
+      }
+      if (bar.live()) {
+        bar.draw();
+        timeout = timeout < 0 ? 100 : std::min(timeout, 100);
+      }
+      fds.clear();
+      who.clear();
+      bool polling_fallback = false;
+      if (pool) fds.push_back({wake_fd, POLLIN, 0});
+      for (std::size_t r = 0; r < count; ++r) {
+        if (finished[r] || !alive(r)) continue;
+        if (kids_[r].pidfd < 0) {
+          polling_fallback = true;
+          continue;
+        }
+        fds.push_back({kids_[r].pidfd, POLLIN, 0});
+        who.push_back(r);
+      }
+      if (polling_fallback) timeout = timeout < 0 ? 1 : std::min(timeout, 1);
+      if (pool) {
+        auto any_done = [&] {
+          for (std::size_t r = 0; r < count; ++r)
+            if (!finished[r] && done(r)) return true;
+          return false;
+        };
+        // Short jobs end within microseconds: look for a while before sleeping.
+        if (spin_until(any_done, std::chrono::microseconds(25), false)) continue;
+        h.parent_waiting.store(1);
+        if (any_done()) {
+          h.parent_waiting.store(0);
+          continue;
+        }
+      }
+      const int n = ::poll(fds.data(), fds.size(), timeout);
+      if (pool) h.parent_waiting.store(0);
+      if (n < 0 && errno != EINTR) throw_os_error(errno, {}, "poll for workers");
+      if (n <= 0) continue;
+      const std::size_t base = pool ? 1 : 0;
+      if (pool && fds[0].revents) {
+        std::uint64_t drained;
+        (void)!::read(wake_fd, &drained, sizeof drained);
+      }
+      for (std::size_t i = 0; i < who.size(); ++i)
+        if (fds[base + i].revents) kids_[who[i]].ready = true;
+    }
+    bar.finish();
+    std::sort(failed.begin(), failed.end(),
+              [](const worker_failure& a, const worker_failure& b) { return a.rank < b.rank; });
+    failed.insert(failed.end(), stopped.begin(), stopped.end());
+    return failed;
+  }
+
+ private:
+  struct kid {
+    pid_t pid = 0;
+    pid_t last_pid = 0;
+    int pidfd = -1;
+    int status = 0;
+    bool ready = false;  // its pidfd said it ended
+  };
+  board& board_;
+  std::vector<kid> kids_;
+};
+
+inline void check_worker_count(std::size_t n) {
+  if (n == 0 || n > max_workers)
+    throw std::invalid_argument("shmarray: cannot run " + std::to_string(n) + " workers (1 to " +
+                                std::to_string(max_workers) + ")");
+}
+
+// ---- parallel_for's share of an index range
+
+// Indices are offsets from `first` in 64 bits, whatever the index type.
+template <class I>
+std::uint64_t range_length(I first, I last) {
+  static_assert(std::is_integral_v<I> && !std::is_same_v<I, bool>,
+                "parallel_for takes an integer index range");
+  using U = std::make_unsigned_t<I>;
+  return last > first ? std::uint64_t(U(U(last) - U(first))) : 0;
+}
+
+template <class I>
+I index_at(std::uint64_t first_bits, std::uint64_t k) {
+  using U = std::make_unsigned_t<I>;
+  return I(U(U(first_bits) + U(k)));
+}
+
+template <class I, class F>
+void call_index(const F& fn, I i, const worker& w) {
+  if constexpr (std::is_invocable_v<const F&, I, const worker&>)
+    fn(i, w);
+  else {
+    static_assert(std::is_invocable_v<const F&, I>,
+                  "parallel_for calls fn(i) or fn(i, const shmarray::worker&)");
+    fn(i);
+  }
+}
+
+// Runs the indices this worker owns: its block, or chunks from the counter.
+template <class I, class F>
+void run_share(const F& fn, const job_desc& j, std::atomic<std::uint64_t>& next, const worker& w) {
+  auto one = [&](std::uint64_t k) {
+    call_index(fn, index_at<I>(j.first, k), w);
+    if (j.count_progress) w.progress(1);
+  };
+  if (j.sched == schedule::blocks) {
+    const std::uint64_t b = j.length * w.rank() / j.count;
+    const std::uint64_t e = j.length * (w.rank() + 1) / j.count;
+    for (std::uint64_t k = b; k < e; ++k)
+      one(k);
+    return;
+  }
+  const std::uint64_t chunk = std::max<std::uint64_t>(1, j.chunk);
+  for (;;) {
+    const std::uint64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+    if (b >= j.length) return;
+    const std::uint64_t e = std::min(j.length, b + chunk);
+    for (std::uint64_t k = b; k < e; ++k)
+      one(k);
+  }
+}
+
+template <class I>
+job_desc for_desc(std::size_t workers, I first, I last, const for_options& o) {
+  job_desc j;
+  j.length = range_length(first, last);
+  j.first = std::uint64_t(std::make_unsigned_t<I>(first));
+  j.sched = o.sched;
+  j.chunk = o.chunk;
+  j.count = std::size_t(std::min<std::uint64_t>(workers, j.length));
+  j.count_progress = o.progress;
+  return j;
+}
+
+inline worker_options with_total(worker_options o, std::uint64_t total) {
+  if (!o.total) o.total = total;
+  return o;
+}
+
+template <class F>
+void call_worker(F&& fn, const worker& w) {
+  if constexpr (std::is_invocable_v<F&&, const worker&>)
+    std::forward<F>(fn)(w);
+  else {
+    static_assert(std::is_invocable_v<F&&>,
+                  "a worker's job is fn(const shmarray::worker&) or fn()");
+    std::forward<F>(fn)();
+  }
+}
+
+}  // namespace detail
+
+// Forks n workers; worker r calls fn(worker{r, n}) (or fn()) and leaves with
+// _exit, so no destructor or atexit handler of the parent's runs in it (a
+// manager of the parent's removes nothing). Returns when every worker has
+// ended; throws worker_error if any failed. fn may capture anything: each
+// worker is a copy of the parent as it was at the fork.
+template <class F>
+void fork_workers(std::size_t n, F&& fn, const worker_options& o = {}) {
+  detail::check_worker_count(n);
+  detail::check_fork_safe(o.threads);
+  detail::board b(n);
+  detail::crew c(b);
+  for (std::size_t r = 0; r < n; ++r)
+    c.spawn(r, [&, r] { detail::call_worker(fn, worker(r, n, &b.head().progress)); });
+  auto failed = c.wait(
+      n, 1, [](std::size_t) { return false; }, o);
+  if (!failed.empty()) throw worker_error(std::move(failed));
+}
+
+// Splits [first, last) among up to n_workers forked workers (never more
+// workers than indices) and calls fn(i) or fn(i, worker) for each index, once.
+// schedule::blocks (the default) gives each worker one contiguous block;
+// schedule::dynamic hands out chunks from a shared counter, for uneven work.
+// With o.progress, the bar counts indices.
+template <class I, class F>
+void parallel_for(std::size_t n_workers, I first, I last, F&& fn, const for_options& o = {}) {
+  detail::check_worker_count(n_workers);
+  const detail::job_desc j = detail::for_desc(n_workers, first, last, o);
+  if (j.count == 0) return;
+  detail::check_fork_safe(o.threads);
+  detail::board b(j.count);
+  detail::crew c(b);
+  for (std::size_t r = 0; r < j.count; ++r)
+    c.spawn(r, [&, r] {
+      detail::run_share<I>(fn, j, b.head().next, worker(r, j.count, &b.head().progress));
+    });
+  auto failed = c.wait(
+      j.count, 1, [](std::size_t) { return false; }, detail::with_total(o, j.length));
+  if (!failed.empty()) throw worker_error(std::move(failed));
+}
+
+// Workers forked once, running many jobs: iterative algorithms do not pay for
+// a fork() each step (from a parent with gigabytes of private memory, a fork
+// costs tens of milliseconds).
+//
+// A job is copied byte for byte into shared memory and called in workers that
+// were forked before it existed, so it must be trivially copyable (checked at
+// compile time): a function pointer, or a lambda capturing by value only
+// indices, sizes, fixed_name and raw pointers into shared arrays made before
+// the pool. A pointer or reference to the parent's stack is refused when the
+// job is run; an array made after the pool is reached by name (capture a
+// fixed_name and attach in the job). The job's code must be in the program or
+// a library loaded before the pool (not a library dlopen()ed later).
+//
+// A worker that dies mid-job fails that job with worker_error and is
+// replaced by a fresh fork before the next job. Workers die with the parent
+// (PR_SET_PDEATHSIG); the destructor stops and reaps them. Use a pool from
+// the process and thread that made it.
+class process_pool {
+ public:
+  static constexpr std::size_t max_job_bytes = detail::max_job_bytes;
+
+  explicit process_pool(std::size_t workers, thread_policy threads = thread_policy::refuse)
+      : owner_(::getpid()), threads_(threads) {
+    detail::check_worker_count(workers);
+    detail::check_fork_safe(threads);
+    board_ = std::make_unique<detail::board>(workers);
+    crew_ = std::make_unique<detail::crew>(*board_);
+    wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_ < 0) detail::throw_os_error(errno, {}, "eventfd for a process_pool");
+    stack_ = stack_range();
+    detail::scope_exit close_wake([this] { ::close(wake_); });
+    for (std::size_t r = 0; r < workers; ++r)
+      spawn(r);  // the crew reaps them if one fails
+    close_wake.dismiss();
+  }
+  process_pool(const process_pool&) = delete;
+  process_pool& operator=(const process_pool&) = delete;
+
+  ~process_pool() {
+    if (::getpid() != owner_) {  // a forked copy: the workers are not its to stop
+      crew_->disown();
+      crew_.reset();
+      ::close(wake_);
+      return;
+    }
+    auto& h = board_->head();
+    h.shutdown.store(1);
+    h.seq.fetch_add(1);
+    detail::wake_all(h.seq);
+    // Idle workers exit at once; give them a moment before the crew kills.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (std::size_t r = 0; r < size(); ++r)
+      while (!crew_->reap(r, WNOHANG) && std::chrono::steady_clock::now() < until)
+        ::usleep(200);
+    crew_.reset();
+    ::close(wake_);
+  }
+
+  std::size_t size() const noexcept { return board_->workers(); }
+  // The workers' process ids, by rank (0 for one not running now).
+  std::vector<pid_t> pids() const {
+    std::vector<pid_t> out(size());
+    for (std::size_t r = 0; r < size(); ++r)
+      out[r] = crew_->pid(r);
+    return out;
+  }
+
+  // Calls fn(worker) (or fn()) on every worker once; returns when all have.
+  template <class F>
+  void run(F fn, const worker_options& o = {}) {
+    detail::job_desc& j = prepare(fn);
+    j.run = &call_job<F>;
+    j.count = size();
+    post_and_wait(o);
+  }
+
+  // parallel_for over the pool's workers: fn(i) or fn(i, worker) for each index.
+  template <class I, class F>
+  void parallel_for(I first, I last, F fn, const for_options& o = {}) {
+    const detail::job_desc shape = detail::for_desc(size(), first, last, o);
+    if (shape.count == 0) return;
+    detail::job_desc& j = prepare(fn);
+    j.run = &for_job<I, F>;
+    j.count = shape.count;
+    j.first = shape.first;
+    j.length = shape.length;
+    j.sched = shape.sched;
+    j.chunk = shape.chunk;
+    j.count_progress = shape.count_progress;
+    post_and_wait(detail::with_total(o, shape.length));
+  }
+
+ private:
+  template <class F>
+  static const F& callable(const detail::job_desc& j) {
+    return *std::launder(reinterpret_cast<const F*>(j.callable));
+  }
+  template <class F>
+  static void call_job(detail::board_header& h, const worker& w) {
+    detail::call_worker(callable<F>(h.job), w);
+  }
+  template <class I, class F>
+  static void for_job(detail::board_header& h, const worker& w) {
+    detail::run_share<I>(callable<F>(h.job), h.job, h.next, w);
+  }
+
+  static std::pair<std::uintptr_t, std::uintptr_t> stack_range() {
+    pthread_attr_t a;
+    void* base = nullptr;
+    std::size_t size = 0;
+    if (::pthread_getattr_np(::pthread_self(), &a) == 0) {
+      ::pthread_attr_getstack(&a, &base, &size);
+      ::pthread_attr_destroy(&a);
+    }
+    const auto b = reinterpret_cast<std::uintptr_t>(base);
+    return {b, b + size};
+  }
+
+  // Checks a job and copies it into the shared slot.
+  template <class F>
+  detail::job_desc& prepare(const F& fn) {
+    static_assert(std::is_trivially_copyable_v<F>,
+                  "a process_pool job must be trivially copyable: capture by value only "
+                  "indices, sizes, shmarray::fixed_name and raw pointers into arrays made "
+                  "before the pool; never an ndarray handle, a std::string, a std::vector or a "
+                  "std::function (see process_pool in workers.hpp)");
+    static_assert(sizeof(F) <= max_job_bytes,
+                  "a process_pool job must fit in process_pool::max_job_bytes");
+    static_assert(alignof(F) <= 64, "a process_pool job must not be over-aligned");
+    if (::getpid() != owner_)
+      throw std::logic_error("shmarray: a process_pool is used only by the process that made it");
+    // A word that points into the parent's stack: a reference capture, or a
+    // pointer to a local. The workers' stacks are their own.
+    unsigned char bytes[sizeof(F)];
+    std::memcpy(bytes, std::addressof(fn), sizeof(F));
+    for (std::size_t at = 0; at + sizeof(std::uintptr_t) <= sizeof(F);
+         at += alignof(std::uintptr_t)) {
+      std::uintptr_t word;
+      std::memcpy(&word, bytes + at, sizeof word);
+      if (word >= stack_.first && word < stack_.second)
+        throw std::invalid_argument(
+            "shmarray: a process_pool job captures an address on the parent's stack (a "
+            "reference capture such as [&], or a pointer to a local variable); a worker has a "
+            "stack of its own, where that address means nothing. Capture values, and pointers "
+            "into shared arrays made before the pool");
+    }
+    detail::job_desc& j = board_->head().job;
+    std::memcpy(j.callable, bytes, sizeof(F));
+    j.count_progress = false;
+    return j;
+  }
+
+  void spawn(std::size_t r) {
+    detail::board& b = *board_;
+    const int wake = wake_;
+    // The job number now, read before the fork: a job posted while the
+    // worker starts is then still new to it.
+    const std::uint32_t seen = b.head().seq.load();
+    crew_->spawn(r, [&b, r, wake, seen] { serve(b, r, wake, seen); });
+  }
+
+  // A worker's life: wait for the next job, run its part, report, repeat.
+  [[noreturn]] static void serve(detail::board& b, std::size_t r, int wake, std::uint32_t seen) {
+    auto& h = b.head();
+    auto& slot = b.slot(r);
+    for (;;) {
+      seen = detail::wait_for_change(h.seq, h.sleepers, seen);
+      if (h.shutdown.load()) {
+        detail::flush_streams();
+        ::_exit(0);
+      }
+      const detail::job_desc& j = h.job;
+      if (r < j.count) {
+        try {
+          j.run(h, worker(r, j.count, &h.progress));
+        } catch (...) {
+          detail::record_exception(slot, seen);
+        }
+      }
+      slot.done_seq.store(seen);
+      if (h.parent_waiting.load()) {
+        const std::uint64_t one = 1;
+        (void)!::write(wake, &one, sizeof one);
+      }
+    }
+  }
+
+  void post_and_wait(const worker_options& o) {
+    // Replace the workers that died since the last job (killed, timed out).
+    for (std::size_t r = 0; r < size(); ++r)
+      if (crew_->reap(r, WNOHANG)) {
+        detail::check_fork_safe(threads_);
+        spawn(r);
+      }
+    auto& h = board_->head();
+    h.progress.store(0);
+    h.next.store(0);
+    const std::uint32_t seq = h.seq.load() + 1;
+    h.seq.store(seq);
+    if (h.sleepers.load() > 0) detail::wake_all(h.seq);
+    auto failed = crew_->wait(
+        size(), seq,
+        [&](std::size_t r) {
+          return board_->slot(r).done_seq.load(std::memory_order_acquire) == seq;
+        },
+        o, wake_);
+    if (!failed.empty()) throw worker_error(std::move(failed));
+  }
+
+  pid_t owner_;
+  thread_policy threads_;
+  std::unique_ptr<detail::board> board_;
+  std::unique_ptr<detail::crew> crew_;
+  int wake_ = -1;
+  std::pair<std::uintptr_t, std::uintptr_t> stack_{0, 0};
+};
+
+}  // namespace shmarray
