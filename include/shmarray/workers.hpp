@@ -935,16 +935,18 @@ class process_pool {
     // pointer to a local. The workers' stacks are their own.
     unsigned char bytes[sizeof(F)];
     std::memcpy(bytes, std::addressof(fn), sizeof(F));
-    for (std::size_t at = 0; at + sizeof(std::uintptr_t) <= sizeof(F);
-         at += alignof(std::uintptr_t)) {
-      std::uintptr_t word;
-      std::memcpy(&word, bytes + at, sizeof word);
-      if (word >= stack_.first && word < stack_.second)
-        throw std::invalid_argument(
-            "shmarray: a process_pool job captures an address on the parent's stack (a "
-            "reference capture such as [&], or a pointer to a local variable); a worker has a "
-            "stack of its own, where that address means nothing. Capture values, and pointers "
-            "into shared arrays made before the pool");
+    if constexpr (sizeof(F) >= sizeof(std::uintptr_t)) {
+      for (std::size_t at = 0; at + sizeof(std::uintptr_t) <= sizeof(F);
+           at += alignof(std::uintptr_t)) {
+        std::uintptr_t word;
+        std::memcpy(&word, bytes + at, sizeof word);
+        if (word >= stack_.first && word < stack_.second)
+          throw std::invalid_argument(
+              "shmarray: a process_pool job captures an address on the parent's stack (a "
+              "reference capture such as [&], or a pointer to a local variable); a worker has a "
+              "stack of its own, where that address means nothing. Capture values, and "
+              "pointers into shared arrays made before the pool");
+      }
     }
     detail::job_desc& j = board_->head().job;
     std::memcpy(j.callable, bytes, sizeof(F));
