@@ -6,6 +6,7 @@
 #include <memory>
 #include <numeric>
 #include <shmarray/eigen.hpp>
+#include <shmarray/workers.hpp>
 #include <type_traits>
 
 #include "support.hpp"
@@ -264,13 +265,10 @@ TEST_CASE("a PartialPivLU solve and a GEMM on shared memory are bit-identical to
     auto B = from_array(m, B0);
     auto C = m.from_shape<double>({std::size_t(n), std::size_t(n)}, test::fortran());
     auto x = m.from_shape<double>({std::size_t(n)});
-    const int status = test::in_child([&] {
-      run_worker_init();
+    fork_workers(1, [&] {
       se::matrix<Eigen::ColMajor>(C).noalias() =
           se::matrix<Eigen::ColMajor>(A) * se::matrix<Eigen::ColMajor>(B);
-      return 0;
     });
-    REQUIRE(test::exited_with(status, 0));
     auto Am = se::matrix<Eigen::ColMajor>(A);
     Eigen::PartialPivLU<Eigen::Ref<Eigen::MatrixXd>> lu(Am);  // decomposes in shared memory
     se::vector(x) = lu.solve(b0);
@@ -388,7 +386,20 @@ TEST_CASE("forked workers run Eigen on one thread") {
     return Eigen::nbThreads() == 1 ? 0 : 1;
   });
   CHECK(test::exited_with(status, 0));
+  test::names names;
+  {
+    manager m(names.options());
+    auto seen = m.from_shape<int>({3});
+    fork_workers(2, [&](const worker& w) { seen(w.rank()) = Eigen::nbThreads(); });
+    CHECK(seen(0) == 1);  // fork_workers runs the hook in each worker
+    CHECK(seen(1) == 1);
+    int* p = seen.data();
+    process_pool pool(1);
+    pool.run([p] { p[2] = Eigen::nbThreads(); });
+    CHECK(seen(2) == 1);
+  }
   CHECK(Eigen::nbThreads() == 2);  // the parent keeps its own
+  CHECK(names.left().empty());
 }
 
 TEST_CASE("a view of an empty handle is an error, not a null map") {
