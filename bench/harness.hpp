@@ -59,15 +59,15 @@ inline std::string human(double s) {
 
 inline void header(const char* title) {
   std::printf("\n%s: ratio = shmarray / baseline, lower is better\n\n", title);
-  std::printf("| %-46s | %-30s | %10s | %10s | %6s |\n", "operation", "baseline", "baseline",
+  std::printf("| %-56s | %-32s | %10s | %10s | %6s |\n", "operation", "baseline", "baseline",
               "shmarray", "ratio");
-  std::printf("|%s|%s|%s|%s|%s|\n", std::string(48, '-').c_str(), std::string(32, '-').c_str(),
+  std::printf("|%s|%s|%s|%s|%s|\n", std::string(58, '-').c_str(), std::string(34, '-').c_str(),
               std::string(12, '-').c_str(), std::string(12, '-').c_str(),
               std::string(8, '-').c_str());
 }
 
 inline void row(const std::string& what, const std::string& baseline, const result& r) {
-  std::printf("| %-46s | %-30s | %10s | %10s | %5.2fx |\n", what.c_str(), baseline.c_str(),
+  std::printf("| %-56s | %-32s | %10s | %10s | %5.2fx |\n", what.c_str(), baseline.c_str(),
               human(r.base).c_str(), human(r.ours).c_str(), r.ours / r.base);
   std::fflush(stdout);
 }

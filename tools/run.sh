@@ -60,6 +60,7 @@ bench)
   configure_and_build build -DSHMARRAY_BUILD_BENCH=ON
   ./build/bench/shmarray_bench "${@:2}"
   ./build/bench/shmarray_views_bench "${@:2}"
+  ./build/bench/shmarray_workers_bench "${@:2}"
   ;;
 *)
   echo "usage: bash tools/run.sh demo|test|bench" >&2

@@ -634,7 +634,7 @@ class crew {
           return false;
         };
         // Short jobs end within microseconds: look for a while before sleeping.
-        if (spin_until(any_done, std::chrono::microseconds(25), false)) continue;
+        if (spin_until(any_done, std::chrono::microseconds(5), true)) continue;
         h.parent_waiting.store(1);
         if (any_done()) {
           h.parent_waiting.store(0);
