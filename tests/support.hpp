@@ -99,6 +99,7 @@ inline int reap(pid_t pid) {
 // reports by exit code. fn returns the code; an exception gives 125.
 template <class F>
 int in_child(F&& fn) {
+  std::fflush(nullptr);  // or the child would write what the parent buffered again
   const pid_t pid = ::fork();
   if (pid < 0) return -1;
   if (pid == 0) {

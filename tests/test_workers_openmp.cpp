@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
 #include <shmarray/shmarray.hpp>
 #include <string>
 
@@ -72,14 +73,35 @@ TEST_CASE("OpenMP inside workers of a parent that never ran it works") {
     fork_workers(2, [&](const worker& w) { threads(w.rank()) = threads_in_a_region(); });
     CHECK(threads(0) == omp_get_max_threads());
     CHECK(threads(1) == omp_get_max_threads());
-    // A pool made before any OpenMP in the parent: its jobs may use OpenMP,
-    // and the parent may use it afterwards.
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a pool made before OpenMP: jobs and the parent may use it, and workers are replaced") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto threads = m.from_shape<int>({2});
     int* t = threads.data();
-    process_pool pool(2);
-    CHECK(threads_in_a_region() == omp_get_max_threads());
-    pool.run([t](const worker& w) { t[w.rank()] = 10 + threads_in_a_region(); });
-    CHECK(threads(0) == 10 + omp_get_max_threads());
-    CHECK(threads(1) == 10 + omp_get_max_threads());
+    const int status = test::in_child([&] {  // OpenMP in the parent: in a child of the test's
+      process_pool pool(2);
+      if (threads_in_a_region() != omp_get_max_threads()) return 2;  // the parent uses it now
+      pool.run([t](const worker& w) { t[w.rank()] = 10 + threads_in_a_region(); });
+      // A worker killed: its replacement comes from the pool's fork server,
+      // which never ran OpenMP, so its OpenMP works too.
+      const pid_t victim = pool.pids()[0];
+      try {
+        pool.run([victim] { ::kill(victim, SIGKILL); });
+      } catch (const worker_error&) {
+      }
+      worker_options o;
+      o.timeout = std::chrono::seconds(20);  // a hang would be a failure, not a stuck test
+      pool.run([t](const worker& w) { t[w.rank()] += 100 + threads_in_a_region(); }, o);
+      return 0;
+    });
+    CHECK(test::exited_with(status, 0));
+    CHECK(threads(0) == 110 + 2 * omp_get_max_threads());
+    CHECK(threads(1) == 110 + 2 * omp_get_max_threads());
   }
   CHECK(names.left().empty());
 }

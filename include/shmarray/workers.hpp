@@ -15,6 +15,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -156,20 +157,32 @@ struct job_desc {
 };
 
 struct alignas(64) board_header {
-  std::atomic<std::uint32_t> seq{0};  // futex word: the current job's number
-  std::atomic<std::uint32_t> sleepers{0};
+  std::atomic<std::uint32_t> seq{0};  // futex word: changes when a job is posted
   std::atomic<std::uint32_t> shutdown{0};
   std::atomic<std::uint32_t> parent_waiting{0};
+  std::atomic<std::uint64_t> job_number{0};  // the current job; 64 bits never wrap
   alignas(64) std::atomic<std::uint64_t> progress{0};
   alignas(64) std::atomic<std::uint64_t> next{0};  // the dynamic schedule's counter
   job_desc job;
 };
 
+// Running states of a pool worker, kept by the pool's fork server.
+enum : std::uint32_t { slot_empty = 0, slot_running = 1, slot_ended = 2 };
+
 struct alignas(64) worker_slot {
-  std::atomic<std::uint32_t> done_seq{0};  // pool: the last job this worker finished
-  std::atomic<std::uint32_t> threw{0};     // the job whose exception is described below
+  std::atomic<std::uint64_t> done_job{0};   // pool: the last job this worker finished
+  std::atomic<std::uint64_t> threw_job{0};  // the job whose exception is described below
+  std::atomic<std::uint32_t> returned{0};   // fork_workers: fn returned, whatever the status says
+  std::atomic<std::uint32_t> sleeping{0};   // pool: asleep on the futex, to be woken
+  // A pool worker's process, kept by the fork server:
+  std::atomic<std::int32_t> pid{0};
+  std::atomic<std::uint32_t> state{slot_empty};
+  std::atomic<std::int32_t> status{0};      // its wait status, once ended
+  std::atomic<std::int32_t> fork_error{0};  // errno of a fork that failed
+  std::atomic<std::uint32_t> want_fork{0};  // requests to the fork server
+  std::atomic<std::uint32_t> want_kill{0};
   char type[256];
-  char what[1784];
+  char what[1720];
 };
 
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free &&
@@ -220,7 +233,7 @@ inline void copy_text(char* out, std::size_t cap, const char* in) noexcept {
 
 // In a catch block: writes the exception's type and message into the slot,
 // without allocating more than the demangler does.
-inline void record_exception(worker_slot& s, std::uint32_t seq) noexcept {
+inline void record_exception(worker_slot& s, std::uint64_t job) noexcept {
   const std::type_info* t = abi::__cxa_current_exception_type();
   const char* mangled = t ? t->name() : "unknown exception";
   int status = 0;
@@ -234,7 +247,7 @@ inline void record_exception(worker_slot& s, std::uint32_t seq) noexcept {
   } catch (...) {
     copy_text(s.what, sizeof s.what, "(not derived from std::exception)");
   }
-  s.threw.store(seq, std::memory_order_release);
+  s.threw_job.store(job);
 }
 
 // ---- signals and threads
@@ -304,12 +317,11 @@ inline void flush_streams() noexcept {
   std::fflush(nullptr);
 }
 
-// A forked worker's first steps: die with the parent, then run the hooks.
-inline void start_worker(pid_t parent) {
+// What a forked child does first: die with its parent. The parent may have
+// died before the prctl(): then nobody will signal, so look.
+inline void die_with(pid_t parent) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  // The parent may have died before the line above: then nobody will signal.
   if (::getppid() != parent) ::_exit(70);
-  run_worker_init();
 }
 
 // ---- the parent's side: children, and waiting for them
@@ -347,19 +359,19 @@ bool spin_until(Ready ready, std::chrono::nanoseconds budget, bool yield) {
 }
 
 // Waits on a 32-bit shared word until it differs from `seen`: spins a little
-// (giving the core away), then sleeps on the futex, counting itself among the
-// sleepers.
+// (giving the core away), then sleeps on the futex with its `sleeping` flag
+// up, so that the parent knows to wake it.
 inline std::uint32_t wait_for_change(std::atomic<std::uint32_t>& word,
-                                     std::atomic<std::uint32_t>& sleepers, std::uint32_t seen) {
+                                     std::atomic<std::uint32_t>& sleeping, std::uint32_t seen) {
   std::uint32_t v = seen;
   if (spin_until([&] { return (v = word.load(std::memory_order_acquire)) != seen; },
                  std::chrono::microseconds(50), true))
     return v;
-  sleepers.fetch_add(1);
+  sleeping.store(1);  // seq_cst, as the parent's store of the word and load of this flag
   while ((v = word.load()) == seen)
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, seen, nullptr,
               nullptr, 0);
-  sleepers.fetch_sub(1);
+  sleeping.store(0);
   return v;
 }
 
@@ -432,8 +444,45 @@ class progress_bar {
   std::chrono::steady_clock::time_point start_;
 };
 
-// The parent's view of its forked workers: pids, pidfds, and how each ended.
-// Its destructor kills and reaps whatever is still running, so no path out
+inline void post(int eventfd) noexcept {
+  const std::uint64_t one = 1;
+  (void)!::write(eventfd, &one, sizeof one);
+}
+
+inline void drain(int eventfd) noexcept {
+  std::uint64_t n;
+  (void)!::read(eventfd, &n, sizeof n);
+}
+
+// SIGKILL through a pidfd where there is one: a pid could have been reused
+// if a handler of the program's reaped the child behind our back.
+inline void kill_process(pid_t pid, int pidfd) noexcept {
+#ifdef SYS_pidfd_send_signal
+  if (pidfd >= 0 && ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) == 0) return;
+#endif
+  ::kill(pid, SIGKILL);
+}
+
+// Blocking or (WNOHANG) not: the child's wait status, -1 when someone else
+// collected it, or nothing yet (false).
+inline bool collect(pid_t pid, int options, int& status) {
+  int st = 0;
+  pid_t got;
+  while ((got = ::waitpid(pid, &st, options)) < 0 && errno == EINTR) {
+  }
+  if (got == 0) return false;
+  status = got < 0 ? -1 : st;
+  return true;
+}
+
+// How a worker ended: its pid and wait status (-1: collected elsewhere).
+struct ending {
+  pid_t pid = 0;
+  int status = 0;
+};
+
+// fork_workers' workers: children of this process, watched through pidfds.
+// The destructor kills and reaps whatever is still running, so no way out
 // of a parent's call leaves a child behind.
 class crew {
  public:
@@ -442,14 +491,11 @@ class crew {
   crew& operator=(const crew&) = delete;
   ~crew() {
     for (std::size_t r = 0; r < kids_.size(); ++r)
-      if (kids_[r].pid > 0) {
-        ::kill(kids_[r].pid, SIGKILL);
-        reap(r, 0);
-      }
+      if (kids_[r].pid > 0) stop(r);
   }
 
-  // Forks worker `rank`, which runs body() and leaves with _exit: 0 when
-  // body returns, 1 when it throws (the slot says what).
+  // Forks worker `rank`, which runs the hooks and body(), then leaves with
+  // _exit: 0 when body returns, 1 when it throws (the slot says what).
   template <class Body>
   void spawn(std::size_t rank, Body&& body) {
     flush_streams();
@@ -457,220 +503,416 @@ class crew {
     const pid_t pid = ::fork();
     if (pid < 0) throw_os_error(errno, {}, "fork of worker " + std::to_string(rank));
     if (pid == 0) {
+      worker_slot& slot = board_.slot(rank);
       int code = 0;
       try {
-        start_worker(parent);
+        die_with(parent);
+        run_worker_init();
         body();
+        slot.returned.store(1);
       } catch (...) {
-        record_exception(board_.slot(rank), 1);
+        record_exception(slot, 1);
         code = 1;
       }
       flush_streams();
       ::_exit(code);
     }
-    kids_[rank].pid = pid;
-    kids_[rank].pidfd = open_pidfd(pid);
-    kids_[rank].status = 0;
+    kids_[rank] = kid{pid, pid, open_pidfd(pid), 0, false};
   }
 
-  pid_t pid(std::size_t rank) const noexcept { return kids_[rank].pid; }
-
-  // In a forked copy of the parent: forgets the workers, which are not this
-  // process's children.
-  void disown() noexcept {
-    for (kid& k : kids_) {
-      if (k.pidfd >= 0) ::close(k.pidfd);
-      k = kid{};
-    }
-  }
-  bool alive(std::size_t rank) const noexcept { return kids_[rank].pid > 0; }
-
-  // Collects worker r's exit, blocking or (options WNOHANG) not; true once it
-  // is gone. Its status stays for failure().
-  bool reap(std::size_t r, int options) {
+  // The wait loop's interface (fork_server has the same).
+  bool ended(std::size_t r) {
     kid& k = kids_[r];
     if (k.pid <= 0) return true;
-    int status = 0;
-    pid_t got;
-    while ((got = ::waitpid(k.pid, &status, options)) < 0 && errno == EINTR) {
-    }
-    if (got == 0) return false;
-    k.last_pid = k.pid;
-    k.status = got < 0 ? -1 : status;  // -1: collected by someone else
-    k.pid = 0;
-    if (k.pidfd >= 0) ::close(k.pidfd);
-    k.pidfd = -1;
+    if (k.pidfd >= 0 && !k.ready) return false;
+    if (!collect(k.pid, WNOHANG, k.status)) return false;
+    forget(k);
     return true;
   }
-
-  // How worker r failed, from its exit status and its slot. `seq` is the
-  // job whose exception counts.
-  worker_failure failure(std::size_t r, std::uint32_t seq) const {
-    const kid& k = kids_[r];
-    const worker_slot& s = board_.slot(r);
-    worker_failure f;
-    f.rank = r;
-    f.pid = k.pid > 0 ? k.pid : k.last_pid;
-    if (s.threw.load(std::memory_order_acquire) == seq) {
-      f.what = worker_failure::kind::exception;
-      f.type = s.type;
-      f.message = s.what;
-    } else if (k.status < 0) {
-      f.what = worker_failure::kind::lost;
-      f.message = "ended, but its exit status was collected elsewhere (a wait() of yours?)";
-    } else if (WIFSIGNALED(k.status)) {
-      f.what = worker_failure::kind::signal;
-      f.code = WTERMSIG(k.status);
-      f.message = "was killed by " + signal_name(f.code) + " (" + ::strsignal(f.code) + ")";
-    } else {
-      f.what = worker_failure::kind::exit;
-      f.code = WEXITSTATUS(k.status);
-      f.message = "exited with code " + std::to_string(f.code);
-    }
-    return f;
+  void stop(std::size_t r) {
+    kid& k = kids_[r];
+    if (k.pid <= 0) return;
+    kill_process(k.pid, k.pidfd);
+    collect(k.pid, 0, k.status);
+    forget(k);
   }
-
-  // How the parent knows a rank is finished: `done` (a pool's slot) or exit.
-  // Waits until every rank in [0, count) is finished or has failed, killing
-  // the rest on failure (stop_all) or timeout, drawing progress. Returns the
-  // failures; a rank that exits after finishing its part is not one.
-  template <class Done>
-  std::vector<worker_failure> wait(std::size_t count, std::uint32_t seq, Done done,
-                                   const worker_options& o, int wake_fd = -1) {
-    using clock = std::chrono::steady_clock;
-    const auto start = clock::now();
-    const bool pool = wake_fd >= 0;
-    board_header& h = board_.head();
-    progress_bar bar(o, h.progress);
-    std::vector<worker_failure> failed, stopped;
-    std::vector<char> finished(count, 0);
-    std::size_t left = count;
-    auto settle = [&](std::size_t r, bool ok) {
-      finished[r] = 1;
-      --left;
-      if (!ok) failed.push_back(failure(r, seq));
-    };
-    auto settle_ended = [&](std::size_t r) {
-      // A pool worker may have finished its part just before it died.
-      if (pool && done(r))
-        settle(r, board_.slot(r).threw.load(std::memory_order_acquire) != seq);
-      else
-        settle(r, !pool && kids_[r].status == 0);
-    };
-    auto stop_rest = [&](worker_failure::kind why, const std::string& text) {
-      for (std::size_t r = 0; r < count; ++r) {
-        if (finished[r]) continue;
-        if (!alive(r) || reap(r, WNOHANG) || (pool && done(r))) {
-          settle_ended(r);  // it ended (or finished) on its own
-          continue;
-        }
-        ::kill(kids_[r].pid, SIGKILL);
-        reap(r, 0);
-        worker_failure f = failure(r, seq);
-        if (f.what != worker_failure::kind::exception) {
-          f.what = why;
-          f.code = 0;
-          f.message = text;
-        }
-        (f.what == worker_failure::kind::stopped ? stopped : failed).push_back(f);
-        finished[r] = 1;
-        --left;
+  ending end_of(std::size_t r) const { return {kids_[r].last_pid, kids_[r].status}; }
+  // What to poll while ranks below `count` run; the longest sleep that still
+  // notices an end (-1: any), 1 ms where there are no pidfds.
+  int watch(std::vector<pollfd>& fds, std::vector<std::size_t>& who, std::size_t count) const {
+    int cap = -1;
+    for (std::size_t r = 0; r < count; ++r) {
+      if (kids_[r].pid <= 0) continue;
+      if (kids_[r].pidfd < 0) {
+        cap = 1;
+        continue;
       }
-    };
-    std::vector<pollfd> fds;
-    std::vector<std::size_t> who;
-    while (left) {
-      // What finished since the last look: a pool's done flags, then exits.
-      if (pool)
-        for (std::size_t r = 0; r < count; ++r)
-          if (!finished[r] && done(r))
-            settle(r, board_.slot(r).threw.load(std::memory_order_acquire) != seq);
-      for (std::size_t r = 0; r < count; ++r)
-        if (!finished[r] &&
-            (!alive(r) || ((kids_[r].pidfd < 0 || kids_[r].ready) && reap(r, WNOHANG)))) {
-          kids_[r].ready = false;
-          settle_ended(r);
-        }
-      if (!left) break;
-      if (!failed.empty() && o.failure == on_failure::stop_all) {
-        stop_rest(worker_failure::kind::stopped, "was stopped after another worker failed");
-        break;
-      }
-      // Sleep until a worker ends or reports, the deadline, or the next redraw.
-      int timeout = -1;
-      if (o.timeout.count() > 0) {
-        const auto left_ms =
-            std::chrono::duration_cast<std::chrono::milliseconds>(start + o.timeout - clock::now())
-                .count();
-        if (left_ms <= 0) {
-          stop_rest(worker_failure::kind::timeout,
-                    "timed out after " + std::to_string(o.timeout.count()) + " ms and was killed");
-          break;
-        }
-        timeout = int(std::min<long long>(left_ms, INT_MAX));
-      }
-      if (bar.live()) {
-        bar.draw();
-        timeout = timeout < 0 ? 100 : std::min(timeout, 100);
-      }
-      fds.clear();
-      who.clear();
-      bool polling_fallback = false;
-      if (pool) fds.push_back({wake_fd, POLLIN, 0});
-      for (std::size_t r = 0; r < count; ++r) {
-        if (finished[r] || !alive(r)) continue;
-        if (kids_[r].pidfd < 0) {
-          polling_fallback = true;
-          continue;
-        }
-        fds.push_back({kids_[r].pidfd, POLLIN, 0});
-        who.push_back(r);
-      }
-      if (polling_fallback) timeout = timeout < 0 ? 1 : std::min(timeout, 1);
-      if (pool) {
-        auto any_done = [&] {
-          for (std::size_t r = 0; r < count; ++r)
-            if (!finished[r] && done(r)) return true;
-          return false;
-        };
-        // Short jobs end within microseconds: look for a while before sleeping.
-        if (spin_until(any_done, std::chrono::microseconds(5), true)) continue;
-        h.parent_waiting.store(1);
-        if (any_done()) {
-          h.parent_waiting.store(0);
-          continue;
-        }
-      }
-      const int n = ::poll(fds.data(), fds.size(), timeout);
-      if (pool) h.parent_waiting.store(0);
-      if (n < 0 && errno != EINTR) throw_os_error(errno, {}, "poll for workers");
-      if (n <= 0) continue;
-      const std::size_t base = pool ? 1 : 0;
-      if (pool && fds[0].revents) {
-        std::uint64_t drained;
-        (void)!::read(wake_fd, &drained, sizeof drained);
-      }
-      for (std::size_t i = 0; i < who.size(); ++i)
-        if (fds[base + i].revents) kids_[who[i]].ready = true;
+      fds.push_back({kids_[r].pidfd, POLLIN, 0});
+      who.push_back(r);
     }
-    bar.finish();
-    std::sort(failed.begin(), failed.end(),
-              [](const worker_failure& a, const worker_failure& b) { return a.rank < b.rank; });
-    failed.insert(failed.end(), stopped.begin(), stopped.end());
-    return failed;
+    return cap;
   }
+  void readied(std::size_t r) { kids_[r].ready = true; }
+  void check_alive() const noexcept {}
 
  private:
   struct kid {
-    pid_t pid = 0;
+    pid_t pid = 0;  // 0 once collected
     pid_t last_pid = 0;
     int pidfd = -1;
     int status = 0;
     bool ready = false;  // its pidfd said it ended
   };
+  static void forget(kid& k) noexcept {
+    if (k.pidfd >= 0) ::close(k.pidfd);
+    k.pidfd = -1;
+    k.pid = 0;
+    k.ready = false;
+  }
   board& board_;
   std::vector<kid> kids_;
 };
+
+// A process_pool's workers are forked by a fork server: a process forked
+// when the pool is made, while the parent is single-threaded, that stays so
+// for ever. It forks every worker, the first ones and their replacements, so
+// that a replacement is safe even after the parent has started threads, and
+// sees the parent's memory as it was when the pool was made, as the first
+// workers do. It reaps them and writes how each ended into its slot, and
+// kills one when asked. It dies with the parent, and the workers with it.
+class fork_server {
+ public:
+  // `serve(rank, seq)` runs a worker's life in the forked worker.
+  template <class Serve>
+  fork_server(board& b, int wake, Serve serve) : board_(b), wake_(wake) {
+    requests_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (requests_ < 0) throw_os_error(errno, {}, "eventfd for a process_pool");
+    flush_streams();
+    const pid_t owner = ::getpid();
+    pid_ = ::fork();
+    if (pid_ < 0) {
+      const int err = errno;
+      ::close(requests_);
+      throw_os_error(err, {}, "fork of a process_pool's fork server");
+    }
+    if (pid_ == 0) run(owner, serve);
+    pidfd_ = open_pidfd(pid_);
+  }
+  fork_server(const fork_server&) = delete;
+  fork_server& operator=(const fork_server&) = delete;
+
+  // Asks the workers and the server to leave (the workers must have been
+  // told already), waits up to `grace`, then kills the server, and with it
+  // any worker left.
+  void shut(std::chrono::milliseconds grace) noexcept {
+    if (pid_ <= 0) return;
+    post(requests_);
+    const auto until = std::chrono::steady_clock::now() + grace;
+    int status = 0;
+    while (!collect(pid_, WNOHANG, status) && std::chrono::steady_clock::now() < until)
+      ::usleep(200);
+    if (std::chrono::steady_clock::now() >= until) {
+      kill_process(pid_, pidfd_);
+      collect(pid_, 0, status);
+    }
+    pid_ = 0;
+    close_fds();
+  }
+  // In a forked copy of the owner: the server is not its child.
+  void disown() noexcept {
+    pid_ = 0;
+    close_fds();
+  }
+  ~fork_server() { shut(std::chrono::milliseconds(0)); }
+
+  pid_t pid() const noexcept { return pid_; }
+
+  // Forks the workers whose slots say so (all at first, then those that
+  // ended) and waits until they run. Throws system_error if a fork failed.
+  void start(const std::vector<std::size_t>& ranks) {
+    if (ranks.empty()) return;
+    for (std::size_t r : ranks) {
+      worker_slot& s = board_.slot(r);
+      s.fork_error.store(0);
+      s.state.store(slot_empty);
+      s.want_fork.store(1);
+    }
+    post(requests_);
+    for (std::size_t r : ranks) {
+      worker_slot& s = board_.slot(r);
+      wait_until([&] { return s.state.load() != slot_empty; });
+      if (s.state.load() != slot_running)
+        throw_os_error(s.fork_error.load(), {}, "fork of worker " + std::to_string(r));
+    }
+  }
+
+  // The wait loop's interface (crew has the same).
+  bool ended(std::size_t r) const noexcept { return board_.slot(r).state.load() == slot_ended; }
+  void stop(std::size_t r) {
+    worker_slot& s = board_.slot(r);
+    if (s.state.load() != slot_running) return;
+    s.want_kill.store(1);
+    post(requests_);
+    wait_until([&] { return s.state.load() != slot_running; });
+  }
+  ending end_of(std::size_t r) const noexcept {
+    return {board_.slot(r).pid.load(), board_.slot(r).status.load()};
+  }
+  int watch(std::vector<pollfd>& fds, std::vector<std::size_t>& who, std::size_t) const {
+    if (pidfd_ < 0) return 1;
+    fds.push_back({pidfd_, POLLIN, 0});
+    who.push_back(server_rank);
+    return -1;
+  }
+  void readied(std::size_t) { check_alive(); }
+  // Throws if the server has died (killed by someone): the pool cannot go on.
+  void check_alive() {
+    if (pid_ > 0) {
+      int status = 0;
+      if (!collect(pid_, WNOHANG, status)) return;
+      pid_ = 0;
+    }
+    throw error(
+        "shmarray: the process_pool's fork server died (killed from outside?), and its "
+        "workers with it; make a new pool");
+  }
+
+  static constexpr std::size_t server_rank = std::size_t(-1);
+
+ private:
+  template <class Pred>
+  void wait_until(Pred done) {
+    while (!done()) {
+      check_alive();
+      pollfd fds[2] = {{wake_, POLLIN, 0}, {pidfd_, POLLIN, 0}};
+      ::poll(fds, pidfd_ >= 0 ? 2 : 1, pidfd_ >= 0 ? 100 : 1);
+      drain(wake_);
+    }
+  }
+
+  void close_fds() noexcept {
+    if (pidfd_ >= 0) ::close(pidfd_);
+    if (requests_ >= 0) ::close(requests_);
+    pidfd_ = requests_ = -1;
+  }
+
+  // The server's life. SIGCHLD is blocked and read from a signalfd, so that
+  // it sleeps in one poll() for requests and ends alike.
+  template <class Serve>
+  [[noreturn]] void run(pid_t owner, Serve& serve) noexcept {
+    die_with(owner);
+    sigset_t chld, old;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    ::sigprocmask(SIG_BLOCK, &chld, &old);
+    const int sfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    const pid_t self = ::getpid();
+    auto& h = board_.head();
+    const std::size_t n = board_.workers();
+    for (;;) {
+      bool changed = false;
+      int status = 0;
+      pid_t got;
+      while ((got = ::waitpid(-1, &status, WNOHANG)) > 0)
+        for (std::size_t r = 0; r < n; ++r) {
+          worker_slot& s = board_.slot(r);
+          if (s.pid.load() != got || s.state.load() != slot_running) continue;
+          s.status.store(status);
+          s.sleeping.store(0);
+          s.state.store(slot_ended);
+          changed = true;
+        }
+      for (std::size_t r = 0; r < n; ++r) {
+        worker_slot& s = board_.slot(r);
+        if (s.want_kill.exchange(0) && s.state.load() == slot_running)
+          ::kill(s.pid.load(), SIGKILL);  // its own child, not yet reaped
+        if (!s.want_fork.exchange(0) || s.state.load() == slot_running) continue;
+        // The job number now, read before the fork: the parent posts no job
+        // until the worker runs, so a job posted then is new to it.
+        const std::uint32_t seen = h.seq.load();
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+          ::sigprocmask(SIG_SETMASK, &old, nullptr);
+          ::close(sfd);
+          ::close(requests_);
+          die_with(self);
+          serve(r, seen);  // does not return
+        }
+        if (pid < 0) {
+          s.fork_error.store(errno);
+          s.state.store(slot_ended);
+        } else {
+          s.pid.store(pid);
+          s.status.store(0);
+          s.state.store(slot_running);
+        }
+        changed = true;
+      }
+      if (changed) post(wake_);
+      if (h.shutdown.load()) {
+        bool any = false;
+        for (std::size_t r = 0; r < n && !any; ++r)
+          any = board_.slot(r).state.load() == slot_running;
+        if (!any) ::_exit(0);
+      }
+      pollfd fds[2] = {{requests_, POLLIN, 0}, {sfd, POLLIN, 0}};
+      ::poll(fds, sfd >= 0 ? 2 : 1, sfd >= 0 ? -1 : 10);
+      drain(requests_);
+      signalfd_siginfo info;
+      while (sfd >= 0 && ::read(sfd, &info, sizeof info) == sizeof info) {
+      }
+    }
+  }
+
+  board& board_;
+  int wake_;
+  int requests_ = -1;
+  pid_t pid_ = 0;
+  int pidfd_ = -1;
+};
+
+// How worker r failed, from its slot and how it ended.
+inline worker_failure failure_of(const board& b, std::size_t r, ending e, std::uint64_t job) {
+  const worker_slot& s = b.slot(r);
+  worker_failure f;
+  f.rank = r;
+  f.pid = e.pid;
+  if (s.threw_job.load() == job) {
+    f.what = worker_failure::kind::exception;
+    f.type = s.type;
+    f.message = s.what;
+  } else if (e.status < 0) {
+    f.what = worker_failure::kind::lost;
+    f.message = "ended, but its exit status was collected elsewhere (a wait() of yours?)";
+  } else if (WIFSIGNALED(e.status)) {
+    f.what = worker_failure::kind::signal;
+    f.code = WTERMSIG(e.status);
+    f.message = "was killed by " + signal_name(f.code) + " (" + ::strsignal(f.code) + ")";
+  } else {
+    f.what = worker_failure::kind::exit;
+    f.code = WEXITSTATUS(e.status);
+    f.message = "exited with code " + std::to_string(f.code);
+  }
+  return f;
+}
+
+// Waits until every rank below `count` has finished its part of job `job`
+// or failed: a pool's rank finishes when done(r) says so, a fork_workers
+// rank when it ends. Kills the rest on a failure (stop_all) or the timeout,
+// draws progress, and returns the failures in rank order, the stopped last.
+// `wake_fd` (a pool's) is written by workers that finish while it sleeps.
+template <class Procs, class Done>
+std::vector<worker_failure> wait_for(Procs& procs, const board& b, std::size_t count,
+                                     std::uint64_t job, Done done, const worker_options& o,
+                                     int wake_fd = -1) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  const bool pool = wake_fd >= 0;
+  board_header& h = b.head();
+  progress_bar bar(o, h.progress);
+  std::vector<worker_failure> failed, stopped;
+  std::vector<char> finished(count, 0);
+  std::size_t left = count;
+  auto settle = [&](std::size_t r) {
+    finished[r] = 1;
+    --left;
+    const worker_slot& s = b.slot(r);
+    bool ok;
+    if (pool && done(r))  // a pool worker may have finished just before it ended
+      ok = s.threw_job.load() != job;
+    else if (pool)
+      ok = false;  // it ended in the middle of the job
+    else
+      ok = procs.end_of(r).status == 0 || (procs.end_of(r).status < 0 && s.returned.load());
+    if (!ok) failed.push_back(failure_of(b, r, procs.end_of(r), job));
+  };
+  auto stop_rest = [&](worker_failure::kind why, const std::string& text) {
+    for (std::size_t r = 0; r < count; ++r) {
+      if (finished[r]) continue;
+      if ((pool && done(r)) || procs.ended(r)) {
+        settle(r);  // it finished, or ended, on its own
+        continue;
+      }
+      procs.stop(r);
+      finished[r] = 1;
+      --left;
+      worker_failure f = failure_of(b, r, procs.end_of(r), job);
+      if (f.what != worker_failure::kind::exception) {
+        f.what = why;
+        f.code = 0;
+        f.message = text;
+      }
+      (f.what == worker_failure::kind::stopped ? stopped : failed).push_back(f);
+    }
+  };
+  auto any_news = [&] {
+    for (std::size_t r = 0; r < count; ++r)
+      if (!finished[r] && ((pool && done(r)) || (pool && procs.ended(r)))) return true;
+    return false;
+  };
+  std::vector<pollfd> fds;
+  std::vector<std::size_t> who;
+  while (left) {
+    procs.check_alive();
+    for (std::size_t r = 0; r < count; ++r)
+      if (!finished[r] && ((pool && done(r)) || procs.ended(r))) settle(r);
+    if (!left) break;
+    if (!failed.empty() && o.failure == on_failure::stop_all) {
+      stop_rest(worker_failure::kind::stopped, "was stopped after another worker failed");
+      break;
+    }
+    // Sleep until a worker ends or reports, the deadline, or the next redraw.
+    int timeout = -1;
+    if (o.timeout.count() > 0) {
+      const auto left_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(start + o.timeout - clock::now())
+              .count();
+      if (left_ms <= 0) {
+        stop_rest(worker_failure::kind::timeout,
+                  "timed out after " + std::to_string(o.timeout.count()) + " ms and was killed");
+        break;
+      }
+      timeout = int(std::min<long long>(left_ms, INT_MAX));
+    }
+    if (bar.live()) {
+      bar.draw();
+      timeout = timeout < 0 ? 100 : std::min(timeout, 100);
+    }
+    fds.clear();
+    who.clear();
+    if (pool) {
+      // Short jobs end within microseconds: look for a while before sleeping.
+      if (spin_until(any_news, std::chrono::microseconds(5), true)) continue;
+      fds.push_back({wake_fd, POLLIN, 0});
+      who.push_back(0);
+    }
+    const int cap = procs.watch(fds, who, count);
+    if (cap >= 0) timeout = timeout < 0 ? cap : std::min(timeout, cap);
+    if (pool) {
+      h.parent_waiting.store(1);  // seq_cst, as the workers' store of done_job and load of this
+      if (any_news()) {
+        h.parent_waiting.store(0);
+        continue;
+      }
+    }
+    const int n = ::poll(fds.data(), fds.size(), timeout);
+    if (pool) h.parent_waiting.store(0);
+    if (n < 0 && errno != EINTR) throw_os_error(errno, {}, "poll for workers");
+    if (n <= 0) continue;
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (!fds[i].revents) continue;
+      if (pool && i == 0)
+        drain(wake_fd);
+      else
+        procs.readied(who[i]);
+    }
+  }
+  bar.finish();
+  std::sort(failed.begin(), failed.end(),
+            [](const worker_failure& a, const worker_failure& c) { return a.rank < c.rank; });
+  failed.insert(failed.end(), stopped.begin(), stopped.end());
+  return failed;
+}
 
 inline void check_worker_count(std::size_t n) {
   if (n == 0 || n > max_workers)
@@ -773,8 +1015,8 @@ void fork_workers(std::size_t n, F&& fn, const worker_options& o = {}) {
   detail::crew c(b);
   for (std::size_t r = 0; r < n; ++r)
     c.spawn(r, [&, r] { detail::call_worker(fn, worker(r, n, &b.head().progress)); });
-  auto failed = c.wait(
-      n, 1, [](std::size_t) { return false; }, o);
+  auto failed = detail::wait_for(
+      c, b, n, 1, [](std::size_t) { return false; }, o);
   if (!failed.empty()) throw worker_error(std::move(failed));
 }
 
@@ -795,8 +1037,8 @@ void parallel_for(std::size_t n_workers, I first, I last, F&& fn, const for_opti
     c.spawn(r, [&, r] {
       detail::run_share<I>(fn, j, b.head().next, worker(r, j.count, &b.head().progress));
     });
-  auto failed = c.wait(
-      j.count, 1, [](std::size_t) { return false; }, detail::with_total(o, j.length));
+  auto failed = detail::wait_for(
+      c, b, j.count, 1, [](std::size_t) { return false; }, detail::with_total(o, j.length));
   if (!failed.empty()) throw worker_error(std::move(failed));
 }
 
@@ -809,30 +1051,40 @@ void parallel_for(std::size_t n_workers, I first, I last, F&& fn, const for_opti
 // compile time): a function pointer, or a lambda capturing by value only
 // indices, sizes, fixed_name and raw pointers into shared arrays made before
 // the pool. A pointer or reference to the parent's stack is refused when the
-// job is run; an array made after the pool is reached by name (capture a
-// fixed_name and attach in the job). The job's code must be in the program or
-// a library loaded before the pool (not a library dlopen()ed later).
+// job is run (where the closure has no padding to hide one); an array made
+// after the pool is reached by name (capture a fixed_name and attach in the
+// job). The job's code must be in the program or a library loaded before the
+// pool (not a library dlopen()ed later).
 //
-// A worker that dies mid-job fails that job with worker_error and is
-// replaced by a fresh fork before the next job. Workers die with the parent
-// (PR_SET_PDEATHSIG); the destructor stops and reaps them. Use a pool from
-// the process and thread that made it.
+// The workers are forked by a fork server made with the pool (see
+// detail::fork_server): each sees the parent's memory as it was when the pool
+// was made, and a worker that dies mid-job (failing that job with
+// worker_error) is replaced before the next job, safely even if the parent
+// has started threads since. Workers die with the parent; the destructor
+// stops and reaps them. Use a pool from the process and thread that made it.
 class process_pool {
  public:
   static constexpr std::size_t max_job_bytes = detail::max_job_bytes;
 
   explicit process_pool(std::size_t workers, thread_policy threads = thread_policy::refuse)
-      : owner_(::getpid()), threads_(threads) {
+      : owner_(::getpid()) {
     detail::check_worker_count(workers);
     detail::check_fork_safe(threads);
     board_ = std::make_unique<detail::board>(workers);
-    crew_ = std::make_unique<detail::crew>(*board_);
     wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_ < 0) detail::throw_os_error(errno, {}, "eventfd for a process_pool");
-    stack_ = stack_range();
     detail::scope_exit close_wake([this] { ::close(wake_); });
+    stack_ = stack_range();
+    detail::board* b = board_.get();
+    const int wake = wake_;
+    server_ = std::make_unique<detail::fork_server>(
+        *b, wake, [b, wake](std::size_t r, std::uint32_t seen) { serve(*b, r, wake, seen); });
+    detail::scope_exit stop_server([this] { server_->shut(std::chrono::milliseconds(0)); });
+    std::vector<std::size_t> all(workers);
     for (std::size_t r = 0; r < workers; ++r)
-      spawn(r);  // the crew reaps them if one fails
+      all[r] = r;
+    server_->start(all);
+    stop_server.dismiss();
     close_wake.dismiss();
   }
   process_pool(const process_pool&) = delete;
@@ -840,8 +1092,7 @@ class process_pool {
 
   ~process_pool() {
     if (::getpid() != owner_) {  // a forked copy: the workers are not its to stop
-      crew_->disown();
-      crew_.reset();
+      server_->disown();
       ::close(wake_);
       return;
     }
@@ -849,12 +1100,7 @@ class process_pool {
     h.shutdown.store(1);
     h.seq.fetch_add(1);
     detail::wake_all(h.seq);
-    // Idle workers exit at once; give them a moment before the crew kills.
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    for (std::size_t r = 0; r < size(); ++r)
-      while (!crew_->reap(r, WNOHANG) && std::chrono::steady_clock::now() < until)
-        ::usleep(200);
-    crew_.reset();
+    server_->shut(std::chrono::seconds(2));  // idle workers leave at once
     ::close(wake_);
   }
 
@@ -863,9 +1109,12 @@ class process_pool {
   std::vector<pid_t> pids() const {
     std::vector<pid_t> out(size());
     for (std::size_t r = 0; r < size(); ++r)
-      out[r] = crew_->pid(r);
+      out[r] =
+          board_->slot(r).state.load() == detail::slot_running ? board_->slot(r).pid.load() : 0;
     return out;
   }
+  // The fork server's process id (a child of this process while the pool lives).
+  pid_t server_pid() const noexcept { return server_->pid(); }
 
   // Calls fn(worker) (or fn()) on every worker once; returns when all have.
   template <class F>
@@ -931,11 +1180,14 @@ class process_pool {
     static_assert(alignof(F) <= 64, "a process_pool job must not be over-aligned");
     if (::getpid() != owner_)
       throw std::logic_error("shmarray: a process_pool is used only by the process that made it");
-    // A word that points into the parent's stack: a reference capture, or a
-    // pointer to a local. The workers' stacks are their own.
     unsigned char bytes[sizeof(F)];
     std::memcpy(bytes, std::addressof(fn), sizeof(F));
-    if constexpr (sizeof(F) >= sizeof(std::uintptr_t)) {
+    // A word that points into the parent's stack: a reference capture, or a
+    // pointer to a local; the workers' stacks are their own. Only where
+    // every byte of the closure is a value: padding holds whatever was on
+    // the stack before, which may look like anything.
+    if constexpr (sizeof(F) >= sizeof(std::uintptr_t) &&
+                  std::has_unique_object_representations_v<F>) {
       for (std::size_t at = 0; at + sizeof(std::uintptr_t) <= sizeof(F);
            at += alignof(std::uintptr_t)) {
         std::uintptr_t word;
@@ -954,68 +1206,71 @@ class process_pool {
     return j;
   }
 
-  void spawn(std::size_t r) {
-    detail::board& b = *board_;
-    const int wake = wake_;
-    // The job number now, read before the fork: a job posted while the
-    // worker starts is then still new to it.
-    const std::uint32_t seen = b.head().seq.load();
-    crew_->spawn(r, [&b, r, wake, seen] { serve(b, r, wake, seen); });
-  }
-
   // A worker's life: wait for the next job, run its part, report, repeat.
   [[noreturn]] static void serve(detail::board& b, std::size_t r, int wake, std::uint32_t seen) {
+    run_worker_init();
     auto& h = b.head();
     auto& slot = b.slot(r);
     for (;;) {
-      seen = detail::wait_for_change(h.seq, h.sleepers, seen);
+      seen = detail::wait_for_change(h.seq, slot.sleeping, seen);
       if (h.shutdown.load()) {
         detail::flush_streams();
         ::_exit(0);
       }
+      const std::uint64_t job = h.job_number.load();
       const detail::job_desc& j = h.job;
       if (r < j.count) {
         try {
           j.run(h, worker(r, j.count, &h.progress));
         } catch (...) {
-          detail::record_exception(slot, seen);
+          detail::record_exception(slot, job);
         }
+        detail::flush_streams();  // what a job printed is out before the job is done
       }
-      slot.done_seq.store(seen);
-      if (h.parent_waiting.load()) {
-        const std::uint64_t one = 1;
-        (void)!::write(wake, &one, sizeof one);
-      }
+      slot.done_job.store(job);  // seq_cst, as the parent's store of parent_waiting
+      if (h.parent_waiting.load()) detail::post(wake);
     }
   }
 
   void post_and_wait(const worker_options& o) {
-    // Replace the workers that died since the last job (killed, timed out).
+    server_->check_alive();
+    // Replace the workers that ended since the last job (killed, timed out).
+    std::vector<std::size_t> ended;
     for (std::size_t r = 0; r < size(); ++r)
-      if (crew_->reap(r, WNOHANG)) {
-        detail::check_fork_safe(threads_);
-        spawn(r);
-      }
+      if (board_->slot(r).state.load() != detail::slot_running) ended.push_back(r);
+    server_->start(ended);
     auto& h = board_->head();
     h.progress.store(0);
     h.next.store(0);
-    const std::uint32_t seq = h.seq.load() + 1;
-    h.seq.store(seq);
-    if (h.sleepers.load() > 0) detail::wake_all(h.seq);
-    auto failed = crew_->wait(
-        size(), seq,
-        [&](std::size_t r) {
-          return board_->slot(r).done_seq.load(std::memory_order_acquire) == seq;
-        },
-        o, wake_);
+    const std::uint64_t job = h.job_number.load() + 1;
+    h.job_number.store(job);
+    h.seq.store(std::uint32_t(job));  // seq_cst, as the workers' store and load of `sleeping`
+    for (std::size_t r = 0; r < size(); ++r)
+      if (board_->slot(r).sleeping.load()) {
+        detail::wake_all(h.seq);
+        break;
+      }
+    auto done = [this, job](std::size_t r) { return board_->slot(r).done_job.load() == job; };
+    std::vector<worker_failure> failed;
+    try {
+      failed = detail::wait_for(*server_, *board_, size(), job, done, o, wake_);
+    } catch (...) {
+      // No worker may go on with this job once it is abandoned: the next job
+      // would be written under it.
+      try {
+        for (std::size_t r = 0; r < size(); ++r)
+          if (!done(r)) server_->stop(r);
+      } catch (...) {
+      }
+      throw;
+    }
     if (!failed.empty()) throw worker_error(std::move(failed));
   }
 
   pid_t owner_;
-  thread_policy threads_;
   std::unique_ptr<detail::board> board_;
-  std::unique_ptr<detail::crew> crew_;
   int wake_ = -1;
+  std::unique_ptr<detail::fork_server> server_;
   std::pair<std::uintptr_t, std::uintptr_t> stack_{0, 0};
 };
 
