@@ -942,3 +942,63 @@ TEST_CASE("what a pool job prints is out when the job returns") {
   ::close(fds[0]);  // EOF: the worker and the fork server died with the child
   CHECK(out == "from the job\n");
 }
+
+TEST_CASE("an owner that is a subreaper collects the workers orphaned by a killed fork server") {
+  // Where the pool's owner is a subreaper (or PID 1 in a container), the
+  // workers of a dead fork server become its children: they must not stay
+  // zombies of the user's process.
+  const int status = test::in_child([] {
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    {
+      process_pool pool(2);
+      const pid_t server = pool.server_pid();
+      ::kill(server, SIGKILL);
+      if (!ends(server)) return 2;
+      try {
+        pool.run([] {});
+        return 3;
+      } catch (const error&) {
+      }
+    }
+    errno = 0;
+    return ::waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD ? 0 : 4;
+  });
+  CHECK(test::exited_with(status, 0));
+}
+
+namespace {
+// Set (in shared memory) once the pool exists: a worker forked after that
+// leaves at once, from its worker hook.
+std::atomic<int>* die_at_start = nullptr;
+void maybe_die_at_start() {
+  if (die_at_start && die_at_start->load()) ::_exit(5);
+}
+const bool registered_die = add_worker_init(&maybe_die_at_start);
+}  // namespace
+
+TEST_CASE("a replacement that dies at once fails the job it missed, not the fork") {
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(p != MAP_FAILED);
+  die_at_start = new (p) std::atomic<int>(0);
+  detail::scope_exit unmap([p] {
+    die_at_start = nullptr;
+    ::munmap(p, 4096);
+  });
+  process_pool pool(2);
+  die_at_start->store(1);
+  const pid_t victim = pool.pids()[0];
+  ::kill(victim, SIGKILL);
+  while (::kill(victim, 0) == 0)
+    ::usleep(1000);
+  worker_options o;
+  o.failure = on_failure::finish_all;
+  for (int k = 0; k < 3; ++k) {  // each job's replacement dies at once, and says how
+    const auto e = error_of([&] { pool.run([] {}, o); });
+    REQUIRE(e.failures().size() == 1);
+    CHECK(e.failures()[0].rank == 0);
+    CHECK(e.failures()[0].what == kind::exit);
+    CHECK(e.failures()[0].code == 5);
+  }
+  die_at_start->store(0);
+  pool.run([] {});  // and the pool goes on once they can start
+}

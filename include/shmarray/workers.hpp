@@ -136,6 +136,11 @@ class fixed_name {
 
 namespace detail {
 
+// A failure of the system in the workers' machinery (not a segment's).
+[[noreturn]] inline void throw_errno(int err, const std::string& doing) {
+  throw system_error("shmarray: " + doing + ": " + errno_text(err), err);
+}
+
 // ---- the memory parent and workers share: a header and one slot per worker
 
 inline constexpr std::size_t max_workers = 4096;
@@ -178,9 +183,14 @@ struct alignas(64) worker_slot {
   std::atomic<std::int32_t> pid{0};
   std::atomic<std::uint32_t> state{slot_empty};
   std::atomic<std::int32_t> status{0};      // its wait status, once ended
-  std::atomic<std::int32_t> fork_error{0};  // errno of a fork that failed
-  std::atomic<std::uint32_t> want_fork{0};  // requests to the fork server
+  std::atomic<std::int32_t> fork_error{0};  // errno of the last fork, if it failed
+  // Requests to the fork server: the owner bumps fork_request, the server
+  // answers by copying it to fork_answer once it has forked (or failed to).
+  // Only the server writes state.
+  std::atomic<std::uint32_t> fork_request{0};
+  std::atomic<std::uint32_t> fork_answer{0};
   std::atomic<std::uint32_t> want_kill{0};
+  std::atomic<std::uint32_t> killed{0};  // the server killed it, as asked
   char type[256];
   char what[1720];
 };
@@ -198,7 +208,7 @@ class board {
     void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       if (errno == ENOMEM) throw std::bad_alloc();
-      throw_os_error(errno, {}, "mmap of the workers' shared board");
+      throw_errno(errno, "mmap of the workers' shared board");
     }
     base_ = static_cast<std::byte*>(p);
     new (base_) board_header();
@@ -458,7 +468,10 @@ inline void drain(int eventfd) noexcept {
 // if a handler of the program's reaped the child behind our back.
 inline void kill_process(pid_t pid, int pidfd) noexcept {
 #ifdef SYS_pidfd_send_signal
-  if (pidfd >= 0 && ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) == 0) return;
+  if (pidfd >= 0) {
+    if (::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) == 0 || errno != ENOSYS)
+      return;  // sent, or the process is gone: its pid may belong to another now
+  }
 #endif
   ::kill(pid, SIGKILL);
 }
@@ -491,7 +504,7 @@ class crew {
   crew& operator=(const crew&) = delete;
   ~crew() {
     for (std::size_t r = 0; r < kids_.size(); ++r)
-      if (kids_[r].pid > 0) stop(r);
+      stop(r);
   }
 
   // Forks worker `rank`, which runs the hooks and body(), then leaves with
@@ -501,7 +514,7 @@ class crew {
     flush_streams();
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
-    if (pid < 0) throw_os_error(errno, {}, "fork of worker " + std::to_string(rank));
+    if (pid < 0) throw_errno(errno, "fork of worker " + std::to_string(rank));
     if (pid == 0) {
       worker_slot& slot = board_.slot(rank);
       int code = 0;
@@ -529,12 +542,18 @@ class crew {
     forget(k);
     return true;
   }
-  void stop(std::size_t r) {
+  // Kills worker r and collects it; false if it had ended on its own.
+  bool stop(std::size_t r) {
     kid& k = kids_[r];
-    if (k.pid <= 0) return;
+    if (k.pid <= 0) return false;
+    if (collect(k.pid, WNOHANG, k.status)) {
+      forget(k);
+      return false;
+    }
     kill_process(k.pid, k.pidfd);
     collect(k.pid, 0, k.status);
     forget(k);
+    return true;
   }
   ending end_of(std::size_t r) const { return {kids_[r].last_pid, kids_[r].status}; }
   // What to poll while ranks below `count` run; the longest sleep that still
@@ -586,14 +605,14 @@ class fork_server {
   template <class Serve>
   fork_server(board& b, int wake, Serve serve) : board_(b), wake_(wake) {
     requests_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (requests_ < 0) throw_os_error(errno, {}, "eventfd for a process_pool");
+    if (requests_ < 0) throw_errno(errno, "eventfd for a process_pool");
     flush_streams();
     const pid_t owner = ::getpid();
     pid_ = ::fork();
     if (pid_ < 0) {
       const int err = errno;
       ::close(requests_);
-      throw_os_error(err, {}, "fork of a process_pool's fork server");
+      throw_errno(err, "fork of a process_pool's fork server");
     }
     if (pid_ == 0) run(owner, serve);
     pidfd_ = open_pidfd(pid_);
@@ -601,21 +620,24 @@ class fork_server {
   fork_server(const fork_server&) = delete;
   fork_server& operator=(const fork_server&) = delete;
 
-  // Asks the workers and the server to leave (the workers must have been
-  // told already), waits up to `grace`, then kills the server, and with it
-  // any worker left.
+  // Asks the server to leave (the workers must have been told already),
+  // waits up to `grace` for it to reap them and go, then kills it, and
+  // collects any worker that was orphaned to this process.
   void shut(std::chrono::milliseconds grace) noexcept {
-    if (pid_ <= 0) return;
-    post(requests_);
-    const auto until = std::chrono::steady_clock::now() + grace;
-    int status = 0;
-    while (!collect(pid_, WNOHANG, status) && std::chrono::steady_clock::now() < until)
-      ::usleep(200);
-    if (std::chrono::steady_clock::now() >= until) {
-      kill_process(pid_, pidfd_);
-      collect(pid_, 0, status);
+    if (pid_ > 0) {
+      post(requests_);
+      const auto until = std::chrono::steady_clock::now() + grace;
+      int status = 0;
+      bool gone = false;
+      while (!(gone = collect(pid_, WNOHANG, status)) && std::chrono::steady_clock::now() < until)
+        ::usleep(200);
+      if (!gone) {
+        kill_process(pid_, pidfd_);
+        collect(pid_, 0, status);
+        reap_orphans();
+      }
+      pid_ = 0;
     }
-    pid_ = 0;
     close_fds();
   }
   // In a forked copy of the owner: the server is not its child.
@@ -627,33 +649,40 @@ class fork_server {
 
   pid_t pid() const noexcept { return pid_; }
 
-  // Forks the workers whose slots say so (all at first, then those that
-  // ended) and waits until they run. Throws system_error if a fork failed.
+  // Has the server fork the workers of `ranks` (which are not running) and
+  // waits for its answer to each. Throws system_error if a fork failed; a
+  // worker that started and ended at once is not an error here (the job it
+  // misses reports how it ended).
   void start(const std::vector<std::size_t>& ranks) {
     if (ranks.empty()) return;
-    for (std::size_t r : ranks) {
-      worker_slot& s = board_.slot(r);
-      s.fork_error.store(0);
-      s.state.store(slot_empty);
-      s.want_fork.store(1);
-    }
+    std::vector<std::uint32_t> asked(ranks.size());
+    for (std::size_t i = 0; i < ranks.size(); ++i)
+      asked[i] = board_.slot(ranks[i]).fork_request.fetch_add(1) + 1;
     post(requests_);
-    for (std::size_t r : ranks) {
-      worker_slot& s = board_.slot(r);
-      wait_until([&] { return s.state.load() != slot_empty; });
-      if (s.state.load() != slot_running)
-        throw_os_error(s.fork_error.load(), {}, "fork of worker " + std::to_string(r));
+    int failed = 0;
+    std::size_t which = 0;
+    for (std::size_t i = 0; i < ranks.size(); ++i) {
+      worker_slot& s = board_.slot(ranks[i]);
+      wait_until([&] { return s.fork_answer.load() == asked[i]; });
+      if (const int err = s.fork_error.load(); err && !failed) {
+        failed = err;
+        which = ranks[i];
+      }
     }
+    if (failed) throw_errno(failed, "fork of worker " + std::to_string(which));
   }
 
   // The wait loop's interface (crew has the same).
   bool ended(std::size_t r) const noexcept { return board_.slot(r).state.load() == slot_ended; }
-  void stop(std::size_t r) {
+  // Has worker r killed and waits until it is reaped; false if it had ended
+  // on its own first.
+  bool stop(std::size_t r) {
     worker_slot& s = board_.slot(r);
-    if (s.state.load() != slot_running) return;
+    if (s.state.load() != slot_running) return false;
     s.want_kill.store(1);
     post(requests_);
     wait_until([&] { return s.state.load() != slot_running; });
+    return s.killed.load() != 0;
   }
   ending end_of(std::size_t r) const noexcept {
     return {board_.slot(r).pid.load(), board_.slot(r).status.load()};
@@ -671,10 +700,11 @@ class fork_server {
       int status = 0;
       if (!collect(pid_, WNOHANG, status)) return;
       pid_ = 0;
+      reap_orphans();
     }
     throw error(
-        "shmarray: the process_pool's fork server died (killed from outside?), and its "
-        "workers with it; make a new pool");
+        "shmarray: the process_pool's fork server died (killed from outside?), and its workers "
+        "with it; make a new pool");
   }
 
   static constexpr std::size_t server_rank = std::size_t(-1);
@@ -690,6 +720,22 @@ class fork_server {
     }
   }
 
+  // Once the server is gone: its workers die with it (PR_SET_PDEATHSIG), and
+  // where this process is a subreaper (or PID 1) they become its children.
+  // Collect those; a pid that is not a child of ours is left alone.
+  void reap_orphans() noexcept {
+    for (std::size_t r = 0; r < board_.workers(); ++r) {
+      const pid_t p = board_.slot(r).pid.load();
+      if (p <= 0) continue;
+      int status = 0;
+      const pid_t got = ::waitpid(p, &status, WNOHANG);
+      if (got == 0) {  // ours now, and still dying
+        ::kill(p, SIGKILL);
+        collect(p, 0, status);
+      }
+    }
+  }
+
   void close_fds() noexcept {
     if (pidfd_ >= 0) ::close(pidfd_);
     if (requests_ >= 0) ::close(requests_);
@@ -697,7 +743,8 @@ class fork_server {
   }
 
   // The server's life. SIGCHLD is blocked and read from a signalfd, so that
-  // it sleeps in one poll() for requests and ends alike.
+  // it sleeps in one poll() for requests and ends alike. It alone writes a
+  // slot's state.
   template <class Serve>
   [[noreturn]] void run(pid_t owner, Serve& serve) noexcept {
     die_with(owner);
@@ -724,28 +771,35 @@ class fork_server {
         }
       for (std::size_t r = 0; r < n; ++r) {
         worker_slot& s = board_.slot(r);
-        if (s.want_kill.exchange(0) && s.state.load() == slot_running)
+        if (s.want_kill.exchange(0) && s.state.load() == slot_running) {
+          s.killed.store(1);
           ::kill(s.pid.load(), SIGKILL);  // its own child, not yet reaped
-        if (!s.want_fork.exchange(0) || s.state.load() == slot_running) continue;
-        // The job number now, read before the fork: the parent posts no job
-        // until the worker runs, so a job posted then is new to it.
-        const std::uint32_t seen = h.seq.load();
-        const pid_t pid = ::fork();
-        if (pid == 0) {
-          ::sigprocmask(SIG_SETMASK, &old, nullptr);
-          ::close(sfd);
-          ::close(requests_);
-          die_with(self);
-          serve(r, seen);  // does not return
         }
-        if (pid < 0) {
-          s.fork_error.store(errno);
-          s.state.store(slot_ended);
-        } else {
-          s.pid.store(pid);
-          s.status.store(0);
-          s.state.store(slot_running);
+        const std::uint32_t asked = s.fork_request.load();
+        if (asked == s.fork_answer.load()) continue;
+        if (s.state.load() != slot_running) {
+          // The job number now, read before the fork: the parent posts no
+          // job until it has the answer, so a job posted then is new to it.
+          const std::uint32_t seen = h.seq.load();
+          const pid_t pid = ::fork();
+          if (pid == 0) {
+            ::sigprocmask(SIG_SETMASK, &old, nullptr);
+            ::close(sfd);
+            ::close(requests_);
+            die_with(self);
+            serve(r, seen);  // does not return
+          }
+          if (pid < 0) {
+            s.fork_error.store(errno);
+          } else {
+            s.fork_error.store(0);
+            s.killed.store(0);
+            s.pid.store(pid);
+            s.status.store(0);
+            s.state.store(slot_running);
+          }
         }
+        s.fork_answer.store(asked);
         changed = true;
       }
       if (changed) post(wake_);
@@ -833,7 +887,10 @@ std::vector<worker_failure> wait_for(Procs& procs, const board& b, std::size_t c
         settle(r);  // it finished, or ended, on its own
         continue;
       }
-      procs.stop(r);
+      if (!procs.stop(r)) {
+        settle(r);  // it ended on its own just before
+        continue;
+      }
       finished[r] = 1;
       --left;
       worker_failure f = failure_of(b, r, procs.end_of(r), job);
@@ -897,7 +954,7 @@ std::vector<worker_failure> wait_for(Procs& procs, const board& b, std::size_t c
     }
     const int n = ::poll(fds.data(), fds.size(), timeout);
     if (pool) h.parent_waiting.store(0);
-    if (n < 0 && errno != EINTR) throw_os_error(errno, {}, "poll for workers");
+    if (n < 0 && errno != EINTR) throw_errno(errno, "poll for workers");
     if (n <= 0) continue;
     for (std::size_t i = 0; i < fds.size(); ++i) {
       if (!fds[i].revents) continue;
@@ -1072,7 +1129,7 @@ class process_pool {
     detail::check_fork_safe(threads);
     board_ = std::make_unique<detail::board>(workers);
     wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_ < 0) detail::throw_os_error(errno, {}, "eventfd for a process_pool");
+    if (wake_ < 0) detail::throw_errno(errno, "eventfd for a process_pool");
     detail::scope_exit close_wake([this] { ::close(wake_); });
     stack_ = stack_range();
     detail::board* b = board_.get();
