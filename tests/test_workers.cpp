@@ -691,17 +691,21 @@ TEST_CASE("a pool worker killed mid-job fails the job and is replaced") {
     process_pool pool(2);
     const auto before = pool.pids();
     const pid_t victim = before[0];
+    worker_options o;
+    o.failure = on_failure::finish_all;  // worker 1 is not stopped, whenever it returns
     const auto e = error_of([&] {
-      pool.run([victim, p](const worker& w) {
-        if (w.rank() == 0) {
-          p[0] = 1;  // in the middle of its job ...
-          ::pause();
-        } else {
-          while (__atomic_load_n(&p[0], __ATOMIC_ACQUIRE) == 0)
-            ::usleep(100);
-          ::kill(victim, SIGKILL);  // ... worker 0 is killed from outside
-        }
-      });
+      pool.run(
+          [victim, p](const worker& w) {
+            if (w.rank() == 0) {
+              p[0] = 1;  // in the middle of its job ...
+              ::pause();
+            } else {
+              while (__atomic_load_n(&p[0], __ATOMIC_ACQUIRE) == 0)
+                ::usleep(100);
+              ::kill(victim, SIGKILL);  // ... worker 0 is killed from outside
+            }
+          },
+          o);
     });
     REQUIRE(!e.failures().empty());
     CHECK(e.failures()[0].rank == 0);
@@ -994,6 +998,7 @@ TEST_CASE("a replacement that dies at once fails the job it missed, not the fork
   o.failure = on_failure::finish_all;
   for (int k = 0; k < 3; ++k) {  // each job's replacement dies at once, and says how
     const auto e = error_of([&] { pool.run([] {}, o); });
+    INFO(e.what());
     REQUIRE(e.failures().size() == 1);
     CHECK(e.failures()[0].rank == 0);
     CHECK(e.failures()[0].what == kind::exit);

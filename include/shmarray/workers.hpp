@@ -190,7 +190,8 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint32_t> fork_request{0};
   std::atomic<std::uint32_t> fork_answer{0};
   std::atomic<std::uint32_t> want_kill{0};
-  std::atomic<std::uint32_t> killed{0};  // the server killed it, as asked
+  std::atomic<std::uint32_t> killed{0};    // the server killed it, as asked
+  std::atomic<std::int32_t> ready_pid{0};  // the worker's pid, once it has run its hooks
   char type[256];
   char what[1720];
 };
@@ -650,9 +651,9 @@ class fork_server {
   pid_t pid() const noexcept { return pid_; }
 
   // Has the server fork the workers of `ranks` (which are not running) and
-  // waits for its answer to each. Throws system_error if a fork failed; a
-  // worker that started and ended at once is not an error here (the job it
-  // misses reports how it ended).
+  // waits for its answer to each, and for each new worker to be ready. Throws system_error if a
+  // fork failed; a worker that started and ended at once is not an error here (the job it misses
+  // reports how it ended).
   void start(const std::vector<std::size_t>& ranks) {
     if (ranks.empty()) return;
     std::vector<std::uint32_t> asked(ranks.size());
@@ -664,6 +665,10 @@ class fork_server {
     for (std::size_t i = 0; i < ranks.size(); ++i) {
       worker_slot& s = board_.slot(ranks[i]);
       wait_until([&] { return s.fork_answer.load() == asked[i]; });
+      // Ready once it has run the worker hooks (or ended): a pool is
+      // ready when its workers are.
+      wait_until(
+          [&] { return s.state.load() != slot_running || s.ready_pid.load() == s.pid.load(); });
       if (const int err = s.fork_error.load(); err && !failed) {
         failed = err;
         which = ranks[i];
@@ -1268,6 +1273,8 @@ class process_pool {
     run_worker_init();
     auto& h = b.head();
     auto& slot = b.slot(r);
+    slot.ready_pid.store(::getpid());
+    detail::post(wake);
     for (;;) {
       seen = detail::wait_for_change(h.seq, slot.sleeping, seen);
       if (h.shutdown.load()) {
