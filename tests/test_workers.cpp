@@ -723,6 +723,24 @@ TEST_CASE("a pool worker killed mid-job fails the job and is replaced") {
   CHECK(names.left().empty());
 }
 
+TEST_CASE("a pool job that touches an array made after the pool fails with a hint [segv]") {
+  test::names names;
+  {
+    manager m(names.options());
+    process_pool pool(1);
+    auto later = m.from_shape<double>({1 << 16});  // not mapped in the pool's worker
+    double* d = later.data();
+    const auto e = error_of([&] { pool.run([d] { d[100] = 1; }); });
+    REQUIRE(e.failures().size() == 1);
+    CHECK(e.failures()[0].code == SIGSEGV);
+    CHECK_THAT(e.what(), Contains("made after the pool") && Contains("fixed_name"));
+    const fixed_name name = later;  // the way that works
+    pool.run([name] { ndarray<double>::attach(name)(100) = 1; });
+    CHECK(later(100) == 1);
+  }
+  CHECK(names.left().empty());
+}
+
 TEST_CASE("a pool worker killed between jobs is replaced quietly") {
   process_pool pool(2);
   const pid_t victim = pool.pids()[1];
@@ -768,7 +786,7 @@ TEST_CASE("a pool refuses jobs that capture the parent's stack, and use from ano
     int local = 0;
     int* on_stack = &local;
     CHECK_THROWS_WITH(pool.run([on_stack] { *on_stack = 1; }),
-                      Contains("captures an address on the parent's stack"));
+                      Contains("captures a pointer into the parent's stack"));
     CHECK_THROWS_AS(pool.run([on_stack](const worker&) { *on_stack = 1; }), std::invalid_argument);
     // Padding is never taken for a capture: a valid job is never refused.
     double* d = a.data();
@@ -931,6 +949,7 @@ TEST_CASE("what a pool job prints is out when the job returns") {
     ::dup2(fds[1], 1);  // stdout is a pipe: fully buffered
     ::close(fds[1]);
     process_pool pool(1);
+    std::printf("before the job\n");  // buffered in the parent: it must still come first
     pool.run([] { std::printf("from the job\n"); });
     // Leave without the pool's destructor: its worker is killed with this
     // process, so what it had not flushed after the job would be lost.
@@ -944,7 +963,7 @@ TEST_CASE("what a pool job prints is out when the job returns") {
   while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
     out.append(buf, std::size_t(n));
   ::close(fds[0]);  // EOF: the worker and the fork server died with the child
-  CHECK(out == "from the job\n");
+  CHECK(out == "before the job\nfrom the job\n");
 }
 
 TEST_CASE("an owner that is a subreaper collects the workers orphaned by a killed fork server") {

@@ -1244,10 +1244,12 @@ class process_pool {
       throw std::logic_error("shmarray: a process_pool is used only by the process that made it");
     unsigned char bytes[sizeof(F)];
     std::memcpy(bytes, std::addressof(fn), sizeof(F));
-    // A word that points into the parent's stack: a reference capture, or a
-    // pointer to a local; the workers' stacks are their own. Only where
-    // every byte of the closure is a value: padding holds whatever was on
-    // the stack before, which may look like anything.
+    // A word that points into the parent's stack: a pointer to a local; the
+    // workers' stacks are their own. Only where every byte of the closure is
+    // a value: padding holds whatever was on the stack before, which may
+    // look like anything, and a closure with a reference member ([&]) does
+    // not qualify, so reference captures are not caught (C++17 cannot tell
+    // them at compile time).
     if constexpr (sizeof(F) >= sizeof(std::uintptr_t) &&
                   std::has_unique_object_representations_v<F>) {
       for (std::size_t at = 0; at + sizeof(std::uintptr_t) <= sizeof(F);
@@ -1256,10 +1258,10 @@ class process_pool {
         std::memcpy(&word, bytes + at, sizeof word);
         if (word >= stack_.first && word < stack_.second)
           throw std::invalid_argument(
-              "shmarray: a process_pool job captures an address on the parent's stack (a "
-              "reference capture such as [&], or a pointer to a local variable); a worker has a "
-              "stack of its own, where that address means nothing. Capture values, and "
-              "pointers into shared arrays made before the pool");
+              "shmarray: a process_pool job captures a pointer into the parent's stack (a "
+              "pointer to a local variable); a worker has a stack of its own, where that address "
+              "means nothing. Capture values, and pointers into shared arrays made before the "
+              "pool");
       }
     }
     detail::job_desc& j = board_->head().job;
@@ -1304,6 +1306,7 @@ class process_pool {
       if (board_->slot(r).state.load() != detail::slot_running) ended.push_back(r);
     server_->start(ended);
     auto& h = board_->head();
+    detail::flush_streams();  // what the parent printed before the job comes first
     h.progress.store(0);
     h.next.store(0);
     const std::uint64_t job = h.job_number.load() + 1;
@@ -1328,6 +1331,11 @@ class process_pool {
       }
       throw;
     }
+    for (auto& f : failed)
+      if (f.what == worker_failure::kind::signal && (f.code == SIGSEGV || f.code == SIGBUS))
+        f.message +=
+            "; in a pool job, is it a pointer into an array made after the pool, or a "
+            "reference to the parent's stack? Capture a fixed_name and attach in the job";
     if (!failed.empty()) throw worker_error(std::move(failed));
   }
 
