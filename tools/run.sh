@@ -13,7 +13,7 @@ what=${1:-demo}
 jobs=${SHMARRAY_JOBS:-$(nproc)}
 
 # Everything the project builds against, from Debian only.
-packages=(cmake make g++ pkg-config libboost-dev catch2 libeigen3-dev xtensor-dev xtl-dev)
+packages=(cmake make g++ pkg-config libboost-dev catch2 libeigen3-dev xtensor-dev xtl-dev libcli11-dev)
 
 install_missing() {
   local missing=()

@@ -1,0 +1,184 @@
+// The shmarray command, run as a user runs it: its output, its exit codes,
+// and that it leaves alone what is not a shmarray segment.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <shmarray/shmarray.hpp>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace shmarray;
+using Catch::Matchers::Contains;
+
+namespace {
+
+struct result {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs the command with `args`; its exit code, stdout and stderr.
+result cli(const std::vector<std::string>& args) {
+  int out[2], err[2];
+  REQUIRE(::pipe(out) == 0);
+  REQUIRE(::pipe(err) == 0);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    std::vector<char*> argv{const_cast<char*>(SHMARRAY_CLI)};
+    for (const auto& a : args)
+      argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(SHMARRAY_CLI, argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  result r;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  std::string* to[2] = {&r.out, &r.err};
+  int open = 2;
+  while (open > 0) {
+    ::poll(fds, 2, -1);
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !fds[i].revents) continue;
+      char buf[4096];
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        to[i]->append(buf, std::size_t(n));
+      } else {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      }
+    }
+  }
+  const int status = test::reap(pid);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("shmarray ls lists segments with dtype, shape, size and owner") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<float>({4, 5, 6});
+    auto f = m.from_shape<std::int16_t>({3, 4}, test::fortran());
+    const auto r = cli({"ls"});
+    CHECK(r.code == 0);
+    CHECK(r.err.empty());
+    CHECK_THAT(r.out, Contains("NAME") && Contains("DTYPE") && Contains("OWNER"));
+    CHECK_THAT(r.out, Catch::Matches("(.|\n)*" + a.name() + " +<f4 +4x5x6 +C +[0-9]+ +" +
+                                     std::to_string(::getpid()) + " .*ok\n(.|\n)*"));
+    CHECK_THAT(r.out, Catch::Matches("(.|\n)*" + f.name() + " +<i2 +3x4 +F (.|\n)*"));
+
+    const auto j = cli({"ls", "--json"});
+    CHECK(j.code == 0);
+    CHECK_THAT(j.out, Contains("{\"name\": \"" + a.name() + "\", \"bytes\": ") &&
+                          Contains("\"dtype\": \"<f4\", \"itemsize\": 4, \"shape\": [4, 5, 6], "
+                                   "\"order\": \"C\", \"data_nbytes\": 480, \"owner_pid\": " +
+                                   std::to_string(::getpid())));
+    CHECK(j.out.front() == '[');
+    CHECK(j.out.substr(j.out.size() - 2) == "]\n");
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("shmarray info prints one segment's metadata, and fails clearly") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<double>({2, 3});
+    const auto r = cli({"info", a.name()});
+    CHECK(r.code == 0);
+    CHECK_THAT(r.out, Contains("dtype:       <f8 (8 bytes an element)") &&
+                          Contains("shape:       2x3 (rank 2)") &&
+                          Contains("strides:     24, 8 (bytes)") &&
+                          Contains("owner pid:   " + std::to_string(::getpid())));
+    // The name without its leading slash is the same segment.
+    CHECK(cli({"info", a.name().substr(1), "--json"}).out.find("\"shape\": [2, 3]") !=
+          std::string::npos);
+
+    const auto missing = cli({"info", names("missing")});
+    CHECK(missing.code == 1);
+    CHECK(missing.out.empty());
+    CHECK(missing.err == "shmarray info: segment \"" + names("missing") + "\" does not exist\n");
+
+    // A damaged record: the same typed error an attach gives, as a message.
+    auto b = m.from_shape<double>({4});
+    {
+      const int fd = ::shm_open(b.name().c_str(), O_RDWR, 0);
+      REQUIRE(fd >= 0);
+      const char junk = 'X';
+      const off_t record = off_t(64 + 0);  // the record of 32 data bytes starts at 64
+      REQUIRE(::pwrite(fd, &junk, 1, record + 100) == 1);
+      ::close(fd);
+    }
+    const auto bad = cli({"info", b.name()});
+    CHECK(bad.code == 1);
+    CHECK_THAT(bad.err, Contains("shmarray info: segment") && Contains("checksum"));
+    const auto listed = cli({"ls"});
+    CHECK_THAT(listed.out, Catch::Matches("(.|\n)*" + b.name() + " .* corrupt\n(.|\n)*"));
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("shmarray rm removes segments, and leaves what is not one alone") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<int>({8});
+    auto b = m.from_shape<int>({8});
+    a(0) = 42;
+    CHECK(cli({"rm", a.name(), b.name()}).code == 0);
+    CHECK(!names.exists(a.name()));
+    CHECK(!names.exists(b.name()));
+    CHECK(a(0) == 42);  // mappings stay valid
+
+    // An object that is not a shmarray segment: refused without --force.
+    const std::string other = names("not_ours");
+    const int fd = ::shm_open(other.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, 4096) == 0);
+    ::close(fd);
+    const auto refused = cli({"rm", other});
+    CHECK(refused.code == 1);
+    CHECK_THAT(refused.err, Contains("is not a shmarray segment; not removed"));
+    CHECK(names.exists(other));
+    CHECK(cli({"ls"}).out.find(other) == std::string::npos);  // ls shows shmarray's only
+    CHECK(cli({"ls", "--all"}).out.find(other) != std::string::npos);
+    CHECK(cli({"rm", "--force", other}).code == 0);
+    CHECK(!names.exists(other));
+
+    const auto missing = cli({"rm", names("missing")});
+    CHECK(missing.code == 1);
+    CHECK_THAT(missing.err, Contains("does not exist"));
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("shmarray: usage errors exit 2, --help and --version exit 0") {
+  CHECK(cli({}).code == 2);
+  CHECK(cli({"frobnicate"}).code == 2);
+  CHECK(cli({"info"}).code == 2);
+  CHECK(cli({"ls", "--bogus"}).code == 2);
+  const auto help = cli({"--help"});
+  CHECK(help.code == 0);
+  CHECK_THAT(help.out,
+             Contains("Usage: shmarray") && Contains("ls") && Contains("info") && Contains("rm"));
+  const auto version = cli({"--version"});
+  CHECK(version.code == 0);
+  CHECK_THAT(version.out, Contains("0.1.0"));
+}
