@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <shmarray/shmarray.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -181,4 +182,69 @@ TEST_CASE("shmarray: usage errors exit 2, --help and --version exit 0") {
   const auto version = cli({"--version"});
   CHECK(version.code == 0);
   CHECK_THAT(version.out, Contains("0.1.0"));
+}
+
+TEST_CASE("shmarray gc removes what a killed owner left, and nothing else") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto mine = m.from_shape<int>({4});  // a live owner's: never removed
+    const std::string other = names("not_ours");
+    const int ofd = ::shm_open(other.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    REQUIRE(ofd >= 0);
+    REQUIRE(::ftruncate(ofd, 4096) == 0);
+    ::close(ofd);
+
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const int status = test::in_child([&] {  // the owner that dies
+      manager dying(names.options());
+      auto a = dying.from_shape<float>({16});
+      auto b = dying.from_shape<float>({8, 8});
+      create_options keep;
+      keep.keep = true;
+      auto k = dying.from_shape<float>({2}, keep);
+      const std::string said = a.name() + " " + b.name() + " " + k.name() + " " +
+                               detail::token_name(detail::owner_token::get().id());
+      (void)!::write(fds[1], said.data(), said.size());
+      ::raise(SIGKILL);
+      return 1;
+    });
+    ::close(fds[1]);
+    CHECK(test::killed_by(status, SIGKILL));
+    char buf[512] = {};
+    REQUIRE(::read(fds[0], buf, sizeof buf - 1) > 0);
+    ::close(fds[0]);
+    std::istringstream words(buf);
+    std::string a, b, kept, token;
+    words >> a >> b >> kept >> token;
+    REQUIRE(names.exists(a));
+    REQUIRE(test::shm_names(token.substr(1)).size() == 1);
+
+    const auto listed = cli({"ls", "--json"});
+    CHECK_THAT(listed.out,
+               Contains("\"name\": \"" + a + "\"") && Contains("\"owner_alive\": false") &&
+                   Contains("\"owner_alive\": true") && Contains("\"owner_alive\": null"));
+    CHECK_THAT(cli({"info", a}).out, Contains("owner:       gone"));
+    CHECK_THAT(cli({"info", mine.name()}).out, Contains("owner:       alive"));
+
+    const auto dry = cli({"gc", "--dry-run"});
+    CHECK(dry.code == 0);
+    CHECK_THAT(dry.out, Contains("would remove " + a) && Contains("would remove " + b));
+    CHECK(dry.out.find(mine.name()) == std::string::npos);
+    CHECK(names.exists(a));  // a dry run removes nothing
+
+    const auto gc = cli({"gc"});
+    CHECK(gc.code == 0);
+    CHECK_THAT(gc.out, Contains("removed " + a) && Contains("removed " + b));
+    CHECK(!names.exists(a));
+    CHECK(!names.exists(b));
+    CHECK(test::shm_names(token.substr(1)).empty());  // the dead token went too
+    CHECK(names.exists(mine.name()));                 // a live owner's
+    CHECK(names.exists(kept));                        // kept: meant to outlive its owner
+    CHECK(names.exists(other));                       // not a shmarray segment
+    posix_shm(kept).remove();
+    posix_shm(other).remove();
+  }
+  CHECK(names.left().empty());
 }

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <sys/prctl.h>
 #include <memory>
 #include <set>
 #include <shmarray/manager.hpp>
@@ -313,4 +314,87 @@ TEST_CASE("an array is complete whenever its record says it is ready") {
     CHECK(test::exited_with(test::reap(watcher), 0));
   }
   CHECK(names.left().empty());
+}
+
+TEST_CASE("an owner token is held while the process owns managed segments, and only then") {
+  test::names names;
+  auto& token = detail::owner_token::get();
+  REQUIRE(token.id() == 0);  // this process owns nothing yet
+  std::uint64_t id = 0;
+  std::string kept;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<double>({4});
+    id = token.id();
+    REQUIRE(id != 0);
+    CHECK(test::shm_names(detail::token_name(id).substr(1)).size() == 1);
+    CHECK(detail::token_state(id, false) == detail::owner_state::alive);  // held, even for us
+    {
+      manager other(names.options());  // one token per process, however many managers
+      auto b = other.from_shape<int>({2});
+      CHECK(token.id() == id);
+    }
+    CHECK(token.id() == id);  // `a` is still owned
+    create_options keep;
+    keep.keep = true;
+    auto k = m.from_shape<int>({1}, keep);  // kept: names no token, never collected
+    kept = k.name();
+    auto raw = m.from_shape<int>({1}, test::raw());
+    (void)raw;
+    // The records say so: the segment's token, and none for the kept one.
+    segment sa(open_only, posix_shm(a.name()), access_mode::read_only);
+    CHECK(detail::read_record(sa.data(), sa.size(), a.name()).owner_token == id);
+    segment sk(open_only, posix_shm(k.name()), access_mode::read_only);
+    CHECK(detail::read_record(sk.data(), sk.size(), k.name()).owner_token == 0);
+  }
+  CHECK(token.id() == 0);  // the last managed segment went with its manager
+  CHECK(test::shm_names(detail::token_name(id).substr(1)).empty());
+  CHECK(detail::token_state(id, false) == detail::owner_state::dead);
+  posix_shm(kept).remove();
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a forked child never keeps its dead parent's token held") {
+  test::names names;
+  int from_p[2], from_g[2];
+  REQUIRE(::pipe(from_p) == 0);
+  REQUIRE(::pipe(from_g) == 0);
+  // S, a subreaper, runs P, which makes a segment, forks G (which lives on),
+  // reports, and is killed. G had every descriptor P had, the token's too;
+  // the fork handler closes that one in G as soon as G runs, which G reports.
+  const int status = test::in_child([&] {
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    const pid_t p = ::fork();
+    if (p == 0) {
+      manager m(names.options());
+      auto a = m.from_shape<int>({4});
+      const std::uint64_t id = detail::owner_token::get().id();
+      if (::fork() == 0) {
+        const pid_t g = ::getpid();
+        (void)!::write(from_g[1], &g, sizeof g);
+        for (;;)
+          ::pause();
+      }
+      (void)!::write(from_p[1], &id, sizeof id);
+      ::raise(SIGKILL);
+    }
+    std::uint64_t id = 0;
+    pid_t g = 0;
+    if (::read(from_p[0], &id, sizeof id) != sizeof id) return 2;
+    if (::read(from_g[0], &g, sizeof g) != sizeof g) return 2;
+    if (!test::killed_by(test::reap(p), SIGKILL)) return 3;
+    const bool g_alive = ::kill(g, 0) == 0;
+    const auto state = detail::token_state(id, false);
+    ::kill(g, SIGKILL);
+    test::reap(g);  // an orphan of P: ours, as a subreaper
+    ::shm_unlink(detail::token_name(id).c_str());
+    if (!g_alive) return 4;
+    return state == detail::owner_state::dead ? 0 : 5;
+  });
+  for (int fd : {from_p[0], from_p[1], from_g[0], from_g[1]})
+    ::close(fd);
+  INFO("exit code " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  CHECK(test::exited_with(status, 0));
+  // P's segment was left behind by its death: the test's names remove it
+  // (or a `shmarray gc` run by a test alongside, since its owner is dead).
 }

@@ -154,7 +154,7 @@ TEST_CASE("damaged or forged records give typed errors, never garbage") {
       {"a shape entry past the rank", [](std::byte* r) { r[88 + 8 * 5] = std::byte{1}; }, true, 0},
       {"a data size that disagrees with the shape",
        [](std::byte* r) { detail::store_le<std::uint64_t>(r + 16, 8); }, true, 0},
-      {"non-zero reserved bytes", [](std::byte* r) { r[350] = std::byte{1}; }, true, 0},
+      {"non-zero reserved bytes", [](std::byte* r) { r[360] = std::byte{1}; }, true, 0},
       {"a non-zero pad byte after the order", [](std::byte* r) { r[49] = std::byte{1}; }, true, 0},
       {"non-zero flags", [](std::byte* r) { r[55] = std::byte{0x80}; }, true, 0},
       {"a record size that is not 512",

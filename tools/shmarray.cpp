@@ -29,6 +29,9 @@ struct entry {
   std::string error;  // the typed error's message, when status is not ok
   shmarray::segment_info info;
   std::uint32_t lock_state = 0;
+  sd::owner_state owner = sd::owner_state::unknown;
+  dev_t device = 0;
+  ino_t inode = 0;
 };
 
 // An error's message without the library's own "shmarray: " prefix, which
@@ -50,6 +53,10 @@ std::string status_of(const shmarray::error& e) {
   return "unreadable";
 }
 
+bool same_boot(const shmarray::segment_info& i) {
+  return i.boot_id == sd::boot_id();
+}
+
 // Opens `name` read-only and reads its record as an attach would. Throws
 // not_found (and invalid_name) only; every other problem is in the entry.
 entry inspect(const std::string& name) {
@@ -59,10 +66,13 @@ entry inspect(const std::string& name) {
   try {
     shmarray::segment seg(shmarray::open_only, backing, shmarray::access_mode::read_only);
     e.bytes = seg.size();
+    e.device = seg.device();
+    e.inode = seg.inode();
     const std::byte* rec = sd::record_of(seg.data(), seg.size());
     e.shmarray = rec && sd::has_magic(rec);
     e.info = sd::read_record(seg.data(), seg.size(), e.name);
     e.lock_state = sd::load_acquire(rec, shmarray::format::off_lock_state);
+    e.owner = sd::token_state(e.info.owner_token, !same_boot(e.info));
   } catch (const shmarray::not_found&) {
     throw;
   } catch (const shmarray::error& x) {
@@ -72,15 +82,19 @@ entry inspect(const std::string& name) {
   return e;
 }
 
+const char* owner_word(sd::owner_state o) {
+  return o == sd::owner_state::alive ? "yes" : o == sd::owner_state::dead ? "no" : "?";
+}
+
 // Every object in /dev/shm, by name (semaphores, "sem.*", are not objects
-// of shm_open's).
+// of shm_open's; owner tokens are listed by tokens()).
 std::vector<std::string> all_names() {
   std::vector<std::string> out;
   DIR* d = ::opendir("/dev/shm");
   if (!d) return out;
   while (const dirent* de = ::readdir(d)) {
     const std::string n = de->d_name;
-    if (n == "." || n == ".." || n.compare(0, 4, "sem.") == 0) continue;
+    if (n == "." || n == ".." || n.compare(0, 4, "sem.") == 0 || sd::token_id_of(n)) continue;
     out.push_back("/" + n);
   }
   ::closedir(d);
@@ -103,10 +117,6 @@ std::string time_text(std::uint64_t ns) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
-}
-
-bool same_boot(const shmarray::segment_info& i) {
-  return i.boot_id == sd::boot_id();
 }
 
 std::string json_string(const std::string& s) {
@@ -153,7 +163,11 @@ std::string json(const entry& e) {
       << ", \"owner_pid\": " << i.owner_pid << ", \"created_ns\": " << i.created_ns
       << ", \"created\": " << json_string(time_text(i.created_ns))
       << ", \"same_boot\": " << (same_boot(i) ? "true" : "false")
-      << ", \"lock\": " << (e.lock_state == shmarray::format::lock_ready ? "true" : "false");
+      << ", \"lock\": " << (e.lock_state == shmarray::format::lock_ready ? "true" : "false")
+      << ", \"owner_alive\": "
+      << (e.owner == sd::owner_state::alive  ? "true"
+          : e.owner == sd::owner_state::dead ? "false"
+                                             : "null");
   } else {
     o << ", \"error\": " << json_string(e.error);
   }
@@ -177,18 +191,18 @@ int cmd_ls(bool as_json, bool all) {
     std::cout << "]\n";
     return 0;
   }
-  std::printf("%-32s %-6s %-18s %-5s %12s %8s  %-20s  %s\n", "NAME", "DTYPE", "SHAPE", "ORDER",
-              "BYTES", "OWNER", "CREATED", "STATUS");
+  std::printf("%-32s %-6s %-18s %-5s %12s %8s %-5s  %-20s  %s\n", "NAME", "DTYPE", "SHAPE", "ORDER",
+              "BYTES", "OWNER", "ALIVE", "CREATED", "STATUS");
   for (const auto& e : rows) {
     if (e.status == "ok")
-      std::printf("%-32s %-6s %-18s %-5c %12llu %8lld  %-20s  %s\n", e.name.c_str(),
+      std::printf("%-32s %-6s %-18s %-5c %12llu %8lld %-5s  %-20s  %s\n", e.name.c_str(),
                   e.info.dtype.c_str(), shape_text(e.info.shape).c_str(), char(e.info.order),
-                  (unsigned long long)e.bytes, (long long)e.info.owner_pid,
+                  (unsigned long long)e.bytes, (long long)e.info.owner_pid, owner_word(e.owner),
                   time_text(e.info.created_ns).c_str(),
                   same_boot(e.info) ? "ok" : "ok (from an earlier boot)");
     else
-      std::printf("%-32s %-6s %-18s %-5s %12llu %8s  %-20s  %s\n", e.name.c_str(), "-", "-", "-",
-                  (unsigned long long)e.bytes, "-", "-",
+      std::printf("%-32s %-6s %-18s %-5s %12llu %8s %-5s  %-20s  %s\n", e.name.c_str(), "-", "-",
+                  "-", (unsigned long long)e.bytes, "-", "-", "-",
                   e.shmarray ? e.status.c_str() : "not a shmarray segment");
   }
   return 0;
@@ -227,6 +241,10 @@ int cmd_info(const std::string& name, bool as_json) {
               (unsigned long long)e.bytes);
   std::printf("owner pid:   %lld%s\n", (long long)i.owner_pid,
               same_boot(i) ? "" : " (on an earlier boot)");
+  std::printf("owner:       %s\n", e.owner == sd::owner_state::alive ? "alive (its token is held)"
+                                   : e.owner == sd::owner_state::dead
+                                       ? "gone (its token is free): shmarray gc removes this"
+                                       : "not tracked (kept, or made without a manager)");
   std::printf("created:     %s\n", time_text(i.created_ns).c_str());
   std::printf("lock:        %s\n",
               e.lock_state == shmarray::format::lock_ready ? "ready" : "not yet used");
@@ -255,6 +273,39 @@ int cmd_rm(const std::vector<std::string>& names, bool force) {
   return rc;
 }
 
+// Removes the segments whose owner is gone, then the tokens nobody holds.
+int cmd_gc(bool dry_run) {
+  int rc = 0;
+  for (const auto& n : all_names()) {
+    entry e;
+    try {
+      e = inspect(n);
+    } catch (const shmarray::error&) {
+      continue;
+    }
+    if (e.status != "ok" || e.owner != sd::owner_state::dead) continue;
+    if (dry_run) {
+      std::printf("would remove %s (owner %lld is gone)\n", e.name.c_str(),
+                  (long long)e.info.owner_pid);
+      continue;
+    }
+    // Only the object inspected: a name reused meanwhile is left alone.
+    if (shmarray::posix_shm(e.name).remove_if_same(e.device, e.inode)) {
+      std::printf("removed %s (owner %lld is gone)\n", e.name.c_str(), (long long)e.info.owner_pid);
+    }
+  }
+  if (DIR* d = ::opendir("/dev/shm")) {
+    std::vector<std::uint64_t> ids;
+    while (const dirent* de = ::readdir(d))
+      if (const auto id = sd::token_id_of(de->d_name)) ids.push_back(id);
+    ::closedir(d);
+    for (const auto id : ids)
+      if (sd::token_state(id, false) == sd::owner_state::dead && !dry_run)
+        ::shm_unlink(sd::token_name(id).c_str());
+  }
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -274,6 +325,10 @@ int main(int argc, char** argv) {
   info->add_option("NAME", name, "the segment's name, with or without its leading /")->required();
   info->add_flag("--json", as_json, "print a JSON object");
 
+  bool dry_run = false;
+  auto* gc = app.add_subcommand("gc", "remove the segments whose owner process is gone");
+  gc->add_flag("-n,--dry-run", dry_run, "say what would be removed, remove nothing");
+
   auto* rm = app.add_subcommand("rm", "remove segments (mappings that exist stay valid)");
   rm->add_option("NAME", names, "the segments' names")->required();
   rm->add_flag("-f,--force", force, "remove objects that are not shmarray segments too");
@@ -292,5 +347,6 @@ int main(int argc, char** argv) {
   }
   if (ls->parsed()) return cmd_ls(as_json, all);
   if (info->parsed()) return cmd_info(name, as_json);
+  if (gc->parsed()) return cmd_gc(dry_run);
   return cmd_rm(names, force);
 }

@@ -21,6 +21,7 @@
 
 #include "backing.hpp"
 #include "detail/os.hpp"
+#include "detail/token.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
 #include "metadata.hpp"
@@ -177,7 +178,8 @@ class manager {
         detail::scope_exit undo([&] { remove_quietly(name); });
         std::lock_guard<std::mutex> g(st().mu);
         void* p = seg.data();
-        st().owned.push_back({name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode()});
+        st().owned.push_back(
+            {name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode(), false});
         st().allocations.emplace(p, std::move(seg));
         undo.dismiss();
         return p;
@@ -203,6 +205,7 @@ class manager {
     pid_t creator;
     dev_t device;
     ino_t inode;
+    bool token;  // counted in the creator's owner token
   };
   struct state {
     std::string prefix;
@@ -258,17 +261,29 @@ class manager {
     segment seg(create_only, backing, std::size_t(total), o.map,
                 {data, data ? nbytes : std::size_t{0}});
     auto undo = detail::scope_exit([&] { remove_quietly(backing); });
+    // A managed named segment with a record names its owner's token, so
+    // that `shmarray gc` can tell when the owner is gone; a kept one names
+    // none and is never collected.
+    std::uint64_t token = 0;
+    if constexpr (detail::is_named<Backing>::value)
+      if (!o.raw && !o.keep) token = detail::owner_token::get().acquire();
+    auto untoken = detail::scope_exit([&] {
+      if (token) detail::owner_token::get().release();
+    });
     std::optional<segment_info> info;
     if (!o.raw) {
       info = detail::new_info(dtype_of<T>(), shape, o.order, nbytes, self);
+      info->owner_token = token;
       detail::write_record(seg.data(), seg.size(), *info, seg.name());
     }
     if constexpr (detail::is_named<Backing>::value) {
       if (!o.keep) {
         std::lock_guard<std::mutex> g(st().mu);
-        st().owned.push_back({seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode()});
+        st().owned.push_back(
+            {seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode(), token != 0});
       }
     }
+    untoken.dismiss();
     undo.dismiss();
     return ndarray<T>(detail::trusted_t{}, std::move(seg), info ? &*info : nullptr, shape, o.order);
   }
@@ -277,7 +292,9 @@ class manager {
   // (gone already, or reused by someone else: left alone); a fork()ed
   // child's copy of the manager never removes its parent's names.
   static void remove_if_mine(const owned_name& o) noexcept {
-    if (o.creator == ::getpid()) o.remove(o.name, o.device, o.inode);
+    if (o.creator != ::getpid()) return;
+    o.remove(o.name, o.device, o.inode);
+    if (o.token) detail::owner_token::get().release();
   }
 
   // Removes one owned name and stops owning it; the caller holds the mutex.

@@ -34,6 +34,7 @@ struct segment_info {
   std::int64_t owner_pid = 0;    // the creating process
   std::uint64_t created_ns = 0;  // CLOCK_REALTIME, ns since the epoch
   std::array<std::uint8_t, 16> boot_id{};
+  std::uint64_t owner_token = 0;  // the owner's token (detail/token.hpp); 0: none, never collected
 };
 
 // Byte offsets and constants of format version 1 (docs/FORMAT.md).
@@ -57,8 +58,9 @@ inline constexpr std::size_t off_owner_pid = 56;
 inline constexpr std::size_t off_created_ns = 64;
 inline constexpr std::size_t off_boot_id = 72;
 inline constexpr std::size_t off_shape = 88;
-inline constexpr std::size_t off_reserved = off_shape + 8 * max_rank;  // 344
-inline constexpr std::size_t checksummed = 376;                        // bytes [0, 376)
+inline constexpr std::size_t off_owner_token = off_shape + 8 * max_rank;  // 344
+inline constexpr std::size_t off_reserved = off_owner_token + 8;          // 352
+inline constexpr std::size_t checksummed = 376;                           // bytes [0, 376)
 inline constexpr std::size_t off_checksum = 376;
 inline constexpr std::size_t off_ready = 380;
 inline constexpr std::size_t off_lock_state = 384;
@@ -148,6 +150,7 @@ inline void write_record(std::byte* base, std::size_t size, const segment_info& 
   std::memcpy(rec + format::off_boot_id, info.boot_id.data(), info.boot_id.size());
   for (std::size_t i = 0; i < info.shape.size(); ++i)
     store_le<std::uint64_t>(rec + format::off_shape + 8 * i, info.shape[i]);
+  store_le<std::uint64_t>(rec + format::off_owner_token, info.owner_token);
   // The version and then the magic last, so that a reader that meets the
   // magic early finds version 0 (not ready), never a version mismatch.
   store_le<std::uint32_t>(rec + format::off_version, format::version);
@@ -269,6 +272,7 @@ inline segment_info read_record(const std::byte* base, std::size_t size, std::st
   info.data_nbytes = std::size_t(nbytes);
   info.owner_pid = std::int64_t(load_le<std::uint64_t>(rec + format::off_owner_pid));
   info.created_ns = load_le<std::uint64_t>(rec + format::off_created_ns);
+  info.owner_token = load_le<std::uint64_t>(rec + format::off_owner_token);
   std::memcpy(info.boot_id.data(), rec + format::off_boot_id, info.boot_id.size());
   return info;
 }

@@ -1,0 +1,189 @@
+// shmarray internals: the owner token. A process that owns managed segments
+// holds an flock on one small object of its own in /dev/shm for as long as it
+// owns any; the kernel releases the lock when the process dies, however it
+// dies. A segment's record names its owner's token, so whether the owner is
+// alive is a question the kernel answers, with no guessing from pids (which
+// are reused, and differ between the pid namespaces of containers that share
+// /dev/shm).
+#pragma once
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <string>
+
+#include "os.hpp"
+
+namespace shmarray::detail {
+
+// "/.shmarray-owner-" and 16 hex digits: hidden from a plain ls of /dev/shm.
+inline constexpr char token_prefix[] = ".shmarray-owner-";
+
+inline std::string token_name(std::uint64_t id) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "/%s%016" PRIx64, token_prefix, id);
+  return buf;
+}
+
+// The id in a token's name (without its '/'), or 0 if it is not one.
+inline std::uint64_t token_id_of(const std::string& file) {
+  const std::string p = token_prefix;
+  if (file.size() != p.size() + 16 || file.compare(0, p.size(), p) != 0) return 0;
+  std::uint64_t id = 0;
+  for (std::size_t i = p.size(); i < file.size(); ++i) {
+    const char c = file[i];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return 0;
+    id = id << 4 | std::uint64_t(d);
+  }
+  return id;
+}
+
+// This process's token: made with its first managed segment, removed with
+// its last. Forked children do not inherit it (it is closed in them), so a
+// child never makes a dead owner look alive.
+class owner_token {
+ public:
+  static owner_token& get() {
+    static owner_token* t = new owner_token;  // never destroyed: used from atexit paths
+    return *t;
+  }
+
+  // One more segment owned; the token's id, or 0 where no token could be
+  // made (then gc never removes this process's segments; said once).
+  std::uint64_t acquire() {
+    std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    if (refs_ == 0 && !make()) return 0;
+    ++refs_;
+    return id_;
+  }
+
+  // One segment fewer; the token goes with the last.
+  void release() noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    if (pid_ != ::getpid() || refs_ == 0) return;
+    if (--refs_ == 0) drop();
+  }
+
+  std::uint64_t id() {
+    std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    return refs_ ? id_ : 0;
+  }
+
+ private:
+  owner_token() {
+    ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
+                     [] {
+                       // In the child: the parent's token is not ours; close
+                       // our copy (the parent's lock stays) and start afresh.
+                       owner_token& t = get();
+                       if (t.fd_ >= 0) ::close(t.fd_);
+                       t.fd_ = -1;
+                       t.id_ = 0;
+                       t.refs_ = 0;
+                       t.pid_ = ::getpid();
+                       t.mu_.unlock();
+                     });
+    pid_ = ::getpid();
+  }
+
+  void adopt_process() noexcept {
+    if (pid_ == ::getpid()) return;  // a child made by vfork/clone without the handlers
+    fd_ = -1;
+    id_ = 0;
+    refs_ = 0;
+    pid_ = ::getpid();
+  }
+
+  bool make() {
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      std::uint64_t id = 0;
+      if (::getrandom(&id, sizeof id, 0) != sizeof id || id == 0) continue;
+      const std::string name = token_name(id);
+      const int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        if (errno == EEXIST) continue;
+        say_once(errno);
+        return false;
+      }
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int err = errno;
+        ::close(fd);
+        ::shm_unlink(name.c_str());
+        say_once(err);
+        return false;
+      }
+      // A gc that looked between our shm_open and our flock saw the lock
+      // free and may have removed the name: then it is not ours, try another.
+      struct stat mine {
+      }, named{};
+      if (::fstat(fd, &mine) != 0 || ::stat(("/dev/shm" + name).c_str(), &named) != 0 ||
+          mine.st_ino != named.st_ino || mine.st_dev != named.st_dev) {
+        ::close(fd);
+        continue;
+      }
+      fd_ = fd;
+      id_ = id;
+      return true;
+    }
+    say_once(EEXIST);
+    return false;
+  }
+
+  void drop() noexcept {
+    ::shm_unlink(token_name(id_).c_str());
+    ::close(fd_);
+    fd_ = -1;
+    id_ = 0;
+  }
+
+  void say_once(int err) noexcept {
+    if (said_) return;
+    said_ = true;
+    const std::string text =
+        "shmarray: warning: cannot make this process's owner token in "
+        "/dev/shm (" +
+        errno_text(err) + "); `shmarray gc` will not remove its segments if it dies\n";
+    (void)!::write(2, text.data(), text.size());
+  }
+
+  std::mutex mu_;
+  pid_t pid_ = 0;
+  int fd_ = -1;
+  std::uint64_t id_ = 0;
+  std::size_t refs_ = 0;
+  bool said_ = false;
+};
+
+enum class owner_state { alive, dead, unknown };
+
+// Whether the process that holds token `id` is alive: its token is gone or
+// its lock is free (dead), held (alive), or there is no token to ask
+// (unknown: a kept or raw segment, never collected). `other_boot`: the
+// record comes from an earlier boot, whose processes are all gone.
+inline owner_state token_state(std::uint64_t id, bool other_boot) {
+  if (id == 0) return owner_state::unknown;
+  if (other_boot) return owner_state::dead;
+  const int fd =
+      ::shm_open(token_name(id).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+  if (fd < 0) return errno == ENOENT ? owner_state::dead : owner_state::unknown;
+  const int r = ::flock(fd, LOCK_SH | LOCK_NB);
+  const int err = errno;
+  ::close(fd);  // and with it the shared lock, if it was taken
+  if (r == 0) return owner_state::dead;
+  return err == EWOULDBLOCK ? owner_state::alive : owner_state::unknown;
+}
+
+}  // namespace shmarray::detail
