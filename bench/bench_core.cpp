@@ -106,6 +106,33 @@ int main(int argc, char** argv) {
             [&] { shmarray_quick_start(src, shmarray::manager().generate_name()); }));
   }
 
+  // The owner token a process holds while it owns managed segments: made
+  // with the first, removed with the last (so a program's first named
+  // array pays it once), against the bare calls it is built on.
+  {
+    const std::string raw_name = "/shmarray_bench_token_" + std::to_string(getpid());
+    auto& token = shmarray::detail::owner_token::get();
+    const int batch = 200;
+    const auto r = compare(
+        15 / scale,
+        [&] {
+          for (int i = 0; i < batch; ++i) {
+            const int fd =
+                ::shm_open(raw_name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+            ::shm_unlink(raw_name.c_str());
+            ::close(fd);
+          }
+        },
+        [&] {
+          for (int i = 0; i < batch; ++i) {
+            token.acquire();
+            token.release();
+          }
+        });
+    row("owner token: make and remove", "shm_open(O_EXCL)+shm_unlink+close",
+        {r.base / batch, r.ours / batch});
+  }
+
   // 2. Creating a 4 KiB named array, and attaching to it by name with full
   // validation, against the bare system calls.
   {
