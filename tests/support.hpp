@@ -164,6 +164,24 @@ namespace_run in_small_tmpfs(const char* where, const char* size, F&& fn) {
   return r;
 }
 
+// True while pid runs: it exists and is not a zombie waiting for its parent.
+inline bool running(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return false;
+  char state = '?';
+  const int got = std::fscanf(f, "%*d (%*[^)]) %c", &state);
+  std::fclose(f);
+  return got == 1 && state != 'Z' && state != 'X';
+}
+
+// Waits up to 5 s for pid to stop running.
+inline bool ends(pid_t pid) {
+  for (int i = 0; i < 5000 && running(pid); ++i)
+    ::usleep(1000);
+  return !running(pid);
+}
+
 inline bool exited_with(int status, int code) {
   return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == code;
 }

@@ -911,33 +911,15 @@ TEST_CASE("replacements see memory as it was when the pool was made, even with t
   CHECK(names.left().empty());
 }
 
-// True while pid runs: it exists and is not a zombie waiting for its parent.
-bool running(pid_t pid) {
-  if (::kill(pid, 0) != 0) return false;
-  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (!f) return false;
-  char state = '?';
-  const int got = std::fscanf(f, "%*d (%*[^)]) %c", &state);
-  std::fclose(f);
-  return got == 1 && state != 'Z' && state != 'X';
-}
-
-// Waits up to 5 s for pid to stop running.
-bool ends(pid_t pid) {
-  for (int i = 0; i < 5000 && running(pid); ++i)
-    ::usleep(1000);
-  return !running(pid);
-}
-
 TEST_CASE("a pool whose fork server was killed says so, and leaves no worker") {
   auto pool = std::make_unique<process_pool>(2);
   const auto pids = pool->pids();
   ::kill(pool->server_pid(), SIGKILL);
-  REQUIRE(ends(pool->server_pid()));
+  REQUIRE(test::ends(pool->server_pid()));
   CHECK_THROWS_WITH(pool->run([] {}), Contains("fork server died"));
   pool.reset();
   for (pid_t p : pids)
-    CHECK(ends(p));  // they died with their parent, the server
+    CHECK(test::ends(p));  // they died with their parent, the server
   CHECK(no_children());
 }
 
@@ -976,7 +958,7 @@ TEST_CASE("an owner that is a subreaper collects the workers orphaned by a kille
       process_pool pool(2);
       const pid_t server = pool.server_pid();
       ::kill(server, SIGKILL);
-      if (!ends(server)) return 2;
+      if (!test::ends(server)) return 2;
       try {
         pool.run([] {});
         return 3;

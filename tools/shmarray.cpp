@@ -3,10 +3,14 @@
 // read-only, and never touches what is not a shmarray segment unless told to.
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <optional>
@@ -306,9 +310,123 @@ int cmd_gc(bool dry_run) {
   return rc;
 }
 
+// ---- the watchdog (`shmarray __watchdog`, started by the library)
+
+struct registered {
+  char kind;
+  std::string name;
+  dev_t dev;
+  ino_t ino;
+};
+
+// Reads exactly n bytes; false at end-of-file (the owner is gone).
+bool read_exact(int fd, void* out, std::size_t n) {
+  auto* p = static_cast<char*>(out);
+  while (n) {
+    const ssize_t got = ::read(fd, p, n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    p += got;
+    n -= std::size_t(got);
+  }
+  return true;
+}
+
+bool read_u64(int fd, std::uint64_t& v) {
+  unsigned char b[8];
+  if (!read_exact(fd, b, 8)) return false;
+  v = 0;
+  for (int i = 7; i >= 0; --i)
+    v = v << 8 | b[i];
+  return true;
+}
+
+bool read_name(int fd, std::string& name) {
+  unsigned char len[2];
+  if (!read_exact(fd, len, 2)) return false;
+  name.resize(std::size_t(len[0]) | std::size_t(len[1]) << 8);
+  return name.empty() || read_exact(fd, name.data(), name.size());
+}
+
+// Unlinks a registered object if its name still names it.
+void unlink_if_same(const registered& r) {
+  struct stat st {};
+  const std::string path = r.kind == 's' ? "/dev/shm" + r.name : r.name;
+  if (::stat(path.c_str(), &st) != 0 || st.st_dev != r.dev || st.st_ino != r.ino) return;
+  if (r.kind == 's')
+    ::shm_unlink(r.name.c_str());
+  else
+    ::unlink(r.name.c_str());
+}
+
+// The helper's life: fd 3 is the owner's socket, fd 4 where it says it runs.
+[[noreturn]] void watchdog_main() {
+  // Everything but the two descriptors it was given goes (a descriptor of
+  // the owner's kept open here would keep someone's pipe from its EOF).
+#ifdef SYS_close_range
+  if (::syscall(SYS_close_range, 5u, ~0u, 0u) != 0)
+#endif
+    for (int fd = 5; fd < 1024; ++fd)
+      ::close(fd);
+  for (int sig : {SIGINT, SIGHUP, SIGTERM, SIGPIPE, SIGQUIT})
+    std::signal(sig, SIG_IGN);   // a Ctrl-C to the terminal's group must not stop the cleanup
+  const pid_t child = ::fork();  // the intermediate exits, so the helper is nobody's child
+  if (child != 0) ::_exit(child < 0 ? 1 : 0);
+  ::setsid();
+  if (::chdir("/") != 0) {
+  }
+  const pid_t self = ::getpid();
+  (void)!::write(4, &self, sizeof self);
+  ::close(4);
+
+  std::vector<registered> live;
+  std::vector<std::uint64_t> tokens;
+  for (;;) {
+    char op = 0;
+    if (!read_exact(3, &op, 1)) break;
+    if (op == 'T') {
+      std::uint64_t id = 0;
+      if (!read_u64(3, id)) break;
+      tokens.push_back(id);
+    } else if (op == 'R') {
+      registered r{};
+      std::uint64_t dev = 0, ino = 0;
+      if (!read_exact(3, &r.kind, 1) || !read_u64(3, dev) || !read_u64(3, ino) ||
+          !read_name(3, r.name))
+        break;
+      r.dev = dev_t(dev);
+      r.ino = ino_t(ino);
+      live.push_back(std::move(r));
+    } else if (op == 'U') {
+      char kind = 0;
+      std::string name;
+      if (!read_exact(3, &kind, 1) || !read_name(3, name)) break;
+      for (auto it = live.begin(); it != live.end(); ++it)
+        if (it->kind == kind && it->name == name) {
+          live.erase(it);
+          break;
+        }
+    } else {
+      break;  // not the protocol: treat as the end
+    }
+  }
+  // The owner has gone (or closed its end). Its token is released when the
+  // last process holding it is: wait for that, then clean up.
+  for (const auto id : tokens)
+    while (sd::token_state(id, false) == sd::owner_state::alive)
+      ::usleep(20000);
+  for (const auto& r : live)
+    unlink_if_same(r);
+  for (const auto id : tokens)
+    if (sd::token_state(id, false) == sd::owner_state::dead)
+      ::shm_unlink(sd::token_name(id).c_str());
+  ::_exit(0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "__watchdog") == 0) watchdog_main();
   CLI::App app{"shmarray: list, inspect and remove shmarray segments in /dev/shm", "shmarray"};
   app.set_version_flag("--version", std::string("shmarray ") + SHMARRAY_VERSION);
   app.require_subcommand(1);

@@ -22,6 +22,7 @@
 #include "backing.hpp"
 #include "detail/os.hpp"
 #include "detail/token.hpp"
+#include "detail/watchdog.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
 #include "metadata.hpp"
@@ -179,7 +180,8 @@ class manager {
         std::lock_guard<std::mutex> g(st().mu);
         void* p = seg.data();
         st().owned.push_back(
-            {name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode(), false});
+            {name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode(), false, 's'});
+        detail::watchdog::get().add('s', name.name(), seg.device(), seg.inode(), 0);
         st().allocations.emplace(p, std::move(seg));
         undo.dismiss();
         return p;
@@ -206,6 +208,7 @@ class manager {
     dev_t device;
     ino_t inode;
     bool token;  // counted in the creator's owner token
+    char kind;   // for the watchdog: 's' POSIX shared memory, 'f' a file
   };
   struct state {
     std::string prefix;
@@ -213,6 +216,11 @@ class manager {
     std::vector<owned_name> owned;
     std::map<void*, segment> allocations;
   };
+
+  template <class Backing>
+  static constexpr char kind_of() {
+    return std::is_same_v<Backing, posix_shm> ? 's' : 'f';
+  }
 
   template <class Backing>
   static bool remove_as(const std::string& name, dev_t device, ino_t inode) {
@@ -279,8 +287,11 @@ class manager {
     if constexpr (detail::is_named<Backing>::value) {
       if (!o.keep) {
         std::lock_guard<std::mutex> g(st().mu);
-        st().owned.push_back(
-            {seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode(), token != 0});
+        st().owned.push_back({seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode(),
+                              token != 0, kind_of<Backing>()});
+        // From now on, a crash of this process does not leak it.
+        detail::watchdog::get().add(kind_of<Backing>(), seg.name(), seg.device(), seg.inode(),
+                                    token);
       }
     }
     untoken.dismiss();
@@ -294,6 +305,7 @@ class manager {
   static void remove_if_mine(const owned_name& o) noexcept {
     if (o.creator != ::getpid()) return;
     o.remove(o.name, o.device, o.inode);
+    detail::watchdog::get().remove(o.kind, o.name);
     if (o.token) detail::owner_token::get().release();
   }
 

@@ -1,0 +1,266 @@
+// shmarray internals: the watchdog. A process that owns named segments has a
+// helper process (the installed `shmarray` command, in its hidden watchdog
+// mode) hold one end of a socket; the owner registers each segment as it
+// makes it and unregisters it when it removes it. When the owner dies,
+// however it dies, the helper reads end-of-file, waits until the owner's
+// token is free, and unlinks what is still registered, provided each name
+// still names the object registered (device and inode). Then it exits.
+//
+// The helper is started with posix_spawn, never by fork() of the owner (a
+// forked copy of a large process pins its pages and costs what its page
+// tables cost), through an intermediate that exits at once, so it is not
+// the owner's child: a `while (wait(nullptr) > 0)` of the user's neither
+// reaps it nor waits for it.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "os.hpp"
+
+extern char** environ;
+
+namespace shmarray::detail {
+
+// The helper's protocol: records of at most PIPE_BUF bytes, each sent whole.
+//   'T' u64 token id                       the owner's token
+//   'R' kind u64 dev u64 ino u16 len name  register a segment (kind 's': shm, 'f': file)
+//   'U' kind u16 len name                  unregister it
+namespace watchdog_wire {
+inline void put_u64(std::string& s, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    s.push_back(char(v >> (8 * i)));
+}
+inline void put_name(std::string& s, const std::string& name) {
+  const std::size_t n = std::min<std::size_t>(name.size(), 4000);
+  s.push_back(char(n & 0xff));
+  s.push_back(char(n >> 8));
+  s.append(name, 0, n);
+}
+}  // namespace watchdog_wire
+
+// Where the helper is: $SHMARRAY_HELPER (empty: no helper), the path the
+// build recorded (SHMARRAY_HELPER), then `shmarray` on PATH.
+inline std::string find_helper() {
+  auto executable = [](const std::string& p) {
+    return !p.empty() && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (const char* env = std::getenv("SHMARRAY_HELPER")) return executable(env) ? env : "";
+#ifdef SHMARRAY_HELPER
+  if (executable(SHMARRAY_HELPER)) return SHMARRAY_HELPER;
+#endif
+  if (const char* path = std::getenv("PATH")) {
+    std::string dirs = path;
+    std::size_t at = 0;
+    while (at <= dirs.size()) {
+      const std::size_t end = std::min(dirs.find(':', at), dirs.size());
+      const std::string candidate = dirs.substr(at, end - at) + "/shmarray";
+      if (end > at && executable(candidate)) return candidate;
+      at = end + 1;
+    }
+  }
+  return "";
+}
+
+class watchdog {
+ public:
+  static watchdog& get() {
+    static watchdog* w = new watchdog;  // never destroyed: segments outlive statics
+    return *w;
+  }
+
+  // Registers a named segment (starting the helper with the first); `token`
+  // is the owner's token, 0 if none. Quietly does nothing where there is no
+  // helper (said once on stderr).
+  void add(char kind, const std::string& name, dev_t dev, ino_t ino, std::uint64_t token) noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    if (fd_ < 0 && !start()) return;
+    std::string rec;
+    if (token && token != token_sent_) {
+      rec.push_back('T');
+      watchdog_wire::put_u64(rec, token);
+      token_sent_ = token;
+    }
+    rec.push_back('R');
+    rec.push_back(kind);
+    watchdog_wire::put_u64(rec, std::uint64_t(dev));
+    watchdog_wire::put_u64(rec, std::uint64_t(ino));
+    watchdog_wire::put_name(rec, name);
+    send(rec);
+  }
+
+  // Unregisters one: the owner removed it.
+  void remove(char kind, const std::string& name) noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    if (pid_ != ::getpid() || fd_ < 0) return;
+    std::string rec;
+    rec.push_back('U');
+    rec.push_back(kind);
+    watchdog_wire::put_name(rec, name);
+    send(rec);
+  }
+
+  // The helper's pid (0: none started by this process).
+  pid_t helper_pid() {
+    std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    return helper_;
+  }
+
+ private:
+  watchdog() {
+    ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
+                     [] {
+                       // A forked child does not keep its parent's helper
+                       // waiting: its copy of the socket goes.
+                       watchdog& w = get();
+                       if (w.fd_ >= 0) ::close(w.fd_);
+                       w.fd_ = -1;
+                       w.helper_ = 0;
+                       w.token_sent_ = 0;
+                       w.tried_ = false;
+                       w.pid_ = ::getpid();
+                       w.mu_.unlock();
+                     });
+    pid_ = ::getpid();
+  }
+
+  void adopt_process() noexcept {
+    if (pid_ == ::getpid()) return;
+    fd_ = -1;
+    helper_ = 0;
+    token_sent_ = 0;
+    tried_ = false;
+    pid_ = ::getpid();
+  }
+
+  void send(const std::string& rec) noexcept {
+    const char* p = rec.data();
+    std::size_t left = rec.size();
+    while (left) {
+      const ssize_t n = ::send(fd_, p, left, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {  // the helper is gone: the token remains, for shmarray gc
+        ::close(fd_);
+        fd_ = -1;
+        say_once("the watchdog helper stopped answering");
+        return;
+      }
+      p += n;
+      left -= std::size_t(n);
+    }
+  }
+
+  // Spawns the helper; true once it has said it runs.
+  bool start() noexcept {
+    if (tried_) return false;  // one attempt per process
+    tried_ = true;
+    const std::string helper = find_helper();
+    if (helper.empty()) {
+      say_once(
+          "no watchdog helper found (the shmarray command: install it, put it on PATH, or "
+          "set SHMARRAY_HELPER)");
+      return false;
+    }
+    int sv[2], ack[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return fail("socketpair");
+    if (::pipe2(ack, O_CLOEXEC) != 0) {
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return fail("pipe");
+    }
+    posix_spawn_file_actions_t fa;
+    ::posix_spawn_file_actions_init(&fa);
+    ::posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    ::posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    ::posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    ::posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec
+    ::posix_spawn_file_actions_adddup2(&fa, ack[1], 4);
+    posix_spawnattr_t at;
+    ::posix_spawnattr_init(&at);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    ::posix_spawnattr_setsigmask(&at, &none);
+    ::posix_spawnattr_setsigdefault(&at, &all);
+    ::posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char arg0[] = "shmarray", arg1[] = "__watchdog";
+    char* argv[] = {arg0, arg1, nullptr};
+    pid_t mid = 0;
+    const int rc = ::posix_spawn(&mid, helper.c_str(), &fa, &at, argv, environ);
+    ::posix_spawn_file_actions_destroy(&fa);
+    ::posix_spawnattr_destroy(&at);
+    ::close(sv[1]);
+    ::close(ack[1]);
+    if (rc != 0) {
+      ::close(sv[0]);
+      ::close(ack[0]);
+      errno = rc;
+      return fail(("posix_spawn of " + helper).c_str());
+    }
+    // The intermediate forks the helper and exits at once: collect it.
+    int status = 0;
+    while (::waitpid(mid, &status, 0) < 0 && errno == EINTR) {
+    }
+    // The helper says its pid when it runs (2 s at most: a wrong program
+    // named shmarray on PATH says nothing).
+    pid_t helper_pid = 0;
+    pollfd p{ack[0], POLLIN, 0};
+    std::size_t got = 0;
+    while (got<sizeof helper_pid&& ::poll(&p, 1, 2000)> 0) {
+      const ssize_t n =
+          ::read(ack[0], reinterpret_cast<char*>(&helper_pid) + got, sizeof helper_pid - got);
+      if (n <= 0) break;
+      got += std::size_t(n);
+    }
+    ::close(ack[0]);
+    if (got != sizeof helper_pid) {
+      ::close(sv[0]);
+      say_once(("the watchdog helper " + helper + " did not start").c_str());
+      return false;
+    }
+    fd_ = sv[0];
+    helper_ = helper_pid;
+    return true;
+  }
+
+  bool fail(const char* what) noexcept {
+    say_once((std::string(what) + ": " + errno_text(errno)).c_str());
+    return false;
+  }
+
+  void say_once(const char* why) noexcept {
+    if (said_) return;
+    said_ = true;
+    const std::string text = std::string("shmarray: warning: ") + why +
+                             "; segments of this process that outlive it are left to "
+                             "`shmarray gc`\n";
+    (void)!::write(2, text.data(), text.size());
+  }
+
+  std::mutex mu_;
+  pid_t pid_ = 0;
+  int fd_ = -1;
+  pid_t helper_ = 0;
+  std::uint64_t token_sent_ = 0;
+  bool tried_ = false;
+  bool said_ = false;
+};
+
+}  // namespace shmarray::detail
