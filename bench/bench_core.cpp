@@ -133,6 +133,43 @@ int main(int argc, char** argv) {
         {r.base / batch, r.ours / batch});
   }
 
+  // The first named array of a process starts its watchdog helper (a
+  // posix_spawn of the shmarray command, which forks once and says it runs).
+  // Each run is a fresh child process: its first named array, against the
+  // same steps in raw calls, fork and wait included on both sides.
+  {
+    const std::string raw_name = "/shmarray_bench_first_" + std::to_string(getpid());
+    auto in_child = [](auto&& body) {
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        body();
+        ::_exit(0);
+      }
+      wait_ok(pid);
+    };
+    const auto r = compare(
+        31 / scale,
+        [&] {
+          in_child([&] {
+            const int fd = ::shm_open(raw_name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+            if (fd < 0 || ::ftruncate(fd, 4096) != 0) ::_exit(1);
+            void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            static_cast<char*>(p)[0] = 1;
+            ::munmap(p, 4096);
+            ::close(fd);
+            ::shm_unlink(raw_name.c_str());
+          });
+        },
+        [&] {
+          in_child([&] {
+            shmarray::manager m;
+            auto a = m.from_shape<unsigned char>({4096});
+            a(0) = 1;
+          });
+        });
+    row("first named array of a process (starts the watchdog)", "fork+shm_open+...+shm_unlink", r);
+  }
+
   // 2. Creating a 4 KiB named array, and attaching to it by name with full
   // validation, against the bare system calls.
   {

@@ -91,6 +91,8 @@ class watchdog {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
     if (fd_ < 0 && !start()) return;
+    settle(false);
+    if (fd_ < 0) return;
     std::string rec;
     if (token && token != token_sent_) {
       rec.push_back('T');
@@ -109,6 +111,8 @@ class watchdog {
   void remove(char kind, const std::string& name) noexcept {
     std::lock_guard<std::mutex> g(mu_);
     if (pid_ != ::getpid() || fd_ < 0) return;
+    settle(false);
+    if (fd_ < 0) return;
     std::string rec;
     rec.push_back('U');
     rec.push_back(kind);
@@ -120,6 +124,7 @@ class watchdog {
   pid_t helper_pid() {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
+    settle(true);
     return helper_;
   }
 
@@ -131,7 +136,10 @@ class watchdog {
                        // waiting: its copy of the socket goes.
                        watchdog& w = get();
                        if (w.fd_ >= 0) ::close(w.fd_);
-                       w.fd_ = -1;
+                       if (w.ack_ >= 0) ::close(w.ack_);
+                       w.fd_ = w.ack_ = -1;
+                       w.mid_ = 0;  // the parent's child, not ours
+                       w.ack_got_ = 0;
                        w.helper_ = 0;
                        w.token_sent_ = 0;
                        w.tried_ = false;
@@ -143,7 +151,9 @@ class watchdog {
 
   void adopt_process() noexcept {
     if (pid_ == ::getpid()) return;
-    fd_ = -1;
+    fd_ = ack_ = -1;
+    mid_ = 0;
+    ack_got_ = 0;
     helper_ = 0;
     token_sent_ = 0;
     tried_ = false;
@@ -214,30 +224,45 @@ class watchdog {
       errno = rc;
       return fail(("posix_spawn of " + helper).c_str());
     }
-    // The intermediate forks the helper and exits at once: collect it.
-    int status = 0;
-    while (::waitpid(mid, &status, 0) < 0 && errno == EINTR) {
-    }
-    // The helper says its pid when it runs (2 s at most: a wrong program
-    // named shmarray on PATH says nothing).
-    pid_t helper_pid = 0;
-    pollfd p{ack[0], POLLIN, 0};
-    std::size_t got = 0;
-    while (got<sizeof helper_pid&& ::poll(&p, 1, 2000)> 0) {
-      const ssize_t n =
-          ::read(ack[0], reinterpret_cast<char*>(&helper_pid) + got, sizeof helper_pid - got);
-      if (n <= 0) break;
-      got += std::size_t(n);
-    }
-    ::close(ack[0]);
-    if (got != sizeof helper_pid) {
-      ::close(sv[0]);
-      say_once(("the watchdog helper " + helper + " did not start").c_str());
-      return false;
-    }
+    // Nothing to wait for: the socket keeps what is sent until the helper
+    // reads it. The intermediate (which forks the helper and exits) and the
+    // helper's hello are collected at the next call (settle).
     fd_ = sv[0];
-    helper_ = helper_pid;
+    mid_ = mid;
+    ack_ = ack[0];
+    helper_path_ = helper;
     return true;
+  }
+
+  // Collects the intermediate once it has exited, and the helper's pid once
+  // it has said it runs; `wait`: up to 2 s for the pid. A helper that ends
+  // its hello without a pid (a program of that name that is not ours) is
+  // given up, said once.
+  void settle(bool wait) noexcept {
+    if (mid_ > 0) {
+      int status = 0;
+      const pid_t got = ::waitpid(mid_, &status, wait ? 0 : WNOHANG);
+      if (got != 0) mid_ = 0;  // collected, or by a wait() of the program's: either way gone
+    }
+    if (ack_ < 0) return;
+    pollfd p{ack_, POLLIN, 0};
+    while (ack_got_ < sizeof ack_pid_) {
+      if (::poll(&p, 1, wait ? 2000 : 0) <= 0) return;
+      const ssize_t n =
+          ::read(ack_, reinterpret_cast<char*>(&ack_pid_) + ack_got_, sizeof ack_pid_ - ack_got_);
+      if (n <= 0) {
+        ::close(ack_);
+        ack_ = -1;
+        ::close(fd_);
+        fd_ = -1;
+        say_once(("the watchdog helper " + helper_path_ + " did not start").c_str());
+        return;
+      }
+      ack_got_ += std::size_t(n);
+    }
+    helper_ = ack_pid_;
+    ::close(ack_);
+    ack_ = -1;
   }
 
   bool fail(const char* what) noexcept {
@@ -258,6 +283,11 @@ class watchdog {
   pid_t pid_ = 0;
   int fd_ = -1;
   pid_t helper_ = 0;
+  pid_t mid_ = 0;  // the intermediate, until collected
+  int ack_ = -1;   // where the helper says its pid
+  pid_t ack_pid_ = 0;
+  std::size_t ack_got_ = 0;
+  std::string helper_path_;
   std::uint64_t token_sent_ = 0;
   bool tried_ = false;
   bool said_ = false;
