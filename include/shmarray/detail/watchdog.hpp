@@ -224,11 +224,15 @@ class watchdog {
       errno = rc;
       return fail(("posix_spawn of " + helper).c_str());
     }
-    // Nothing to wait for: the socket keeps what is sent until the helper
-    // reads it. The intermediate (which forks the helper and exits) and the
-    // helper's hello are collected at the next call (settle).
+    // The intermediate forks the helper and exits at once: collect it now,
+    // so that it is never left a zombie child of the program's. The
+    // helper's hello is not waited for (the socket keeps what is sent until
+    // the helper reads it); it is read at the next call (settle).
+    int status = 0;
+    while (::waitpid(mid, &status, 0) < 0 && errno == EINTR) {
+    }
     fd_ = sv[0];
-    mid_ = mid;
+    mid_ = 0;
     ack_ = ack[0];
     helper_path_ = helper;
     return true;
