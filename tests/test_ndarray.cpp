@@ -336,3 +336,65 @@ TEST_CASE("shapes are taken from any integers: literals, Eigen-style indices, co
   }
   CHECK(names.left().empty());
 }
+
+TEST_CASE("attaches racing creations see a complete array, or not_found / not_ready, never less") {
+  test::names names;
+  constexpr int n = 40;
+  constexpr std::size_t len = 64 * 1024;  // large enough that creation takes a while
+  std::vector<std::int32_t> data(len);
+  for (std::size_t i = 0; i < len; ++i)
+    data[i] = std::int32_t(i * 7 + 1);
+  // The child attaches each name as soon as it can while the parent creates it.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    attach_options once;
+    once.wait = std::chrono::milliseconds(0);
+    int code = 0;
+    for (int k = 0; k < n && code == 0; ++k) {
+      const std::string name = names("race_" + std::to_string(k));
+      for (;;) {
+        try {
+          auto a = ndarray<const std::int32_t>::attach(name, once);
+          if (a.shape() != shape_type{len}) code = 2;
+          for (std::size_t i = 0; i < len && code == 0; ++i)
+            if (a(i) != std::int32_t(i * 7 + 1)) code = 3;
+          break;
+        } catch (const not_found&) {
+        } catch (const not_ready&) {
+        } catch (...) {
+          code = 4;  // corrupt, truncated: a half-made segment was trusted
+          break;
+        }
+      }
+    }
+    ::_exit(code);
+  }
+  {
+    manager m(names.options());
+    std::vector<ndarray<std::int32_t>> made;
+    for (int k = 0; k < n; ++k)
+      made.push_back(
+          m.from_array(data.data(), {len}, posix_shm(names("race_" + std::to_string(k)))));
+    CHECK(test::exited_with(test::reap(pid), 0));
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a segment removed while others map it stays theirs; a new attach finds nothing") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<double>({16});
+    auto b = ndarray<double>::attach(a.name());  // a second mapping
+    const std::string name = a.name();
+    CHECK(remove(posix_shm(name)));
+    CHECK(names.left().empty());
+    a(3) = 2.5;  // both mappings still work, and are still one memory
+    CHECK(b(3) == 2.5);
+    const int status = test::in_child([&] { return b(3) == 2.5 ? 0 : 1; });
+    CHECK(test::exited_with(status, 0));
+    CHECK_THROWS_AS(ndarray<double>::attach(name), not_found);
+  }  // the manager's end finds the name gone, and leaves it so
+  CHECK(names.left().empty());
+}
