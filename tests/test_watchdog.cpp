@@ -76,7 +76,7 @@ TEST_CASE("a SIGKILLed owner's segments go within seconds, by a helper that is n
   CHECK(cleaned(names));
   struct stat st {};
   CHECK(::stat(file.c_str(), &st) != 0);  // the file backing's too
-  CHECK(test::ends(r->helper));  // it exits once it has cleaned up, the token last
+  CHECK(test::ends(r->helper));           // it exits once it has cleaned up, the token last
   CHECK(test::shm_names(detail::token_name(r->token).substr(1)).empty());
   ::rmdir(dir);
   ::munmap(r, 4096);
@@ -231,4 +231,26 @@ TEST_CASE("without a helper: one warning, and segments work as before") {
   CHECK_THAT(said, Catch::Contains("no watchdog helper found") && Catch::Contains("shmarray gc"));
   CHECK(said.find("warning", said.find("warning") + 1) == std::string::npos);  // once
   CHECK(names.left().empty());  // the manager removed them as it always does
+}
+
+TEST_CASE("an owner killed while a large array is being filled leaks nothing") {
+  if (no_helper()) return;
+  test::names names;
+  const std::size_t n = std::size_t(64) << 20;  // 256 MiB of float: the fill takes a while
+  std::vector<float> data(n, 1.5f);
+  const pid_t owner = ::fork();
+  REQUIRE(owner >= 0);
+  if (owner == 0) {
+    manager m(names.options());
+    auto a = m.from_array(data.data(), {n});  // killed during this
+    ::pause();
+  }
+  // The object appears, then is sized and filled (about 100 ms for 256 MiB
+  // here): kill the owner during the fill.
+  while (names.left().empty())
+    ::usleep(50);
+  ::usleep(5000);
+  ::kill(owner, SIGKILL);
+  CHECK(test::killed_by(test::reap(owner), SIGKILL));
+  CHECK(cleaned(names));
 }

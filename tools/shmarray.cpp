@@ -18,6 +18,7 @@
 #include <sstream>
 #include <string>
 #include <typeinfo>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -304,8 +305,7 @@ int cmd_gc(bool dry_run) {
       if (const auto id = sd::token_id_of(de->d_name)) ids.push_back(id);
     ::closedir(d);
     for (const auto id : ids)
-      if (sd::token_state(id, false) == sd::owner_state::dead && !dry_run)
-        ::shm_unlink(sd::token_name(id).c_str());
+      if (!dry_run) sd::remove_token_if_dead(id);
   }
   return rc;
 }
@@ -379,7 +379,7 @@ void unlink_if_same(const registered& r) {
   (void)!::write(4, &self, sizeof self);
   ::close(4);
 
-  std::vector<registered> live;
+  std::unordered_map<std::string, registered> live;  // by kind and name
   std::vector<std::uint64_t> tokens;
   for (;;) {
     char op = 0;
@@ -396,30 +396,28 @@ void unlink_if_same(const registered& r) {
         break;
       r.dev = dev_t(dev);
       r.ino = ino_t(ino);
-      live.push_back(std::move(r));
+      live[r.kind + r.name] = r;
     } else if (op == 'U') {
       char kind = 0;
       std::string name;
       if (!read_exact(3, &kind, 1) || !read_name(3, name)) break;
-      for (auto it = live.begin(); it != live.end(); ++it)
-        if (it->kind == kind && it->name == name) {
-          live.erase(it);
-          break;
-        }
+      live.erase(kind + name);
     } else {
-      break;  // not the protocol: treat as the end
+      break;  // not the protocol: the end (closing below makes the owner's sends fail)
     }
   }
+  ::close(3);
   // The owner has gone (or closed its end). Its token is released when the
   // last process holding it is: wait for that, then clean up.
+  // (Anything but "dead" counts as alive: removing a live owner's segment
+  // is the one thing a watchdog must never do.)
   for (const auto id : tokens)
-    while (sd::token_state(id, false) == sd::owner_state::alive)
+    while (sd::token_state(id, false) != sd::owner_state::dead)
       ::usleep(20000);
-  for (const auto& r : live)
+  for (const auto& [key, r] : live)
     unlink_if_same(r);
   for (const auto id : tokens)
-    if (sd::token_state(id, false) == sd::owner_state::dead)
-      ::shm_unlink(sd::token_name(id).c_str());
+    sd::remove_token_if_dead(id);
   ::_exit(0);
 }
 

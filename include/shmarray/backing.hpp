@@ -150,9 +150,14 @@ inline bip::mapped_region map_region(const fd_mappable& what, std::size_t size,
 }
 
 // Bytes a new segment starts with: [0, size) is written, the rest is zero.
+// `created`, if set, is told the new object's device and inode as soon as it
+// exists, before it is sized and filled (the manager registers it with the
+// watchdog then, so an owner killed during a long fill leaks nothing).
 struct initial_bytes {
   const void* data = nullptr;
   std::size_t size = 0;
+  void (*created)(void* context, dev_t device, ino_t inode) noexcept = nullptr;
+  void* context = nullptr;
 };
 
 // Sizes, fills and reserves a new object of `size` bytes, then maps it. The
@@ -164,6 +169,7 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
                               space where, const map_options& o, initial_bytes init) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
+  if (init.created) init.created(init.context, st.st_dev, st.st_ino);
   // The mode asked for is 0600; only a umask that removes owner bits changes it.
   if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0)
     throw_os_error(errno, name, "could not be set to mode 0600");

@@ -175,14 +175,21 @@ class manager {
     for (int attempt = 0;; ++attempt) {
       const posix_shm name = generate_name(self);
       try {
-        segment seg(create_only, name, bytes);
+        watch_request watch{'s', name.name(), 0, false};
+        detail::initial_bytes init;
+        init.created = &watch_created;
+        init.context = &watch;
+        detail::scope_exit unwatch([&] {
+          if (watch.registered) detail::watchdog::get().remove('s', watch.name);
+        });
+        segment seg(create_only, name, bytes, {}, init);
         detail::scope_exit undo([&] { remove_quietly(name); });
         std::lock_guard<std::mutex> g(st().mu);
         void* p = seg.data();
         st().owned.push_back(
             {name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode(), false, 's'});
-        detail::watchdog::get().add('s', name.name(), seg.device(), seg.inode(), 0);
         st().allocations.emplace(p, std::move(seg));
+        unwatch.dismiss();
         undo.dismiss();
         return p;
       } catch (const already_exists&) {
@@ -216,6 +223,19 @@ class manager {
     std::vector<owned_name> owned;
     std::map<void*, segment> allocations;
   };
+
+  // What the watchdog is told when a new object exists (see create).
+  struct watch_request {
+    char kind;
+    std::string name;
+    std::uint64_t token;
+    bool registered;
+  };
+  static void watch_created(void* context, dev_t device, ino_t inode) noexcept {
+    auto* w = static_cast<watch_request*>(context);
+    detail::watchdog::get().add(w->kind, w->name, device, inode, w->token);
+    w->registered = true;
+  }
 
   template <class Backing>
   static constexpr char kind_of() {
@@ -266,9 +286,6 @@ class manager {
     if (!o.raw && !detail::segment_bytes(nbytes, total))
       throw invalid_shape(detail::message(
           backing.name(), "cannot hold " + std::to_string(nbytes) + " bytes and a record"));
-    segment seg(create_only, backing, std::size_t(total), o.map,
-                {data, data ? nbytes : std::size_t{0}});
-    auto undo = detail::scope_exit([&] { remove_quietly(backing); });
     // A managed named segment with a record names its owner's token, so
     // that `shmarray gc` can tell when the owner is gone; a kept one names
     // none and is never collected.
@@ -278,6 +295,23 @@ class manager {
     auto untoken = detail::scope_exit([&] {
       if (token) detail::owner_token::get().release();
     });
+    // The watchdog learns of the object as soon as it exists, before it is
+    // filled, so an owner killed while a large array is filled leaks nothing.
+    watch_request watch{kind_of<Backing>(), {}, token, false};
+    detail::initial_bytes init{data, data ? nbytes : std::size_t{0}};
+    if constexpr (detail::is_named<Backing>::value) {
+      if (!o.keep) {
+        watch.name = backing.name();
+        init.created = &watch_created;
+        init.context = &watch;
+        detail::watchdog::get().prepare(token);
+      }
+    }
+    auto unwatch = detail::scope_exit([&] {
+      if (watch.registered) detail::watchdog::get().remove(watch.kind, watch.name);
+    });
+    segment seg(create_only, backing, std::size_t(total), o.map, init);
+    auto undo = detail::scope_exit([&] { remove_quietly(backing); });
     std::optional<segment_info> info;
     if (!o.raw) {
       info = detail::new_info(dtype_of<T>(), shape, o.order, nbytes, self);
@@ -289,11 +323,9 @@ class manager {
         std::lock_guard<std::mutex> g(st().mu);
         st().owned.push_back({seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode(),
                               token != 0, kind_of<Backing>()});
-        // From now on, a crash of this process does not leak it.
-        detail::watchdog::get().add(kind_of<Backing>(), seg.name(), seg.device(), seg.inode(),
-                                    token);
       }
     }
+    unwatch.dismiss();
     untoken.dismiss();
     undo.dismiss();
     return ndarray<T>(detail::trusted_t{}, std::move(seg), info ? &*info : nullptr, shape, o.order);

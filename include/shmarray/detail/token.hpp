@@ -118,7 +118,13 @@ class owner_token {
         say_once(errno);
         return false;
       }
-      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      // Blocking: a reader (ls, gc) may hold a shared lock for a moment, or
+      // a gc that took this new name for a dead one's an exclusive lock
+      // while it removes the name (then the check below sends us on).
+      int locked;
+      while ((locked = ::flock(fd, LOCK_EX)) != 0 && errno == EINTR) {
+      }
+      if (locked != 0) {
         const int err = errno;
         ::close(fd);
         ::shm_unlink(name.c_str());
@@ -127,6 +133,8 @@ class owner_token {
       }
       // A gc that looked between our shm_open and our flock saw the lock
       // free and may have removed the name: then it is not ours, try another.
+      // (A gc removes a name only while it holds the exclusive lock, so once
+      // we hold it and the name is still ours, no gc can take it.)
       struct stat mine {
       }, named{};
       if (::fstat(fd, &mine) != 0 || ::stat(("/dev/shm" + name).c_str(), &named) != 0 ||
@@ -184,6 +192,25 @@ inline owner_state token_state(std::uint64_t id, bool other_boot) {
   ::close(fd);  // and with it the shared lock, if it was taken
   if (r == 0) return owner_state::dead;
   return err == EWOULDBLOCK ? owner_state::alive : owner_state::unknown;
+}
+
+// Removes token `id` if nobody holds it: takes the exclusive lock first and
+// removes the name while holding it, and only if the name still names the
+// object locked. True if removed.
+inline bool remove_token_if_dead(std::uint64_t id) noexcept {
+  const std::string name = token_name(id);
+  const int fd = ::shm_open(name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  bool removed = false;
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    struct stat locked {
+    }, named{};
+    if (::fstat(fd, &locked) == 0 && ::stat(("/dev/shm" + name).c_str(), &named) == 0 &&
+        locked.st_ino == named.st_ino && locked.st_dev == named.st_dev)
+      removed = ::shm_unlink(name.c_str()) == 0;
+  }
+  ::close(fd);  // and the lock with it
+  return removed;
 }
 
 }  // namespace shmarray::detail

@@ -107,6 +107,22 @@ class watchdog {
     send(rec);
   }
 
+  // Before a named segment is created: starts the helper if need be and
+  // tells it the owner's token, so that registering the new object, the
+  // moment it exists, is one send.
+  void prepare(std::uint64_t token) noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    if (fd_ < 0 && !start()) return;
+    settle(false);
+    if (fd_ < 0 || !token || token == token_sent_) return;
+    std::string rec;
+    rec.push_back('T');
+    watchdog_wire::put_u64(rec, token);
+    token_sent_ = token;
+    send(rec);
+  }
+
   // Unregisters one: the owner removed it.
   void remove(char kind, const std::string& name) noexcept {
     std::lock_guard<std::mutex> g(mu_);
