@@ -14,6 +14,8 @@ jobs=${SHMARRAY_JOBS:-$(nproc)}
 
 # Everything the project builds against, from Debian only.
 packages=(cmake make g++ pkg-config libboost-dev catch2 libeigen3-dev xtensor-dev xtl-dev libcli11-dev)
+# The test command also fuzzes with clang's libFuzzer.
+if [ "$what" = test ]; then packages+=(clang-14 libclang-rt-14-dev); fi
 
 install_missing() {
   local missing=()
@@ -55,6 +57,19 @@ test)
   configure_and_build build-sanitize -DCMAKE_BUILD_TYPE=Debug -DSHMARRAY_SANITIZE=ON \
     -DSHMARRAY_BUILD_TESTS=ON -DSHMARRAY_BUILD_EXAMPLES=OFF -DSHMARRAY_BUILD_BENCH=OFF
   (cd build-sanitize && ctest --output-on-failure -j "$jobs")
+  # The record reader under libFuzzer with ASan and UBSan, for a bounded
+  # time, from a copy of the committed corpus (libFuzzer adds to the
+  # directory it is given); a crash fails the run and leaves its input in
+  # build-fuzz/.
+  cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++-14 \
+    -DSHMARRAY_FUZZ=ON -DSHMARRAY_BUILD_TESTS=OFF -DSHMARRAY_BUILD_EXAMPLES=OFF \
+    -DSHMARRAY_BUILD_BENCH=OFF -DSHMARRAY_BUILD_TOOLS=OFF
+  cmake --build build-fuzz --target fuzz_record -j "$jobs"
+  corpus=$(mktemp -d)
+  cp tests/fuzz/corpus/* "$corpus"/
+  ./build-fuzz/tests/fuzz/fuzz_record -max_total_time="${SHMARRAY_FUZZ_SECONDS:-60}" \
+    -artifact_prefix=build-fuzz/ -print_final_stats=1 "$corpus"
+  rm -rf "$corpus"
   ;;
 bench)
   configure_and_build build -DSHMARRAY_BUILD_BENCH=ON
