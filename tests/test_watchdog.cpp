@@ -254,3 +254,36 @@ TEST_CASE("an owner killed while a large array is being filled leaks nothing") {
   CHECK(test::killed_by(test::reap(owner), SIGKILL));
   CHECK(cleaned(names));
 }
+
+TEST_CASE("without a helper, a process's first named segment collects what dead owners left") {
+  test::names names;
+  auto no_helper_here = [] {
+    ::setenv("SHMARRAY_HELPER", "", 1);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 2);  // the warning that there is no helper
+  };
+  // A dead owner without a watchdog leaves two segments, and a kept one.
+  const int died = test::in_child([&] {
+    no_helper_here();
+    manager m(names.options());
+    auto a = m.from_shape<int>({4});
+    auto b = m.from_shape<int>({4});
+    create_options keep;
+    keep.keep = true;
+    auto k = m.from_shape<int>({4}, keep);
+    ::raise(SIGKILL);
+    return 1;
+  });
+  CHECK(test::killed_by(died, SIGKILL));
+  REQUIRE(names.left().size() == 3);
+  // A later process without a helper makes its first named segment.
+  const int later = test::in_child([&] {
+    no_helper_here();
+    manager m(names.options());
+    auto mine = m.from_shape<int>({4});
+    // what is left: its own, and the kept one (never collected)
+    return names.left().size() == 2 && names.exists(mine.name()) ? 0 : 1;
+  });
+  CHECK(test::exited_with(later, 0));
+  CHECK(names.left().size() == 1);  // the kept one: the later process's own went with its manager
+}

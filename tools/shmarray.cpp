@@ -14,6 +14,7 @@
 #include <ctime>
 #include <iostream>
 #include <optional>
+#include <shmarray/detail/gc.hpp>
 #include <shmarray/shmarray.hpp>
 #include <sstream>
 #include <string>
@@ -91,22 +92,6 @@ const char* owner_word(sd::owner_state o) {
   return o == sd::owner_state::alive ? "yes" : o == sd::owner_state::dead ? "no" : "?";
 }
 
-// Every object in /dev/shm, by name (semaphores, "sem.*", are not objects
-// of shm_open's; owner tokens are listed by tokens()).
-std::vector<std::string> all_names() {
-  std::vector<std::string> out;
-  DIR* d = ::opendir("/dev/shm");
-  if (!d) return out;
-  while (const dirent* de = ::readdir(d)) {
-    const std::string n = de->d_name;
-    if (n == "." || n == ".." || n.compare(0, 4, "sem.") == 0 || sd::token_id_of(n)) continue;
-    out.push_back("/" + n);
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 std::string shape_text(const shmarray::shape_type& s) {
   if (s.empty()) return "()";
   std::string t;
@@ -182,7 +167,7 @@ std::string json(const entry& e) {
 
 int cmd_ls(bool as_json, bool all) {
   std::vector<entry> rows;
-  for (const auto& n : all_names()) {
+  for (const auto& n : sd::shm_object_names()) {
     try {
       entry e = inspect(n);
       if (e.shmarray || all) rows.push_back(std::move(e));
@@ -280,34 +265,12 @@ int cmd_rm(const std::vector<std::string>& names, bool force) {
 
 // Removes the segments whose owner is gone, then the tokens nobody holds.
 int cmd_gc(bool dry_run) {
-  int rc = 0;
-  for (const auto& n : all_names()) {
-    entry e;
-    try {
-      e = inspect(n);
-    } catch (const shmarray::error&) {
-      continue;
-    }
-    if (e.status != "ok" || e.owner != sd::owner_state::dead) continue;
-    if (dry_run) {
-      std::printf("would remove %s (owner %lld is gone)\n", e.name.c_str(),
-                  (long long)e.info.owner_pid);
-      continue;
-    }
-    // Only the object inspected: a name reused meanwhile is left alone.
-    if (shmarray::posix_shm(e.name).remove_if_same(e.device, e.inode)) {
-      std::printf("removed %s (owner %lld is gone)\n", e.name.c_str(), (long long)e.info.owner_pid);
-    }
-  }
-  if (DIR* d = ::opendir("/dev/shm")) {
-    std::vector<std::uint64_t> ids;
-    while (const dirent* de = ::readdir(d))
-      if (const auto id = sd::token_id_of(de->d_name)) ids.push_back(id);
-    ::closedir(d);
-    for (const auto id : ids)
-      if (!dry_run) sd::remove_token_if_dead(id);
-  }
-  return rc;
+  sd::collect_dead(dry_run, [&](const sd::dead_segment& d, bool removed) {
+    if (dry_run || removed)
+      std::printf("%s %s (owner %lld is gone)\n", dry_run ? "would remove" : "removed",
+                  d.name.c_str(), (long long)d.owner_pid);
+  });
+  return 0;
 }
 
 // ---- the watchdog (`shmarray __watchdog`, started by the library)

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backing.hpp"
+#include "detail/gc.hpp"
 #include "detail/os.hpp"
 #include "detail/token.hpp"
 #include "detail/watchdog.hpp"
@@ -224,6 +225,19 @@ class manager {
     std::map<void*, segment> allocations;
   };
 
+  // Without a watchdog, nobody removes what a crashed owner left until
+  // someone runs `shmarray gc`: so the first named segment of a process
+  // that runs without one does it (once per process, never in every
+  // constructor: a scan of /dev/shm costs what its objects cost to open).
+  static void collect_once() noexcept {
+    static std::atomic<bool> done{false};
+    if (done.exchange(true)) return;
+    try {
+      detail::collect_dead(false, [](const detail::dead_segment&, bool) {});
+    } catch (...) {
+    }
+  }
+
   // What the watchdog is told when a new object exists (see create).
   struct watch_request {
     char kind;
@@ -305,6 +319,7 @@ class manager {
         init.created = &watch_created;
         init.context = &watch;
         detail::watchdog::get().prepare(token);
+        if (!detail::watchdog::get().running()) collect_once();
       }
     }
     auto unwatch = detail::scope_exit([&] {

@@ -123,6 +123,13 @@ class watchdog {
     send(rec);
   }
 
+  // Whether this process has a helper watching it.
+  bool running() {
+    std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    return fd_ >= 0;
+  }
+
   // Unregisters one: the owner removed it.
   void remove(char kind, const std::string& name) noexcept {
     std::lock_guard<std::mutex> g(mu_);
