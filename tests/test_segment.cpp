@@ -273,3 +273,28 @@ TEST_CASE("remove_if_same leaves alone a name that now names another object") {
   CHECK_FALSE(posix_shm(name).remove_if_same(dev, ino));
   CHECK(names.left().empty());
 }
+
+TEST_CASE("anonymous memory is sealed at its size: nobody can shrink it under its mappers") {
+  segment seg(create_only, anonymous{}, 3 * 4096);
+  static_cast<char*>(static_cast<void*>(seg.data()))[0] = 1;
+  // The memfd's descriptor is closed; only /proc/self/map_files reaches the
+  // object now (root only), which is how another process would try.
+  char path[128];
+  const auto begin = reinterpret_cast<std::uintptr_t>(seg.data());
+  std::snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)begin,
+                (unsigned long)(begin + 3 * 4096));
+  const int fd = ::open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    std::printf("SHMARRAY-SKIP: cannot open %s (%s): needs root\n", path, std::strerror(errno));
+    return;
+  }
+  CHECK(::ftruncate(fd, 0) == -1);
+  CHECK(errno == EPERM);
+  CHECK(::ftruncate(fd, 8 * 4096) == -1);
+  CHECK(errno == EPERM);
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  CHECK(st.st_size == 3 * 4096);
+  ::close(fd);
+  CHECK(static_cast<char*>(static_cast<void*>(seg.data()))[0] == 1);  // still mapped, no SIGBUS
+}

@@ -291,10 +291,15 @@ struct anonymous {
 
   detail::mapping create(std::size_t size, const map_options& o,
                          detail::initial_bytes init = {}) const {
-    const int fd = ::memfd_create("shmarray", MFD_CLOEXEC);
+    const int fd = ::memfd_create("shmarray", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) detail::throw_os_error(errno, "", "could not be created");
     detail::fd_guard close_fd{fd};
-    return detail::create_mapping(fd, "", size, true, detail::space::memory, o, init);
+    auto m = detail::create_mapping(fd, "", size, true, detail::space::memory, o, init);
+    // Sealed at its size: no process can shrink it under the mappings (a
+    // SIGBUS for every mapper) or grow it, even through /proc. A kernel
+    // without seals leaves it as it was.
+    (void)::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    return m;
   }
 };
 
