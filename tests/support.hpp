@@ -117,6 +117,16 @@ int in_child(F&& fn) {
   return reap(pid);
 }
 
+// Everything readable from fd until end-of-file.
+inline std::string read_all(int fd) {
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0)
+    out.append(buf, std::size_t(n));
+  return out;
+}
+
 // What a child in a private mount namespace reported.
 struct namespace_run {
   int status;
@@ -156,10 +166,7 @@ namespace_run in_small_tmpfs(const char* where, const char* size, F&& fn) {
   });
   ::close(fds[1]);
   namespace_run r{status, {}};
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
-    r.said.append(buf, std::size_t(n));
+  r.said = read_all(fds[0]);
   ::close(fds[0]);
   return r;
 }

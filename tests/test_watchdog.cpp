@@ -221,11 +221,7 @@ TEST_CASE("without a helper: one warning, and segments work as before") {
     return a(0) == 1 && detail::watchdog::get().helper_pid() == 0 ? 0 : 1;
   });
   ::close(err[1]);
-  std::string said;
-  char buf[1024];
-  ssize_t n;
-  while ((n = ::read(err[0], buf, sizeof buf)) > 0)
-    said.append(buf, std::size_t(n));
+  std::string said = test::read_all(err[0]);
   ::close(err[0]);
   CHECK(test::exited_with(status, 0));
   CHECK_THAT(said, Catch::Contains("no watchdog helper found") && Catch::Contains("shmarray gc"));

@@ -404,11 +404,7 @@ std::pair<int, std::string> stderr_of(F&& fn, bool terminal) {
   });
   if (fds[1] >= 0) ::close(fds[1]);
   const int in = terminal ? master : fds[0];
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(in, buf, sizeof buf)) > 0)
-    text.append(buf, std::size_t(n));
+  std::string text = test::read_all(in);
   ::close(in);
   return {status, text};
 }
@@ -499,11 +495,7 @@ TEST_CASE("warn says why, once, and forks") {
   }
   ::dup2(saved, 2);
   ::close(saved);
-  std::string said;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
-    said.append(buf, std::size_t(n));
+  std::string said = test::read_all(fds[0]);
   ::close(fds[0]);
   CHECK(ran == 2);
   CHECK_THAT(said, Contains("shmarray: warning: forking anyway") && Contains("runs 2 threads"));
@@ -939,11 +931,7 @@ TEST_CASE("what a pool job prints is out when the job returns") {
   });
   ::close(fds[1]);
   CHECK(test::exited_with(status, 0));
-  std::string out;
-  char buf[256];
-  ssize_t n;
-  while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
-    out.append(buf, std::size_t(n));
+  std::string out = test::read_all(fds[0]);
   ::close(fds[0]);  // EOF: the worker and the fork server died with the child
   CHECK(out == "before the job\nfrom the job\n");
 }

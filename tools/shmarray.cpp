@@ -78,7 +78,7 @@ entry inspect(const std::string& name) {
     e.shmarray = rec && sd::has_magic(rec);
     e.info = sd::read_record(seg.data(), seg.size(), e.name);
     e.lock_state = sd::load_acquire(rec, shmarray::format::off_lock_state);
-    e.owner = sd::token_state(e.info.owner_token, !same_boot(e.info));
+    e.owner = sd::owner_of(e.info);
   } catch (const shmarray::not_found&) {
     throw;
   } catch (const shmarray::error& x) {

@@ -43,6 +43,12 @@ inline std::vector<std::uint64_t> token_ids() {
   return ids;
 }
 
+// Whether the owner of a segment with this record is alive: its token, or
+// dead whatever the token says if the record comes from an earlier boot.
+inline owner_state owner_of(const segment_info& info) {
+  return token_state(info.owner_token, info.boot_id != boot_id());
+}
+
 struct dead_segment {
   std::string name;
   std::int64_t owner_pid = 0;
@@ -62,7 +68,7 @@ void collect_dead(bool dry_run, Seen seen) {
       const posix_shm backing(n);
       segment seg(open_only, backing, access_mode::read_only);
       const segment_info info = read_record(seg.data(), seg.size(), backing.name());
-      if (token_state(info.owner_token, info.boot_id != boot_id()) != owner_state::dead) continue;
+      if (owner_of(info) != owner_state::dead) continue;
       const bool removed = !dry_run && backing.remove_if_same(seg.device(), seg.inode());
       seen(dead_segment{backing.name(), info.owner_pid}, removed);
     } catch (const error&) {

@@ -94,11 +94,7 @@ class watchdog {
     settle(false);
     if (fd_ < 0) return;
     std::string rec;
-    if (token && token != token_sent_) {
-      rec.push_back('T');
-      watchdog_wire::put_u64(rec, token);
-      token_sent_ = token;
-    }
+    token_record(rec, token);
     rec.push_back('R');
     rec.push_back(kind);
     watchdog_wire::put_u64(rec, std::uint64_t(dev));
@@ -115,12 +111,10 @@ class watchdog {
     adopt_process();
     if (fd_ < 0 && !start()) return;
     settle(false);
-    if (fd_ < 0 || !token || token == token_sent_) return;
+    if (fd_ < 0) return;
     std::string rec;
-    rec.push_back('T');
-    watchdog_wire::put_u64(rec, token);
-    token_sent_ = token;
-    send(rec);
+    token_record(rec, token);
+    if (!rec.empty()) send(rec);
   }
 
   // Whether this process has a helper watching it.
@@ -181,6 +175,14 @@ class watchdog {
     token_sent_ = 0;
     tried_ = false;
     pid_ = ::getpid();
+  }
+
+  // Appends the 'T' record for `token` unless the helper has it already.
+  void token_record(std::string& rec, std::uint64_t token) {
+    if (!token || token == token_sent_) return;
+    rec.push_back('T');
+    watchdog_wire::put_u64(rec, token);
+    token_sent_ = token;
   }
 
   void send(const std::string& rec) noexcept {
