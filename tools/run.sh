@@ -3,7 +3,7 @@
 # needs, configures, builds, and runs either the main job or the test suite.
 #
 #   bash tools/run.sh demo    # the main job
-#   bash tools/run.sh test    # every test, plain build and ASan+UBSan build
+#   bash tools/run.sh test    # every test: plain, ASan+UBSan and TSan builds, and the fuzzer
 #   bash tools/run.sh bench   # the benchmarks (prints ratios)
 set -euo pipefail
 
@@ -57,6 +57,13 @@ test)
   configure_and_build build-sanitize -DCMAKE_BUILD_TYPE=Debug -DSHMARRAY_SANITIZE=ON \
     -DSHMARRAY_BUILD_TESTS=ON -DSHMARRAY_BUILD_EXAMPLES=OFF -DSHMARRAY_BUILD_BENCH=OFF
   (cd build-sanitize && ctest --output-on-failure -j "$jobs")
+  # The in-process thread tests (the lock, the pool's job protocol) alone,
+  # under ThreadSanitizer (clang 14): TSan sees one process's threads only.
+  cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++-14 \
+    -DSHMARRAY_TSAN=ON -DSHMARRAY_BUILD_TESTS=ON -DSHMARRAY_BUILD_EXAMPLES=OFF \
+    -DSHMARRAY_BUILD_BENCH=OFF -DSHMARRAY_BUILD_TOOLS=OFF
+  cmake --build build-tsan -j "$jobs"
+  (cd build-tsan && ctest --output-on-failure -j "$jobs")
   # The record reader under libFuzzer with ASan and UBSan, for a bounded
   # time, from a copy of the committed corpus (libFuzzer adds to the
   # directory it is given); a crash fails the run and leaves its input in

@@ -15,6 +15,21 @@
 #include "detail/os.hpp"
 #include "errors.hpp"
 
+// ThreadSanitizer intercepts pthread_mutex_lock and _trylock, but (clang 14,
+// gcc 12) not pthread_mutex_clocklock: a timed lock it did not see would be
+// reported as an unlock of an unlocked mutex. Under TSan only, the timed
+// lock is annotated as the try-lock it is.
+#if defined(__SANITIZE_THREAD__)
+#define SHMARRAY_TSAN_ANNOTATE 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMARRAY_TSAN_ANNOTATE 1
+#endif
+#endif
+#if defined(SHMARRAY_TSAN_ANNOTATE)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace shmarray {
 
 // Owns the lock of a segment while it lives (or until unlock()). If the
@@ -79,7 +94,17 @@ class scoped_lock {
       const auto ns = std::max<std::int64_t>(timeout.count(), 0) + ts.tv_nsec;
       ts.tv_sec += time_t(ns / 1000000000);
       ts.tv_nsec = long(ns % 1000000000);
+#if defined(SHMARRAY_TSAN_ANNOTATE)
+      __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
+#endif
       rc = ::pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+#if defined(SHMARRAY_TSAN_ANNOTATE)
+      __tsan_mutex_post_lock(m,
+                             rc == 0 || rc == EOWNERDEAD
+                                 ? __tsan_mutex_try_lock
+                                 : __tsan_mutex_try_lock | __tsan_mutex_try_lock_failed,
+                             0);
+#endif
     }
     scoped_lock g;
     switch (rc) {

@@ -1062,6 +1062,140 @@ void call_worker(F&& fn, const worker& w) {
   }
 }
 
+// ---- a process_pool's job protocol, on the board
+//
+// The parent stages a job (its callable copied into the board, and a
+// trampoline that knows its type), publishes it by bumping the job number
+// and the futex word, and waits until every worker's done_job says so.
+// A worker waits for the word to change, runs its part and reports. The
+// parent writes the next job only once every worker has reported, so a job
+// is never written while a worker reads it. The ThreadSanitizer tests run
+// these same functions with threads for workers (tests/test_threads.cpp).
+
+template <class F>
+const F& staged(const job_desc& j) {
+  return *std::launder(reinterpret_cast<const F*>(j.callable));
+}
+
+template <class F>
+void run_staged(board_header& h, const worker& w) {
+  call_worker(staged<F>(h.job), w);
+}
+
+template <class I, class F>
+void for_staged(board_header& h, const worker& w) {
+  run_share<I>(staged<F>(h.job), h.job, h.next, w);
+}
+
+// Copies a job's callable into the board.
+template <class F>
+void copy_job(job_desc& j, const F& fn) {
+  static_assert(std::is_trivially_copyable_v<F>,
+                "a process_pool job must be trivially copyable: capture by value only "
+                "indices, sizes, shmarray::fixed_name and raw pointers into arrays made "
+                "before the pool; never an ndarray handle, a std::string, a std::vector or a "
+                "std::function (see process_pool in workers.hpp)");
+  static_assert(sizeof(F) <= max_job_bytes,
+                "a process_pool job must fit in process_pool::max_job_bytes");
+  static_assert(alignof(F) <= 64, "a process_pool job must not be over-aligned");
+  std::memcpy(j.callable, std::addressof(fn), sizeof(F));
+}
+
+// fn(worker) on each of the board's workers.
+template <class F>
+void stage_run(board& b, const F& fn) {
+  job_desc& j = b.head().job;
+  copy_job(j, fn);
+  j.run = &run_staged<F>;
+  j.count = b.workers();
+  j.count_progress = false;
+}
+
+// parallel_for's job; false for an empty range (nothing staged).
+template <class I, class F>
+bool stage_for(board& b, I first, I last, const F& fn, const for_options& o) {
+  const job_desc shape = for_desc(b.workers(), first, last, o);
+  if (shape.count == 0) return false;
+  job_desc& j = b.head().job;
+  copy_job(j, fn);
+  j.run = &for_staged<I, F>;
+  j.count = shape.count;
+  j.first = shape.first;
+  j.length = shape.length;
+  j.sched = shape.sched;
+  j.chunk = shape.chunk;
+  j.count_progress = shape.count_progress;
+  return true;
+}
+
+// Publishes the staged job and wakes the workers that sleep; its number.
+inline std::uint64_t publish_job(board& b) {
+  auto& h = b.head();
+  flush_streams();  // what the parent printed before the job comes first
+  h.progress.store(0);
+  h.next.store(0);
+  const std::uint64_t job = h.job_number.load() + 1;
+  h.job_number.store(job);
+  h.seq.store(std::uint32_t(job));  // seq_cst, as the workers' store and load of `sleeping`
+  for (std::size_t r = 0; r < b.workers(); ++r)
+    if (b.slot(r).sleeping.load()) {
+      wake_all(h.seq);
+      break;
+    }
+  return job;
+}
+
+// Publishes the staged job and waits for it (detail::wait_for); the
+// failures. If the wait throws, no worker goes on with the job: the next
+// would be written under it.
+template <class Procs>
+std::vector<worker_failure> run_job(Procs& procs, board& b, int wake, const worker_options& o) {
+  const std::uint64_t job = publish_job(b);
+  auto done = [&b, job](std::size_t r) { return b.slot(r).done_job.load() == job; };
+  try {
+    return wait_for(procs, b, b.workers(), job, done, o, wake);
+  } catch (...) {
+    try {
+      for (std::size_t r = 0; r < b.workers(); ++r)
+        if (!done(r)) procs.stop(r);
+    } catch (...) {
+    }
+    throw;
+  }
+}
+
+// Tells the workers to leave once they have finished what they are doing.
+inline void end_jobs(board& b) {
+  auto& h = b.head();
+  h.shutdown.store(1);
+  h.seq.fetch_add(1);
+  wake_all(h.seq);
+}
+
+// Worker r's loop: waits for each job, runs its part, reports it done.
+// Returns when the pool shuts down. `seen` is the futex word's value when
+// the worker started.
+inline void serve_jobs(board& b, std::size_t r, int wake, std::uint32_t seen) {
+  auto& h = b.head();
+  auto& slot = b.slot(r);
+  for (;;) {
+    seen = wait_for_change(h.seq, slot.sleeping, seen);
+    if (h.shutdown.load()) return;
+    const std::uint64_t job = h.job_number.load();
+    const job_desc& j = h.job;
+    if (r < j.count) {
+      try {
+        j.run(h, worker(r, j.count, &h.progress));
+      } catch (...) {
+        record_exception(slot, job);
+      }
+      flush_streams();  // what a job printed is out before the job is done
+    }
+    slot.done_job.store(job);  // seq_cst, as the parent's store of parent_waiting
+    if (h.parent_waiting.load()) post(wake);
+  }
+}
+
 }  // namespace detail
 
 // Forks n workers; worker r calls fn(worker{r, n}) (or fn()) and leaves with
@@ -1158,10 +1292,7 @@ class process_pool {
       ::close(wake_);
       return;
     }
-    auto& h = board_->head();
-    h.shutdown.store(1);
-    h.seq.fetch_add(1);
-    detail::wake_all(h.seq);
+    detail::end_jobs(*board_);
     server_->shut(std::chrono::seconds(2));  // idle workers leave at once
     ::close(wake_);
   }
@@ -1181,42 +1312,20 @@ class process_pool {
   // Calls fn(worker) (or fn()) on every worker once; returns when all have.
   template <class F>
   void run(F fn, const worker_options& o = {}) {
-    detail::job_desc& j = prepare(fn);
-    j.run = &call_job<F>;
-    j.count = size();
+    check_job(fn);
+    detail::stage_run(*board_, fn);
     post_and_wait(o);
   }
 
   // parallel_for over the pool's workers: fn(i) or fn(i, worker) for each index.
   template <class I, class F>
   void parallel_for(I first, I last, F fn, const for_options& o = {}) {
-    const detail::job_desc shape = detail::for_desc(size(), first, last, o);
-    if (shape.count == 0) return;
-    detail::job_desc& j = prepare(fn);
-    j.run = &for_job<I, F>;
-    j.count = shape.count;
-    j.first = shape.first;
-    j.length = shape.length;
-    j.sched = shape.sched;
-    j.chunk = shape.chunk;
-    j.count_progress = shape.count_progress;
-    post_and_wait(detail::with_total(o, shape.length));
+    check_job(fn);
+    if (detail::stage_for(*board_, first, last, fn, o))
+      post_and_wait(detail::with_total(o, detail::range_length(first, last)));
   }
 
  private:
-  template <class F>
-  static const F& callable(const detail::job_desc& j) {
-    return *std::launder(reinterpret_cast<const F*>(j.callable));
-  }
-  template <class F>
-  static void call_job(detail::board_header& h, const worker& w) {
-    detail::call_worker(callable<F>(h.job), w);
-  }
-  template <class I, class F>
-  static void for_job(detail::board_header& h, const worker& w) {
-    detail::run_share<I>(callable<F>(h.job), h.job, h.next, w);
-  }
-
   static std::pair<std::uintptr_t, std::uintptr_t> stack_range() {
     pthread_attr_t a;
     void* base = nullptr;
@@ -1229,17 +1338,9 @@ class process_pool {
     return {b, b + size};
   }
 
-  // Checks a job and copies it into the shared slot.
+  // Checks a job before it is copied into the shared slot.
   template <class F>
-  detail::job_desc& prepare(const F& fn) {
-    static_assert(std::is_trivially_copyable_v<F>,
-                  "a process_pool job must be trivially copyable: capture by value only "
-                  "indices, sizes, shmarray::fixed_name and raw pointers into arrays made "
-                  "before the pool; never an ndarray handle, a std::string, a std::vector or a "
-                  "std::function (see process_pool in workers.hpp)");
-    static_assert(sizeof(F) <= max_job_bytes,
-                  "a process_pool job must fit in process_pool::max_job_bytes");
-    static_assert(alignof(F) <= 64, "a process_pool job must not be over-aligned");
+  void check_job(const F& fn) const {
     if (::getpid() != owner_)
       throw std::logic_error("shmarray: a process_pool is used only by the process that made it");
     unsigned char bytes[sizeof(F)];
@@ -1264,38 +1365,16 @@ class process_pool {
               "pool");
       }
     }
-    detail::job_desc& j = board_->head().job;
-    std::memcpy(j.callable, bytes, sizeof(F));
-    j.count_progress = false;
-    return j;
   }
 
-  // A worker's life: wait for the next job, run its part, report, repeat.
+  // A worker's life: run the hooks, say it is ready, serve jobs, leave.
   [[noreturn]] static void serve(detail::board& b, std::size_t r, int wake, std::uint32_t seen) {
     run_worker_init();
-    auto& h = b.head();
-    auto& slot = b.slot(r);
-    slot.ready_pid.store(::getpid());
+    b.slot(r).ready_pid.store(::getpid());
     detail::post(wake);
-    for (;;) {
-      seen = detail::wait_for_change(h.seq, slot.sleeping, seen);
-      if (h.shutdown.load()) {
-        detail::flush_streams();
-        ::_exit(0);
-      }
-      const std::uint64_t job = h.job_number.load();
-      const detail::job_desc& j = h.job;
-      if (r < j.count) {
-        try {
-          j.run(h, worker(r, j.count, &h.progress));
-        } catch (...) {
-          detail::record_exception(slot, job);
-        }
-        detail::flush_streams();  // what a job printed is out before the job is done
-      }
-      slot.done_job.store(job);  // seq_cst, as the parent's store of parent_waiting
-      if (h.parent_waiting.load()) detail::post(wake);
-    }
+    detail::serve_jobs(b, r, wake, seen);
+    detail::flush_streams();
+    ::_exit(0);
   }
 
   void post_and_wait(const worker_options& o) {
@@ -1305,32 +1384,7 @@ class process_pool {
     for (std::size_t r = 0; r < size(); ++r)
       if (board_->slot(r).state.load() != detail::slot_running) ended.push_back(r);
     server_->start(ended);
-    auto& h = board_->head();
-    detail::flush_streams();  // what the parent printed before the job comes first
-    h.progress.store(0);
-    h.next.store(0);
-    const std::uint64_t job = h.job_number.load() + 1;
-    h.job_number.store(job);
-    h.seq.store(std::uint32_t(job));  // seq_cst, as the workers' store and load of `sleeping`
-    for (std::size_t r = 0; r < size(); ++r)
-      if (board_->slot(r).sleeping.load()) {
-        detail::wake_all(h.seq);
-        break;
-      }
-    auto done = [this, job](std::size_t r) { return board_->slot(r).done_job.load() == job; };
-    std::vector<worker_failure> failed;
-    try {
-      failed = detail::wait_for(*server_, *board_, size(), job, done, o, wake_);
-    } catch (...) {
-      // No worker may go on with this job once it is abandoned: the next job
-      // would be written under it.
-      try {
-        for (std::size_t r = 0; r < size(); ++r)
-          if (!done(r)) server_->stop(r);
-      } catch (...) {
-      }
-      throw;
-    }
+    std::vector<worker_failure> failed = detail::run_job(*server_, *board_, wake_, o);
     for (auto& f : failed)
       if (f.what == worker_failure::kind::signal && (f.code == SIGSEGV || f.code == SIGBUS))
         f.message +=
