@@ -4,7 +4,14 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+
 #include <memory>
 #include <set>
 #include <shmarray/manager.hpp>
@@ -404,3 +411,79 @@ TEST_CASE("a forked child never keeps its dead parent's token held") {
   // P's segment was left behind by its death: the test's names remove it
   // (or a `shmarray gc` run by a test alongside, since its owner is dead).
 }
+
+TEST_CASE("a new token is locked before it has a name, and named before anyone can see its id") {
+  test::names names;
+  const int status = test::in_child([&] {
+    auto& token = detail::owner_token::get();
+    const std::uint64_t id = token.acquire();
+    if (id == 0) return 1;
+    // locked and unnamed: nobody can find it, so nobody can take it
+    if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 2;
+    if (token.publish() != id) return 3;
+    if (test::shm_names(detail::token_name(id).substr(1)).size() != 1) return 4;
+    if (detail::token_state(id, false) != detail::owner_state::alive) return 5;
+    if (token.publish() != id) return 6;  // once named, publishing again changes nothing
+    token.release();
+    if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 7;
+    return 0;
+  });
+  CHECK(test::exited_with(status, 0));
+  CHECK(names.left().empty());
+}
+
+#if defined(__x86_64__)
+namespace {
+
+// Makes every open with O_TMPFILE fail with EOPNOTSUPP in this process and
+// its children, as a kernel or file system without unnamed files does.
+bool refuse_unnamed_files() {
+  const unsigned tmpfile_bit = unsigned(O_TMPFILE & ~O_DIRECTORY);
+  sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 3),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[2])),  // flags, low half
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, tmpfile_bit, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EOPNOTSUPP),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof f / sizeof f[0]), f};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("where unnamed files cannot be made, segments and the token are made by name") {
+  test::names names;
+  const int status = test::in_child([&] {
+    if (!refuse_unnamed_files()) return 77;
+    if (detail::open_unnamed("/dev/shm") >= 0 || errno != EOPNOTSUPP) return 1;
+    std::uint64_t id = 0;
+    {
+      manager m(names.options());
+      auto a = m.from_shape<int>({100});
+      a(99) = 5;
+      id = detail::owner_token::get().id();
+      if (id == 0 || detail::token_state(id, false) != detail::owner_state::alive) return 2;
+      if (ndarray<int>::attach(a.name())(99) != 5) return 3;
+      try {
+        m.from_shape<int>({1}, posix_shm(a.name()));
+        return 4;
+      } catch (const already_exists&) {
+      }
+    }
+    if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 5;
+    return 0;
+  });
+  if (test::exited_with(status, 77)) {
+    std::printf("SHMARRAY-SKIP: cannot install a seccomp filter here\n");
+    return;
+  }
+  CHECK(test::exited_with(status, 0));
+  CHECK(names.left().empty());
+}
+#endif

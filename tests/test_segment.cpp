@@ -298,3 +298,52 @@ TEST_CASE("anonymous memory is sealed at its size: nobody can shrink it under it
   ::close(fd);
   CHECK(static_cast<char*>(static_cast<void*>(seg.data()))[0] == 1);  // still mapped, no SIGBUS
 }
+
+namespace {
+
+struct seen_at_creation {
+  std::string path;
+  bool named = true;  // whether the name existed when the hook ran
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+void note_creation(void* ctx, dev_t dev, ino_t ino) noexcept {
+  auto* s = static_cast<seen_at_creation*>(ctx);
+  struct stat st {};
+  s->named = ::stat(s->path.c_str(), &st) == 0;
+  s->dev = dev;
+  s->ino = ino;
+}
+
+}  // namespace
+
+TEST_CASE("a new segment gets its name only once it is sized and filled") {
+  test::names names;
+  char dir[] = "/tmp/shmarray_seg_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string path = std::string(dir) + "/a.bin";
+  const std::string bytes(10000, 'x');
+  auto check = [&](auto backing, const std::string& where) {
+    seen_at_creation seen{where};
+    detail::initial_bytes init{bytes.data(), bytes.size(), &note_creation, &seen};
+    segment s(create_only, backing, 1 << 16, {}, init);
+    CHECK_FALSE(seen.named);  // registered (the hook) before the name exists
+    struct stat st {};
+    REQUIRE(::stat(where.c_str(), &st) == 0);
+    CHECK(st.st_size == 1 << 16);  // named at its full size, never seen empty
+    CHECK(st.st_ino == seen.ino);  // the object the hook was told of
+    CHECK(st.st_dev == seen.dev);
+    CHECK((st.st_mode & 07777) == 0600);
+    CHECK(std::memcmp(s.data(), bytes.data(), bytes.size()) == 0);
+    // still exclusive: a second creation under the name fails, the first stays
+    CHECK_THROWS_AS(segment(create_only, backing, 4096), already_exists);
+    CHECK(::stat(where.c_str(), &st) == 0);
+    CHECK(st.st_ino == seen.ino);
+    backing.remove();
+  };
+  check(posix_shm(names("unnamed")), "/dev/shm" + names("unnamed"));
+  check(shmarray::file(path), path);
+  ::rmdir(dir);
+  CHECK(names.left().empty());
+}

@@ -232,7 +232,18 @@ inline mapping open_mapping(int fd, std::string_view name, bool writable, bool s
 template <class Derived>
 class named_backing {
  public:
+  // The object is made unnamed in its directory, registered (init.created),
+  // sized and filled, and only then linked under its name: a process killed
+  // at any moment leaves no name behind that nobody knows of, and no reader
+  // ever finds it empty. Where the kernel or file system cannot make or link
+  // unnamed files, the name is created first and removed on failure.
   mapping create(std::size_t size, const map_options& o, initial_bytes init = {}) const {
+    if (const int tmp = open_unnamed(self().directory()); tmp >= 0) {
+      fd_guard close_tmp{tmp};
+      auto m = create_mapping(tmp, name(), size, self().shmem(tmp), Derived::where, o, init);
+      if (link_unnamed(tmp, self().path()) == 0) return m;
+      if (errno == EEXIST) throw_os_error(EEXIST, name(), "could not be created");
+    }
     const int fd = self().open_fd(O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT)
       throw not_found(message(name(), "cannot be created: its directory does not exist"));
@@ -334,6 +345,9 @@ class posix_shm : public detail::named_backing<posix_shm> {
  private:
   friend class detail::named_backing<posix_shm>;
   static constexpr detail::space where = detail::space::dev_shm;
+  // glibc's shm_open opens /dev/shm/NAME.
+  static std::string directory() { return "/dev/shm"; }
+  std::string path() const { return directory() + name_; }
   int open_fd(int flags) const { return ::shm_open(name_.c_str(), flags, 0600); }
   int unlink_name() const { return ::shm_unlink(name_.c_str()); }
   static bool shmem(int) { return true; }
@@ -352,6 +366,11 @@ class file : public detail::named_backing<file> {
  private:
   friend class detail::named_backing<file>;
   static constexpr detail::space where = detail::space::file_system;
+  std::string directory() const {
+    const auto slash = path_.rfind('/');
+    return slash == 0 ? "/" : path_.substr(0, slash);
+  }
+  const std::string& path() const { return path_; }
   int open_fd(int flags) const { return ::open(path_.c_str(), flags, 0600); }
   int unlink_name() const { return ::unlink(path_.c_str()); }
   static bool shmem(int fd) {

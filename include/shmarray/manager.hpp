@@ -322,6 +322,12 @@ class manager {
         if (!detail::watchdog::get().running()) collect_once();
       }
     }
+    // The token is named only once the watchdog knows it (see acquire).
+    if (token) {
+      const std::uint64_t named = detail::owner_token::get().publish();
+      if (named != token && named) detail::watchdog::get().prepare(named);
+      token = watch.token = named;
+    }
     auto unwatch = detail::scope_exit([&] {
       if (watch.registered) detail::watchdog::get().remove(watch.kind, watch.name);
     });

@@ -1,6 +1,7 @@
 // shmarray internals: errno to typed errors, and small POSIX helpers.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -92,6 +93,32 @@ enum class space { dev_shm, file_system, memory };
       break;
   }
   throw out_of_space(message(name, text), needed, avail);
+}
+
+// Unnamed files, named once they are ready: a process killed before the
+// name exists leaves nothing behind (the file goes with its last
+// descriptor), so creation has no window in which a name can leak.
+//
+// An unnamed regular file (O_TMPFILE, mode 0600) in directory `dir`; -1 with
+// errno where the kernel or file system cannot make one.
+inline int open_unnamed(const std::string& dir) noexcept {
+#ifdef O_TMPFILE
+  return ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+#else
+  errno = EOPNOTSUPP;
+  return -1;
+#endif
+}
+
+// Gives an unnamed file the name `path`, never replacing one (EEXIST):
+// 0, or -1 with errno. AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH before Linux
+// 6.10; /proc/self/fd works for anyone where /proc is mounted.
+inline int link_unnamed(int fd, const std::string& path) noexcept {
+  if (::linkat(fd, "", AT_FDCWD, path.c_str(), AT_EMPTY_PATH) == 0) return 0;
+  if (errno == EEXIST) return -1;
+  char proc[40];
+  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  return ::linkat(AT_FDCWD, proc, AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW);
 }
 
 inline std::size_t page_size() noexcept {

@@ -61,11 +61,36 @@ class owner_token {
 
   // One more segment owned; the token's id, or 0 where no token could be
   // made (then gc never removes this process's segments; said once).
+  //
+  // A new token is made locked and unnamed. Hand its id to the watchdog,
+  // then call publish() before writing the id anywhere: an owner killed at
+  // any moment then leaves no token that nobody knows of.
   std::uint64_t acquire() {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
     if (refs_ == 0 && !make()) return 0;
     ++refs_;
+    return id_;
+  }
+
+  // Gives the token its name if it has none yet; the id to record, which
+  // differs from acquire()'s only where the unnamed token could not be
+  // linked (then one is made by name), and is 0 if none could be made.
+  std::uint64_t publish() {
+    std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    if (refs_ == 0 || named_) return refs_ ? id_ : 0;
+    if (link_unnamed(fd_, "/dev/shm" + token_name(id_)) == 0) {
+      named_ = true;
+      return id_;
+    }
+    ::close(fd_);
+    fd_ = -1;
+    if (!make_named()) {
+      id_ = 0;
+      refs_ = 0;
+      return 0;
+    }
     return id_;
   }
 
@@ -93,6 +118,7 @@ class owner_token {
                        t.fd_ = -1;
                        t.id_ = 0;
                        t.refs_ = 0;
+                       t.named_ = false;
                        t.pid_ = ::getpid();
                        t.mu_.unlock();
                      });
@@ -104,10 +130,39 @@ class owner_token {
     fd_ = -1;
     id_ = 0;
     refs_ = 0;
+    named_ = false;
     pid_ = ::getpid();
   }
 
+  // A random id whose name is free now.
+  static std::uint64_t fresh_id() {
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      std::uint64_t id = 0;
+      if (::getrandom(&id, sizeof id, 0) != sizeof id || id == 0) continue;
+      struct stat st {};
+      if (::stat(("/dev/shm" + token_name(id)).c_str(), &st) != 0 && errno == ENOENT) return id;
+    }
+    return 0;
+  }
+
+  // Locked before it has a name: no process, gc included, ever sees this
+  // token unlocked while its owner lives. Named by publish().
   bool make() {
+    if (const int tmp = open_unnamed("/dev/shm"); tmp >= 0) {
+      const std::uint64_t id = fresh_id();
+      if (id != 0 && ::flock(tmp, LOCK_EX | LOCK_NB) == 0) {
+        fd_ = tmp;
+        id_ = id;
+        named_ = false;
+        return true;
+      }
+      ::close(tmp);
+    }
+    return make_named();  // the kernel or /dev/shm cannot make unnamed files
+  }
+
+  // The token made by name, then locked.
+  bool make_named() {
     for (int attempt = 0; attempt < 8; ++attempt) {
       std::uint64_t id = 0;
       if (::getrandom(&id, sizeof id, 0) != sizeof id || id == 0) continue;
@@ -144,6 +199,7 @@ class owner_token {
       }
       fd_ = fd;
       id_ = id;
+      named_ = true;
       return true;
     }
     say_once(EEXIST);
@@ -151,7 +207,8 @@ class owner_token {
   }
 
   void drop() noexcept {
-    ::shm_unlink(token_name(id_).c_str());
+    if (named_) ::shm_unlink(token_name(id_).c_str());
+    named_ = false;
     ::close(fd_);
     fd_ = -1;
     id_ = 0;
@@ -172,6 +229,7 @@ class owner_token {
   int fd_ = -1;
   std::uint64_t id_ = 0;
   std::size_t refs_ = 0;
+  bool named_ = false;  // linked under its name in /dev/shm
   bool said_ = false;
 };
 
