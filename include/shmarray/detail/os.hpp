@@ -58,6 +58,14 @@ inline std::string errno_text(int err) {
       throw access_denied(what);
     case ENAMETOOLONG:
       throw invalid_name(what);
+    case EMFILE:
+      throw system_error(what +
+                             " (this process has as many descriptors open as its limit, "
+                             "ulimit -n, allows; shmarray keeps none per segment)",
+                         err);
+    case ENFILE:
+      throw system_error(what + " (the system's limit on open files, fs.file-max, is reached)",
+                         err);
     default:
       throw system_error(what, err);
   }

@@ -76,10 +76,28 @@ class owner_token {
   // Gives the token its name if it has none yet; the id to record, which
   // differs from acquire()'s only where the unnamed token could not be
   // linked (then one is made by name), and is 0 if none could be made.
+  //
+  // A token whose name someone removed while this process lives (systemd's
+  // RemoveIPC=yes removes a user's /dev/shm files when the user logs out,
+  // under a job still running) is replaced by a new one, so that segments
+  // made from then on name a token that says their owner is alive.
   std::uint64_t publish() {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
-    if (refs_ == 0 || named_) return refs_ ? id_ : 0;
+    if (refs_ == 0) return 0;
+    if (named_) {
+      struct stat st {};
+      if (::fstat(fd_, &st) != 0 || st.st_nlink > 0) return id_;
+      ::close(fd_);  // removed behind our back: make another
+      fd_ = -1;
+      named_ = false;
+      if (!make()) {
+        id_ = 0;
+        refs_ = 0;
+        return 0;
+      }
+      if (named_) return id_;
+    }
     if (link_unnamed(fd_, "/dev/shm" + token_name(id_)) == 0) {
       named_ = true;
       return id_;
