@@ -420,10 +420,10 @@ TEST_CASE("a new token is locked before it has a name, and named before anyone c
     if (id == 0) return 1;
     // locked and unnamed: nobody can find it, so nobody can take it
     if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 2;
-    if (token.publish() != id) return 3;
+    if (token.publish(id) != id) return 3;
     if (test::shm_names(detail::token_name(id).substr(1)).size() != 1) return 4;
     if (detail::token_state(id, false) != detail::owner_state::alive) return 5;
-    if (token.publish() != id) return 6;  // once named, publishing again changes nothing
+    if (token.publish(id) != id) return 6;  // once named, publishing again changes nothing
     token.release();
     if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 7;
     return 0;
@@ -435,24 +435,54 @@ TEST_CASE("a new token is locked before it has a name, and named before anyone c
 #if defined(__x86_64__)
 namespace {
 
-// Makes every open with O_TMPFILE fail with EOPNOTSUPP in this process and
-// its children, as a kernel or file system without unnamed files does.
-bool refuse_unnamed_files() {
+// Installs a seccomp filter on this process and its children that makes
+// every open with O_TMPFILE fail with EOPNOTSUPP (`tmpfile`), as a kernel or
+// file system without unnamed files does, and/or every linkat fail with
+// EPERM (`link`), as where /proc is missing and CAP_DAC_READ_SEARCH too.
+bool refuse(bool tmpfile, bool link) {
   const unsigned tmpfile_bit = unsigned(O_TMPFILE & ~O_DIRECTORY);
+  const unsigned allow = SECCOMP_RET_ALLOW;
   sock_filter f[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, allow),
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_linkat, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, link ? SECCOMP_RET_ERRNO | EPERM : allow),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 3),
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[2])),  // flags, low half
       BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, tmpfile_bit, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EOPNOTSUPP),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, tmpfile ? SECCOMP_RET_ERRNO | EOPNOTSUPP : allow),
+      BPF_STMT(BPF_RET | BPF_K, allow),
   };
   sock_fprog prog{static_cast<unsigned short>(sizeof f / sizeof f[0]), f};
   return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
          ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+}
+
+// Segments and the token work as ever: made, attached, exclusive, alive,
+// and all removed at the end. 0, or what failed.
+int segments_work(const test::names& names) {
+  std::uint64_t id = 0;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<int>({100});
+    a(99) = 5;
+    auto b = m.from_shape<float>({3}, shmarray::file("/tmp/" + names.prefix() + "f.bin"));
+    id = detail::owner_token::get().id();
+    if (id == 0 || detail::token_state(id, false) != detail::owner_state::alive) return 2;
+    if (ndarray<int>::attach(a.name())(99) != 5) return 3;
+    try {
+      m.from_shape<int>({1}, posix_shm(a.name()));
+      return 4;
+    } catch (const already_exists&) {
+    }
+    segment sa(open_only, posix_shm(a.name()), access_mode::read_only);
+    if (detail::read_record(sa.data(), sa.size(), a.name()).owner_token != id) return 5;
+  }
+  if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 6;
+  if (::access(("/tmp/" + names.prefix() + "f.bin").c_str(), F_OK) == 0) return 7;
+  return 0;
 }
 
 }  // namespace
@@ -460,24 +490,26 @@ bool refuse_unnamed_files() {
 TEST_CASE("where unnamed files cannot be made, segments and the token are made by name") {
   test::names names;
   const int status = test::in_child([&] {
-    if (!refuse_unnamed_files()) return 77;
+    if (!refuse(true, false)) return 77;
     if (detail::open_unnamed("/dev/shm") >= 0 || errno != EOPNOTSUPP) return 1;
-    std::uint64_t id = 0;
-    {
-      manager m(names.options());
-      auto a = m.from_shape<int>({100});
-      a(99) = 5;
-      id = detail::owner_token::get().id();
-      if (id == 0 || detail::token_state(id, false) != detail::owner_state::alive) return 2;
-      if (ndarray<int>::attach(a.name())(99) != 5) return 3;
-      try {
-        m.from_shape<int>({1}, posix_shm(a.name()));
-        return 4;
-      } catch (const already_exists&) {
-      }
-    }
-    if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 5;
-    return 0;
+    return segments_work(names);
+  });
+  if (test::exited_with(status, 77)) {
+    std::printf("SHMARRAY-SKIP: cannot install a seccomp filter here\n");
+    return;
+  }
+  CHECK(test::exited_with(status, 0));
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("where unnamed files cannot be linked, segments and the token are made by name") {
+  test::names names;
+  const int status = test::in_child([&] {
+    if (!refuse(false, true)) return 77;
+    const int fd = detail::open_unnamed("/dev/shm");
+    if (fd < 0 || detail::link_unnamed(fd, "/dev/shm/" + names.prefix() + "x") == 0) return 1;
+    ::close(fd);
+    return segments_work(names);
   });
   if (test::exited_with(status, 77)) {
     std::printf("SHMARRAY-SKIP: cannot install a seccomp filter here\n");

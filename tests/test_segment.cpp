@@ -328,7 +328,15 @@ TEST_CASE("a new segment gets its name only once it is sized and filled") {
     seen_at_creation seen{where};
     detail::initial_bytes init{bytes.data(), bytes.size(), &note_creation, &seen};
     segment s(create_only, backing, 1 << 16, {}, init);
-    CHECK_FALSE(seen.named);  // registered (the hook) before the name exists
+    // Registered (the hook) before the name exists, where the file system
+    // makes unnamed files (/dev/shm does; overlayfs before Linux 6.6 does
+    // not, and the name is then made first).
+    const std::string dir = where.substr(0, where.rfind('/'));
+    const int probe = detail::open_unnamed(dir);
+    if (probe >= 0) {
+      ::close(probe);
+      CHECK_FALSE(seen.named);
+    }
     struct stat st {};
     REQUIRE(::stat(where.c_str(), &st) == 0);
     CHECK(st.st_size == 1 << 16);  // named at its full size, never seen empty

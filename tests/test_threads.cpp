@@ -165,6 +165,16 @@ TEST_CASE("a thread that ends holding the lock leaves it with owner_died") {
   CHECK_FALSE(again.owner_died());
 }
 
+TEST_CASE("a timed lock after a thread that ended holding it gets it, with owner_died") {
+  manager m;
+  auto a = m.from_shape<int>({1}, anonymous{});
+  alignas(scoped_lock) static unsigned char storage[sizeof(scoped_lock)];
+  std::thread([&] { new (storage) scoped_lock(a.lock()); }).join();
+  auto g = a.try_lock_for(10s);
+  CHECK(g.owns_lock());
+  CHECK(g.owner_died());
+}
+
 TEST_CASE("pool jobs run back to back on one board, each seeing its own closure") {
   manager m;
   constexpr std::size_t workers = 3;
@@ -264,11 +274,19 @@ TEST_CASE("progress counts every index of a parallel_for") {
 }
 
 #if defined(SHMARRAY_TSAN)
+// A report ends the process with exit code 66, however this is run.
+extern "C" const char* __tsan_default_options() {
+  return "halt_on_error=1";
+}
+
 // Proof that the tests above can fail: a parent that writes the next job
-// while workers still read this one is a race, and ThreadSanitizer says so
-// (exit code 66 at the first report, halt_on_error=1).
+// while workers still read this one is a race, and ThreadSanitizer says so.
 TEST_CASE("ThreadSanitizer reports a job written while workers read the last one") {
-  const int status = test::in_child([] {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const int status = test::in_child([&] {
+    ::dup2(fds[1], 2);  // the report, for the parent to read
+    ::close(fds[0]);
     thread_pool pool(2);
     int k = 1;
     auto fn = [k](const worker&) {
@@ -282,6 +300,11 @@ TEST_CASE("ThreadSanitizer reports a job written while workers read the last one
       pool.stop(r);
     return 0;
   });
+  ::close(fds[1]);
+  const std::string report = test::read_all(fds[0]);
+  ::close(fds[0]);
   CHECK(test::exited_with(status, 66));
+  CHECK(report.find("WARNING: ThreadSanitizer: data race") != std::string::npos);
+  CHECK(report.find("stage_run") != std::string::npos);
 }
 #endif

@@ -342,7 +342,13 @@ void unlink_if_same(const registered& r) {
   (void)!::write(4, &self, sizeof self);
   ::close(4);
 
-  std::unordered_map<std::string, registered> live;  // by kind and name
+  // By kind, name, device and inode: one name may be registered for two
+  // objects of the owner's at once (a creation that failed on a name it
+  // already holds unregisters only its own).
+  std::unordered_map<std::string, registered> live;
+  auto key = [](char kind, const std::string& name, std::uint64_t dev, std::uint64_t ino) {
+    return kind + std::to_string(dev) + ':' + std::to_string(ino) + ':' + name;
+  };
   std::vector<std::uint64_t> tokens;
   for (;;) {
     char op = 0;
@@ -359,12 +365,14 @@ void unlink_if_same(const registered& r) {
         break;
       r.dev = dev_t(dev);
       r.ino = ino_t(ino);
-      live[r.kind + r.name] = r;
+      live[key(r.kind, r.name, dev, ino)] = r;
     } else if (op == 'U') {
       char kind = 0;
       std::string name;
-      if (!read_exact(3, &kind, 1) || !read_name(3, name)) break;
-      live.erase(kind + name);
+      std::uint64_t dev = 0, ino = 0;
+      if (!read_exact(3, &kind, 1) || !read_u64(3, dev) || !read_u64(3, ino) || !read_name(3, name))
+        break;
+      live.erase(key(kind, name, dev, ino));
     } else {
       break;  // not the protocol: the end (closing below makes the owner's sends fail)
     }

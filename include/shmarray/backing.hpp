@@ -238,6 +238,10 @@ class named_backing {
   // ever finds it empty. Where the kernel or file system cannot make or link
   // unnamed files, the name is created first and removed on failure.
   mapping create(std::size_t size, const map_options& o, initial_bytes init = {}) const {
+    // A name that exists fails at once, before any work (the link below
+    // would refuse it too, after the fill).
+    struct stat st {};
+    if (::lstat(self().path().c_str(), &st) == 0) throw_os_error(EEXIST, name(), "");
     if (const int tmp = open_unnamed(self().directory()); tmp >= 0) {
       fd_guard close_tmp{tmp};
       auto m = create_mapping(tmp, name(), size, self().shmem(tmp), Derived::where, o, init);

@@ -18,16 +18,13 @@
 // ThreadSanitizer intercepts pthread_mutex_lock and _trylock, but (clang 14,
 // gcc 12) not pthread_mutex_clocklock: a timed lock it did not see would be
 // reported as an unlock of an unlocked mutex. Under TSan only, the timed
-// lock is annotated as the try-lock it is.
+// lock is a loop of trylocks, which TSan sees (EOWNERDEAD included).
 #if defined(__SANITIZE_THREAD__)
-#define SHMARRAY_TSAN_ANNOTATE 1
+#define SHMARRAY_TSAN_TIMED_LOCK 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-#define SHMARRAY_TSAN_ANNOTATE 1
+#define SHMARRAY_TSAN_TIMED_LOCK 1
 #endif
-#endif
-#if defined(SHMARRAY_TSAN_ANNOTATE)
-#include <sanitizer/tsan_interface.h>
 #endif
 
 namespace shmarray {
@@ -89,21 +86,22 @@ class scoped_lock {
     } else if (how == mode::try_once) {
       rc = ::pthread_mutex_trylock(m);
     } else {
+#if defined(SHMARRAY_TSAN_TIMED_LOCK)
+      const auto until = std::chrono::steady_clock::now() + timeout;
+      while ((rc = ::pthread_mutex_trylock(m)) == EBUSY) {
+        if (std::chrono::steady_clock::now() >= until) {
+          rc = ETIMEDOUT;
+          break;
+        }
+        ::usleep(50);
+      }
+#else
       timespec ts{};
       ::clock_gettime(CLOCK_MONOTONIC, &ts);
       const auto ns = std::max<std::int64_t>(timeout.count(), 0) + ts.tv_nsec;
       ts.tv_sec += time_t(ns / 1000000000);
       ts.tv_nsec = long(ns % 1000000000);
-#if defined(SHMARRAY_TSAN_ANNOTATE)
-      __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
-#endif
       rc = ::pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
-#if defined(SHMARRAY_TSAN_ANNOTATE)
-      __tsan_mutex_post_lock(m,
-                             rc == 0 || rc == EOWNERDEAD
-                                 ? __tsan_mutex_try_lock
-                                 : __tsan_mutex_try_lock | __tsan_mutex_try_lock_failed,
-                             0);
 #endif
     }
     scoped_lock g;

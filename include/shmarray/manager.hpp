@@ -180,9 +180,7 @@ class manager {
         detail::initial_bytes init;
         init.created = &watch_created;
         init.context = &watch;
-        detail::scope_exit unwatch([&] {
-          if (watch.registered) detail::watchdog::get().remove('s', watch.name);
-        });
+        detail::scope_exit unwatch([&] { watch.undo(); });
         segment seg(create_only, name, bytes, {}, init);
         detail::scope_exit undo([&] { remove_quietly(name); });
         std::lock_guard<std::mutex> g(st().mu);
@@ -244,11 +242,20 @@ class manager {
     std::string name;
     std::uint64_t token;
     bool registered;
+    dev_t device = 0;
+    ino_t inode = 0;
+    // Unregisters what was registered, if the creation failed.
+    void undo() const noexcept {
+      if (registered) detail::watchdog::get().remove(kind, name, device, inode);
+    }
   };
   static void watch_created(void* context, dev_t device, ino_t inode) noexcept {
     auto* w = static_cast<watch_request*>(context);
+    w->undo();  // a second object of the same creation (the fallback by name)
     detail::watchdog::get().add(w->kind, w->name, device, inode, w->token);
     w->registered = true;
+    w->device = device;
+    w->inode = inode;
   }
 
   template <class Backing>
@@ -306,8 +313,9 @@ class manager {
     std::uint64_t token = 0;
     if constexpr (detail::is_named<Backing>::value)
       if (!o.raw && !o.keep) token = detail::owner_token::get().acquire();
+    const bool counted = token != 0;  // one reference, released with the segment
     auto untoken = detail::scope_exit([&] {
-      if (token) detail::owner_token::get().release();
+      if (counted) detail::owner_token::get().release();
     });
     // The watchdog learns of the object as soon as it exists, before it is
     // filled, so an owner killed while a large array is filled leaks nothing.
@@ -322,15 +330,15 @@ class manager {
         if (!detail::watchdog::get().running()) collect_once();
       }
     }
-    // The token is named only once the watchdog knows it (see acquire).
-    if (token) {
-      const std::uint64_t named = detail::owner_token::get().publish();
-      if (named != token && named) detail::watchdog::get().prepare(named);
+    // The token is named only once the watchdog knows it (see acquire); a
+    // new one (the old one lost) is announced in turn.
+    while (token) {
+      const std::uint64_t named = detail::owner_token::get().publish(token);
+      if (named == token) break;
       token = watch.token = named;
+      if (token) detail::watchdog::get().prepare(token);
     }
-    auto unwatch = detail::scope_exit([&] {
-      if (watch.registered) detail::watchdog::get().remove(watch.kind, watch.name);
-    });
+    auto unwatch = detail::scope_exit([&] { watch.undo(); });
     segment seg(create_only, backing, std::size_t(total), o.map, init);
     auto undo = detail::scope_exit([&] { remove_quietly(backing); });
     std::optional<segment_info> info;
@@ -343,7 +351,7 @@ class manager {
       if (!o.keep) {
         std::lock_guard<std::mutex> g(st().mu);
         st().owned.push_back({seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode(),
-                              token != 0, kind_of<Backing>()});
+                              counted, kind_of<Backing>()});
       }
     }
     unwatch.dismiss();
@@ -358,7 +366,7 @@ class manager {
   static void remove_if_mine(const owned_name& o) noexcept {
     if (o.creator != ::getpid()) return;
     o.remove(o.name, o.device, o.inode);
-    detail::watchdog::get().remove(o.kind, o.name);
+    detail::watchdog::get().remove(o.kind, o.name, o.device, o.inode);
     if (o.token) detail::owner_token::get().release();
   }
 

@@ -1320,6 +1320,7 @@ class process_pool {
   // parallel_for over the pool's workers: fn(i) or fn(i, worker) for each index.
   template <class I, class F>
   void parallel_for(I first, I last, F fn, const for_options& o = {}) {
+    if (detail::range_length(first, last) == 0) return;  // nothing to run, nothing to check
     check_job(fn);
     if (detail::stage_for(*board_, first, last, fn, o))
       post_and_wait(detail::with_total(o, detail::range_length(first, last)));

@@ -60,55 +60,50 @@ class owner_token {
   }
 
   // One more segment owned; the token's id, or 0 where no token could be
-  // made (then gc never removes this process's segments; said once).
+  // made (then gc never removes this process's segments; said once). Only
+  // a non-zero id counts: release() once for each.
   //
-  // A new token is made locked and unnamed. Hand its id to the watchdog,
-  // then call publish() before writing the id anywhere: an owner killed at
-  // any moment then leaves no token that nobody knows of.
+  // A new token is made locked and unnamed. The caller hands its id to the
+  // watchdog, then calls publish(id) before writing the id anywhere: an
+  // owner killed at any moment then leaves no token that nobody knows of.
   std::uint64_t acquire() {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
     if (refs_ == 0 && !make()) return 0;
+    if (id_ == 0) return 0;  // lost, and none could be made again (see publish)
     ++refs_;
     return id_;
   }
 
-  // Gives the token its name if it has none yet; the id to record, which
-  // differs from acquire()'s only where the unnamed token could not be
-  // linked (then one is made by name), and is 0 if none could be made.
-  //
-  // A token whose name someone removed while this process lives (systemd's
-  // RemoveIPC=yes removes a user's /dev/shm files when the user logs out,
-  // under a job still running) is replaced by a new one, so that segments
-  // made from then on name a token that says their owner is alive.
-  std::uint64_t publish() {
+  // Gives the token the caller announced (`id`, from acquire or from the
+  // last publish) its name if it has none yet, and returns the id the
+  // caller may record: `id` itself once it is named. Any other value is a
+  // new token, still unnamed, to be announced and published in turn; 0
+  // means none could be made (the caller's reference from acquire still
+  // counts: release it as always).
+  // A new one is needed where the unnamed token cannot be linked here
+  // (then tokens are made by name from now on) or where the token's name
+  // was removed while this process lives: systemd's RemoveIPC=yes removes a
+  // user's /dev/shm files when the user logs out, under a job still
+  // running, and segments made from then on must name a token that says
+  // their owner is alive.
+  std::uint64_t publish(std::uint64_t id) {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
-    if (refs_ == 0) return 0;
+    if (refs_ == 0 || id_ == 0) return 0;
+    if (id != id_) return id_;  // a newer token: announce it first
     if (named_) {
       struct stat st {};
       if (::fstat(fd_, &st) != 0 || st.st_nlink > 0) return id_;
-      ::close(fd_);  // removed behind our back: make another
-      fd_ = -1;
-      named_ = false;
-      if (!make()) {
-        id_ = 0;
-        refs_ = 0;
-        return 0;
-      }
-      if (named_) return id_;
+      replace();  // removed behind our back
+      return id_;
     }
     if (link_unnamed(fd_, "/dev/shm" + token_name(id_)) == 0) {
       named_ = true;
       return id_;
     }
-    ::close(fd_);
-    fd_ = -1;
-    if (!make_named()) {
-      id_ = 0;
-      refs_ = 0;
-      return 0;
-    }
+    if (errno != EEXIST) unnamed_ok_ = false;  // cannot link here: by name from now on
+    replace();
     return id_;
   }
 
@@ -163,10 +158,23 @@ class owner_token {
     return 0;
   }
 
+  // Another token in place of the current one, for the references held.
+  // On failure the id is 0 until the last reference goes.
+  void replace() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    named_ = false;
+    id_ = 0;
+    try {
+      make();
+    } catch (...) {
+    }
+  }
+
   // Locked before it has a name: no process, gc included, ever sees this
-  // token unlocked while its owner lives. Named by publish().
+  // token unlocked while its owner lives. Named by publish(id).
   bool make() {
-    if (const int tmp = open_unnamed("/dev/shm"); tmp >= 0) {
+    if (const int tmp = unnamed_ok_ ? open_unnamed("/dev/shm") : -1; tmp >= 0) {
       const std::uint64_t id = fresh_id();
       if (id != 0 && ::flock(tmp, LOCK_EX | LOCK_NB) == 0) {
         fd_ = tmp;
@@ -227,7 +235,7 @@ class owner_token {
   void drop() noexcept {
     if (named_) ::shm_unlink(token_name(id_).c_str());
     named_ = false;
-    ::close(fd_);
+    if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
     id_ = 0;
   }
@@ -247,7 +255,8 @@ class owner_token {
   int fd_ = -1;
   std::uint64_t id_ = 0;
   std::size_t refs_ = 0;
-  bool named_ = false;  // linked under its name in /dev/shm
+  bool named_ = false;      // linked under its name in /dev/shm
+  bool unnamed_ok_ = true;  // unnamed tokens can be linked here
   bool said_ = false;
 };
 

@@ -40,7 +40,7 @@ namespace shmarray::detail {
 // The helper's protocol: records of at most PIPE_BUF bytes, each sent whole.
 //   'T' u64 token id                       the owner's token
 //   'R' kind u64 dev u64 ino u16 len name  register a segment (kind 's': shm, 'f': file)
-//   'U' kind u16 len name                  unregister it
+//   'U' kind u64 dev u64 ino u16 len name  unregister that object (not another under the name)
 namespace watchdog_wire {
 inline void put_u64(std::string& s, std::uint64_t v) {
   for (int i = 0; i < 8; ++i)
@@ -124,8 +124,10 @@ class watchdog {
     return fd_ >= 0;
   }
 
-  // Unregisters one: the owner removed it.
-  void remove(char kind, const std::string& name) noexcept {
+  // Unregisters the object `dev`/`ino` registered under `name`: the owner
+  // removed it, or its creation failed. Another object registered under
+  // the same name stays registered.
+  void remove(char kind, const std::string& name, dev_t dev, ino_t ino) noexcept {
     std::lock_guard<std::mutex> g(mu_);
     if (pid_ != ::getpid() || fd_ < 0) return;
     settle(false);
@@ -133,6 +135,8 @@ class watchdog {
     std::string rec;
     rec.push_back('U');
     rec.push_back(kind);
+    watchdog_wire::put_u64(rec, std::uint64_t(dev));
+    watchdog_wire::put_u64(rec, std::uint64_t(ino));
     watchdog_wire::put_name(rec, name);
     send(rec);
   }
