@@ -1,0 +1,251 @@
+// shmarray-stack: the pipeline's stages, written once for every program
+// that runs them (forked workers here, MPI ranks elsewhere). Each stage works
+// on one frame, in float32, through Eigen::Map views of memory it is given;
+// it reads and writes that frame only, so frames split across workers never
+// race. Nothing here knows where the memory lives.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace shmarray::stack {
+
+using frame_map = Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+template <class T>
+using pixels_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+
+// The stages a job runs, in this order.
+struct steps {
+  bool background = true;
+  bool blur = true;
+  bool normalize = true;
+
+  static steps none() { return {false, false, false}; }
+
+  // "background,blur,normalize", any subset in that order, or "none".
+  static steps parse(const std::string& list) {
+    if (list == "none") return none();
+    steps s = none();
+    static const char* const names[] = {"background", "blur", "normalize"};
+    bool* flags[] = {&s.background, &s.blur, &s.normalize};
+    int next = 0;
+    std::size_t at = 0;
+    while (at <= list.size()) {
+      const std::size_t comma = std::min(list.find(',', at), list.size());
+      const std::string item = list.substr(at, comma - at);
+      int which = -1;
+      for (int i = 0; i < 3; ++i)
+        if (item == names[i]) which = i;
+      if (which < 0)
+        throw std::invalid_argument("--steps: unknown step '" + item +
+                                    "' (choose from background,blur,normalize, or none)");
+      if (which < next)
+        throw std::invalid_argument("--steps: '" + item +
+                                    "' is out of order or repeated (the order is "
+                                    "background,blur,normalize)");
+      *flags[which] = true;
+      next = which + 1;
+      at = comma + 1;
+    }
+    return s;
+  }
+
+  std::string str() const {
+    std::string out;
+    auto add = [&](bool on, const char* n) {
+      if (!on) return;
+      if (!out.empty()) out += ',';
+      out += n;
+    };
+    add(background, "background");
+    add(blur, "blur");
+    add(normalize, "normalize");
+    return out.empty() ? "none" : out;
+  }
+};
+
+// The largest value of the input's pixel type: what `normalize` scales to
+// (1 for float input).
+template <class T>
+constexpr float full_scale() {
+  if constexpr (std::is_floating_point_v<T>)
+    return 1.0f;
+  else
+    return float(std::numeric_limits<T>::max());
+}
+
+// ---- input to the working array, and back
+
+template <class T>
+void to_work(const T* in, float* work, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    work[i] = float(in[i]);
+}
+
+// Rounded to nearest (ties to even) and clamped to T's range; float input
+// is copied. With no step in between, this gives back the input exactly.
+template <class T>
+void to_pixels(const float* work, T* out, std::size_t n) {
+  if constexpr (std::is_floating_point_v<T>) {
+    for (std::size_t i = 0; i < n; ++i)
+      out[i] = T(work[i]);
+  } else {
+    const float hi = full_scale<T>();
+    for (std::size_t i = 0; i < n; ++i) {
+      const float v = std::nearbyint(work[i]);
+      out[i] = T(v <= 0.f ? 0.f : v >= hi ? hi : v);  // NaN goes to 0
+    }
+  }
+}
+
+// ---- background: the frame's median, subtracted, clamped at 0
+
+// The median of a frame (the mean of the two middle values for an even
+// count). `scratch` is resized as needed.
+inline float median(const frame_map& f, std::vector<float>& scratch) {
+  const std::size_t n = std::size_t(f.size());
+  scratch.assign(f.data(), f.data() + n);
+  const auto mid = scratch.begin() + std::ptrdiff_t(n / 2);
+  std::nth_element(scratch.begin(), mid, scratch.end());
+  const float upper = *mid;
+  if (n % 2) return upper;
+  const float lower = *std::max_element(scratch.begin(), mid);
+  return lower + (upper - lower) / 2;
+}
+
+inline void subtract_background(frame_map f, std::vector<float>& scratch) {
+  const float bg = median(f, scratch);
+  f = (f.array() - bg).cwiseMax(0.f).matrix();
+}
+
+// ---- blur: separable Gaussian, boundaries mirrored (d c b a | a b c d)
+
+// Normalised weights of a Gaussian of `sigma` pixels, radius ceil(3 sigma).
+inline std::vector<float> gaussian_kernel(double sigma) {
+  if (!(sigma > 0) || !std::isfinite(sigma) || sigma > 1000)
+    throw std::invalid_argument("--sigma must be a number of pixels above 0 (at most 1000)");
+  const int r = int(std::ceil(3 * sigma));
+  std::vector<double> w(std::size_t(2 * r + 1));
+  double sum = 0;
+  for (int k = -r; k <= r; ++k)
+    sum += w[std::size_t(k + r)] = std::exp(-0.5 * (k * k) / (sigma * sigma));
+  std::vector<float> out(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i)
+    out[i] = float(w[i] / sum);
+  return out;
+}
+
+// Index i mirrored into [0, n): -1 -> 0, -2 -> 1, n -> n-1, n+1 -> n-2.
+inline std::ptrdiff_t mirror(std::ptrdiff_t i, std::ptrdiff_t n) {
+  if (n == 1) return 0;
+  const std::ptrdiff_t period = 2 * n;
+  i %= period;
+  if (i < 0) i += period;
+  return i < n ? i : period - 1 - i;
+}
+
+// The blur of one frame, rows then columns. `scratch` holds a padded row
+// and a copy of the frame.
+inline void blur(frame_map f, const std::vector<float>& kernel, std::vector<float>& scratch) {
+  const Eigen::Index h = f.rows(), w = f.cols();
+  const Eigen::Index r = Eigen::Index(kernel.size() / 2);
+  scratch.resize(std::size_t(h * w + w + 2 * r));
+  frame_map tmp(scratch.data(), h, w);
+  Eigen::Map<Eigen::RowVectorXf> pad(scratch.data() + h * w, w + 2 * r);
+  // Along rows: each row, padded by mirroring, weighted and summed into tmp.
+  for (Eigen::Index y = 0; y < h; ++y) {
+    for (Eigen::Index x = -r; x < w + r; ++x)
+      pad[x + r] = f(y, mirror(x, w));
+    tmp.row(y).setZero();
+    for (Eigen::Index k = 0; k <= 2 * r; ++k)
+      tmp.row(y) += kernel[std::size_t(k)] * pad.segment(k, w);
+  }
+  // Along columns: whole rows of tmp, weighted and summed into the frame.
+  for (Eigen::Index y = 0; y < h; ++y) {
+    f.row(y).setZero();
+    for (Eigen::Index k = 0; k <= 2 * r; ++k)
+      f.row(y) += kernel[std::size_t(k)] * tmp.row(mirror(y + k - r, h));
+  }
+}
+
+// ---- normalize: the frame's range stretched to [0, full]
+
+inline void normalize(frame_map f, float full) {
+  const float lo = f.minCoeff(), hi = f.maxCoeff();
+  if (!(hi > lo)) {
+    f.setZero();
+    return;
+  }
+  const float scale = full / (hi - lo);
+  f = ((f.array() - lo) * scale).matrix();
+}
+
+// Every step asked for, on one working frame.
+inline void process_frame(frame_map f, const steps& s, const std::vector<float>& kernel, float full,
+                          std::vector<float>& scratch) {
+  if (s.background) subtract_background(f, scratch);
+  if (s.blur) blur(f, kernel, scratch);
+  if (s.normalize) normalize(f, full);
+}
+
+// ---- projections over frames, per pixel
+
+// Running count, mean and sum of squared deviations of one pixel's values
+// (Welford), which merge soundly (Chan et al.), so a split of the frames
+// changes nothing but rounding.
+struct moments {
+  double n = 0, mean = 0, m2 = 0;
+  void add(double x) {
+    n += 1;
+    const double d = x - mean;
+    mean += d / n;
+    m2 += d * (x - mean);
+  }
+  void merge(const moments& o) {
+    if (o.n == 0) return;
+    const double total = n + o.n;
+    const double d = o.mean - mean;
+    mean += d * (o.n / total);
+    m2 += o.m2 + d * d * (n * o.n / total);
+    n = total;
+  }
+  // Population standard deviation (divides by n, as NumPy's std does).
+  double stddev() const { return n > 0 ? std::sqrt(m2 / n) : 0; }
+};
+
+// Maximum, mean and standard deviation over `frames` frames of rows
+// [row0, row0 + rows) of a frames x height x width stack, into the
+// projections' same rows. `acc` holds one moments per pixel of the rows.
+template <class T>
+void project_rows(const T* stack, std::size_t frames, std::size_t height, std::size_t width,
+                  std::size_t row0, std::size_t rows, T* max, float* mean, float* sd,
+                  std::vector<moments>& acc) {
+  const std::size_t n = rows * width, off = row0 * width;
+  acc.assign(n, moments{});
+  pixels_map<T> mx(max + off, Eigen::Index(rows), Eigen::Index(width));
+  for (std::size_t k = 0; k < frames; ++k) {
+    const T* frame = stack + k * height * width + off;
+    const Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> fr(
+        frame, Eigen::Index(rows), Eigen::Index(width));
+    if (k == 0)
+      mx = fr;
+    else
+      mx = mx.cwiseMax(fr);
+    for (std::size_t i = 0; i < n; ++i)
+      acc[i].add(double(frame[i]));
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    mean[off + i] = float(acc[i].mean);
+    sd[off + i] = float(acc[i].stddev());
+  }
+}
+
+}  // namespace shmarray::stack

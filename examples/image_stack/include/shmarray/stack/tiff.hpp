@@ -1,0 +1,336 @@
+// shmarray-stack: greyscale TIFF stacks in and out, with libtiff. Reads
+// 8-bit and 16-bit unsigned and 32-bit float pages, stored in strips or
+// tiles, classic TIFF or BigTIFF, with any compression this libtiff
+// decodes, straight into memory it is given (a shared array): no private
+// copy of the stack. Writes multi-page stacks, BigTIFF past a size.
+#pragma once
+
+#include <tiffio.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace shmarray::stack {
+
+// A TIFF that cannot be read or written, with the reason.
+class tiff_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class pixel { u8, u16, f32 };
+
+inline const char* pixel_name(pixel p) {
+  return p == pixel::u8 ? "uint8" : p == pixel::u16 ? "uint16" : "float32";
+}
+inline std::size_t pixel_bytes(pixel p) {
+  return p == pixel::u8 ? 1 : p == pixel::u16 ? 2 : 4;
+}
+
+template <class T>
+constexpr pixel pixel_of() {
+  static_assert(std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::uint16_t> ||
+                    std::is_same_v<T, float>,
+                "TIFF stacks hold uint8, uint16 or float pixels");
+  return std::is_same_v<T, std::uint8_t>    ? pixel::u8
+         : std::is_same_v<T, std::uint16_t> ? pixel::u16
+                                            : pixel::f32;
+}
+
+// What a stack file holds, checked page by page.
+struct stack_info {
+  std::size_t frames = 0, height = 0, width = 0;
+  pixel type = pixel::u16;
+  bool tiled = false;  // (of the first page)
+  bool bigtiff = false;
+  std::uint16_t compression = COMPRESSION_NONE;
+  std::size_t bytes() const { return frames * height * width * pixel_bytes(type); }
+};
+
+namespace detail {
+
+// libtiff reports through handlers: the last error of this thread is kept
+// for the exception; warnings (unknown tags and the like) are dropped.
+inline std::string& last_tiff_error() {
+  thread_local std::string text;
+  return text;
+}
+
+inline void install_tiff_handlers() {
+  static const bool done = [] {
+    TIFFSetErrorHandler([](const char* module, const char* fmt, va_list ap) {
+      char buf[512];
+      std::vsnprintf(buf, sizeof buf, fmt, ap);
+      last_tiff_error() = module ? std::string(module) + ": " + buf : std::string(buf);
+    });
+    TIFFSetWarningHandler(nullptr);
+    return true;
+  }();
+  (void)done;
+}
+
+struct tiff_closer {
+  void operator()(TIFF* t) const noexcept { TIFFClose(t); }
+};
+using tiff_ptr = std::unique_ptr<TIFF, tiff_closer>;
+
+[[noreturn]] inline void fail(const std::string& path, const std::string& what) {
+  std::string why = last_tiff_error();
+  last_tiff_error().clear();
+  throw tiff_error(path + ": " + what + (why.empty() ? "" : " (" + why + ")"));
+}
+
+inline tiff_ptr open_tiff(const std::string& path, const char* mode) {
+  install_tiff_handlers();
+  last_tiff_error().clear();
+  TIFF* t = TIFFOpen(path.c_str(), mode);
+  if (!t) {
+    if (mode[0] == 'r') {
+      if (std::FILE* f = std::fopen(path.c_str(), "rb"))
+        std::fclose(f);
+      else
+        fail(path, std::string("cannot be opened: ") + std::strerror(errno));
+      fail(path, "is not a TIFF file, or its header is damaged");
+    }
+    fail(path, "cannot be created");
+  }
+  return tiff_ptr(t);
+}
+
+template <class V>
+V field(TIFF* t, ttag_t tag, V fallback) {
+  V v = fallback;
+  if (!TIFFGetFieldDefaulted(t, tag, &v)) return fallback;
+  return v;
+}
+
+inline std::string compression_name(std::uint16_t c) {
+  const TIFFCodec* codec = TIFFFindCODEC(c);
+  return codec && codec->name ? codec->name : "compression " + std::to_string(c);
+}
+
+// The current page's layout, checked: greyscale, one sample, a supported
+// pixel type, a compression this libtiff decodes.
+inline void describe_page(TIFF* t, const std::string& path, std::size_t page, stack_info& out) {
+  const std::string where = "page " + std::to_string(page + 1);
+  std::uint32_t w = 0, h = 0;
+  if (!TIFFGetField(t, TIFFTAG_IMAGEWIDTH, &w) || !TIFFGetField(t, TIFFTAG_IMAGELENGTH, &h) ||
+      w == 0 || h == 0)
+    fail(path, where + " has no width or height");
+  const auto spp = field<std::uint16_t>(t, TIFFTAG_SAMPLESPERPIXEL, 1);
+  const auto bps = field<std::uint16_t>(t, TIFFTAG_BITSPERSAMPLE, 1);
+  const auto fmt = field<std::uint16_t>(t, TIFFTAG_SAMPLEFORMAT, SAMPLEFORMAT_UINT);
+  const auto photometric = field<std::uint16_t>(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+  const auto compression = field<std::uint16_t>(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE);
+  if (spp != 1 || photometric == PHOTOMETRIC_RGB || photometric == PHOTOMETRIC_PALETTE ||
+      photometric == PHOTOMETRIC_YCBCR || photometric == PHOTOMETRIC_SEPARATED)
+    fail(path, where + " is in colour (" + std::to_string(spp) +
+                   " samples per pixel, photometric " + std::to_string(photometric) +
+                   "); only greyscale stacks are supported");
+  if (photometric != PHOTOMETRIC_MINISBLACK)
+    fail(path, where + " has photometric interpretation " + std::to_string(photometric) +
+                   "; only min-is-black greyscale is supported");
+  pixel type;
+  if (bps == 8 && fmt == SAMPLEFORMAT_UINT)
+    type = pixel::u8;
+  else if (bps == 16 && fmt == SAMPLEFORMAT_UINT)
+    type = pixel::u16;
+  else if (bps == 32 && fmt == SAMPLEFORMAT_IEEEFP)
+    type = pixel::f32;
+  else
+    fail(path, where + " has " + std::to_string(bps) + "-bit " +
+                   (fmt == SAMPLEFORMAT_INT      ? "signed integer"
+                    : fmt == SAMPLEFORMAT_IEEEFP ? "floating-point"
+                                                 : "unsigned") +
+                   " pixels; supported are 8- and 16-bit unsigned and 32-bit float");
+  if (!TIFFIsCODECConfigured(compression))
+    fail(path,
+         where + " uses " + compression_name(compression) + ", which this libtiff cannot decode");
+  if (page == 0) {
+    out.width = w;
+    out.height = h;
+    out.type = type;
+    out.tiled = TIFFIsTiled(t);
+    out.compression = compression;
+  } else if (w != out.width || h != out.height || type != out.type) {
+    fail(path, where + " is " + std::to_string(w) + " x " + std::to_string(h) + " " +
+                   pixel_name(type) + ", but page 1 is " + std::to_string(out.width) + " x " +
+                   std::to_string(out.height) + " " + pixel_name(out.type) +
+                   "; all pages of a stack must match");
+  }
+}
+
+// Reads the current page into `dst` (height x width pixels of the stack's type).
+inline void read_page(TIFF* t, const std::string& path, std::size_t page, const stack_info& s,
+                      unsigned char* dst) {
+  const std::string where = "page " + std::to_string(page + 1);
+  const std::size_t px = pixel_bytes(s.type), row_bytes = s.width * px;
+  if (TIFFIsTiled(t)) {
+    std::uint32_t tw = 0, th = 0;
+    TIFFGetField(t, TIFFTAG_TILEWIDTH, &tw);
+    TIFFGetField(t, TIFFTAG_TILELENGTH, &th);
+    if (tw == 0 || th == 0) fail(path, where + " has tiles of no size");
+    const tmsize_t tile_bytes = TIFFTileSize(t);
+    if (tile_bytes <= 0 || std::size_t(tile_bytes) < std::size_t(tw) * th * px)
+      fail(path, where + " has a tile size that does not fit its tiles");
+    std::vector<unsigned char> tile(static_cast<std::size_t>(tile_bytes));
+    for (std::uint32_t y = 0; y < s.height; y += th)
+      for (std::uint32_t x = 0; x < s.width; x += tw) {
+        const ttile_t index = TIFFComputeTile(t, x, y, 0, 0);
+        if (TIFFReadEncodedTile(t, index, tile.data(), tile_bytes) < 0)
+          fail(path, where + ", tile at (" + std::to_string(x) + ", " + std::to_string(y) +
+                         ") cannot be read: the file is truncated or damaged");
+        const std::size_t cols = std::min<std::size_t>(tw, s.width - x);
+        const std::size_t rows = std::min<std::size_t>(th, s.height - y);
+        for (std::size_t r = 0; r < rows; ++r)
+          std::memcpy(dst + (y + r) * row_bytes + x * px, tile.data() + r * tw * px, cols * px);
+      }
+    return;
+  }
+  const auto rows_per_strip =
+      std::min<std::size_t>(field<std::uint32_t>(t, TIFFTAG_ROWSPERSTRIP, 0xffffffffu), s.height);
+  if (rows_per_strip == 0) fail(path, where + " has strips of no rows");
+  const std::size_t strips = (s.height + rows_per_strip - 1) / rows_per_strip;
+  if (TIFFNumberOfStrips(t) < strips) fail(path, where + " has fewer strips than rows need");
+  for (std::size_t k = 0; k < strips; ++k) {
+    const std::size_t rows = std::min(rows_per_strip, s.height - k * rows_per_strip);
+    const tmsize_t want = tmsize_t(rows * row_bytes);
+    // Decoded straight into the frame: a strip never writes past its rows.
+    const tmsize_t got =
+        TIFFReadEncodedStrip(t, std::uint32_t(k), dst + k * rows_per_strip * row_bytes, want);
+    if (got < want)
+      fail(path, where + ", strip " + std::to_string(k + 1) +
+                     " cannot be read in full: the file is truncated or damaged");
+  }
+}
+
+}  // namespace detail
+
+// Checks every page of a stack file and says what it holds. Throws
+// tiff_error naming the file, the page and the reason.
+inline stack_info probe_tiff(const std::string& path) {
+  auto t = detail::open_tiff(path, "r");
+  stack_info s;
+  s.bigtiff = TIFFIsBigTIFF(t.get());
+  // Walking the chain of pages finds a link past the end of a truncated
+  // file (reading the pages in turn would stop there quietly).
+  (void)TIFFNumberOfDirectories(t.get());
+  if (!detail::last_tiff_error().empty())
+    detail::fail(path, "is truncated or damaged: its chain of pages is broken");
+  std::size_t page = 0;
+  do {
+    detail::describe_page(t.get(), path, page, s);
+    ++page;
+  } while (TIFFReadDirectory(t.get()));
+  if (!detail::last_tiff_error().empty())
+    detail::fail(path,
+                 "is truncated or damaged: it cannot be read past page " + std::to_string(page));
+  s.frames = page;
+  return s;
+}
+
+// Reads frames [first, first + count) of a stack that probe_tiff described
+// into `dst` (count x height x width pixels of its type).
+inline void read_tiff(const std::string& path, const stack_info& s, void* dst, std::size_t first,
+                      std::size_t count) {
+  if (first + count > s.frames || first + count < first)
+    throw std::out_of_range(path + ": frames past the end of the stack");
+  if (count == 0) return;
+  auto t = detail::open_tiff(path, "r");
+  if (!TIFFSetDirectory(t.get(), tdir_t(first)))
+    detail::fail(path, "page " + std::to_string(first + 1) + " cannot be found");
+  auto* out = static_cast<unsigned char*>(dst);
+  const std::size_t frame_bytes = s.height * s.width * pixel_bytes(s.type);
+  for (std::size_t k = 0; k < count; ++k) {
+    if (k > 0 && !TIFFReadDirectory(t.get()))
+      detail::fail(path, "page " + std::to_string(first + k + 1) + " cannot be found");
+    stack_info page = s;
+    detail::describe_page(t.get(), path, 0, page);  // a layout check of its own
+    if (page.width != s.width || page.height != s.height || page.type != s.type)
+      detail::fail(path, "page " + std::to_string(first + k + 1) + " changed since it was probed");
+    detail::read_page(t.get(), path, first + k, s, out + k * frame_bytes);
+  }
+}
+
+struct write_options {
+  // Tiles of this many pixels square (a multiple of 16), or 0 for strips.
+  std::uint32_t tile = 0;
+  std::uint16_t compression = COMPRESSION_NONE;
+  // A file expected past this many bytes is written as BigTIFF.
+  std::uint64_t bigtiff_above = 0xFFFFFFFFull - (1u << 20);
+};
+
+// Writes `frames` pages of height x width pixels of T from `data`.
+template <class T>
+void write_tiff(const std::string& path, const T* data, std::size_t frames, std::size_t height,
+                std::size_t width, const write_options& o = {}) {
+  const std::uint64_t expected =
+      std::uint64_t(frames) * height * width * sizeof(T) + std::uint64_t(frames) * 1024 + 1024;
+  const bool big = expected > o.bigtiff_above;
+  auto t = detail::open_tiff(path, big ? "w8" : "w");
+  const std::size_t row_bytes = width * sizeof(T);
+  std::vector<unsigned char> tile;
+  for (std::size_t k = 0; k < frames; ++k) {
+    TIFF* f = t.get();
+    TIFFSetField(f, TIFFTAG_IMAGEWIDTH, std::uint32_t(width));
+    TIFFSetField(f, TIFFTAG_IMAGELENGTH, std::uint32_t(height));
+    TIFFSetField(f, TIFFTAG_BITSPERSAMPLE, std::uint16_t(8 * sizeof(T)));
+    TIFFSetField(f, TIFFTAG_SAMPLESPERPIXEL, std::uint16_t(1));
+    TIFFSetField(
+        f, TIFFTAG_SAMPLEFORMAT,
+        std::uint16_t(std::is_floating_point_v<T> ? SAMPLEFORMAT_IEEEFP : SAMPLEFORMAT_UINT));
+    TIFFSetField(f, TIFFTAG_PHOTOMETRIC, std::uint16_t(PHOTOMETRIC_MINISBLACK));
+    TIFFSetField(f, TIFFTAG_PLANARCONFIG, std::uint16_t(PLANARCONFIG_CONTIG));
+    if (!TIFFSetField(f, TIFFTAG_COMPRESSION, o.compression))
+      detail::fail(path, "cannot be written with " + detail::compression_name(o.compression));
+    if (frames > 1) {
+      TIFFSetField(f, TIFFTAG_SUBFILETYPE, std::uint32_t(FILETYPE_PAGE));
+      TIFFSetField(f, TIFFTAG_PAGENUMBER, std::uint16_t(std::min<std::size_t>(k, 65535)),
+                   std::uint16_t(std::min<std::size_t>(frames, 65535)));
+    }
+    const unsigned char* frame =
+        reinterpret_cast<const unsigned char*>(data) + k * height * row_bytes;
+    const std::string where = "page " + std::to_string(k + 1);
+    if (o.tile) {
+      TIFFSetField(f, TIFFTAG_TILEWIDTH, o.tile);
+      TIFFSetField(f, TIFFTAG_TILELENGTH, o.tile);
+      const std::size_t tb = std::size_t(o.tile) * o.tile * sizeof(T);
+      tile.assign(tb, 0);
+      for (std::size_t y = 0; y < height; y += o.tile)
+        for (std::size_t x = 0; x < width; x += o.tile) {
+          std::fill(tile.begin(), tile.end(), 0);
+          const std::size_t cols = std::min<std::size_t>(o.tile, width - x);
+          const std::size_t rows = std::min<std::size_t>(o.tile, height - y);
+          for (std::size_t r = 0; r < rows; ++r)
+            std::memcpy(tile.data() + r * o.tile * sizeof(T),
+                        frame + (y + r) * row_bytes + x * sizeof(T), cols * sizeof(T));
+          const ttile_t index = TIFFComputeTile(f, std::uint32_t(x), std::uint32_t(y), 0, 0);
+          if (TIFFWriteEncodedTile(f, index, tile.data(), tmsize_t(tb)) < 0)
+            detail::fail(path, where + " cannot be written");
+        }
+    } else {
+      const std::size_t rows_per_strip = std::max<std::size_t>(1, (64u << 10) / row_bytes);
+      TIFFSetField(f, TIFFTAG_ROWSPERSTRIP, std::uint32_t(std::min(rows_per_strip, height)));
+      for (std::size_t y = 0, s = 0; y < height; y += rows_per_strip, ++s) {
+        const std::size_t rows = std::min(rows_per_strip, height - y);
+        // libtiff may byte-swap in place: hand it a copy only if it must.
+        if (TIFFWriteEncodedStrip(f, std::uint32_t(s),
+                                  const_cast<unsigned char*>(frame + y * row_bytes),
+                                  tmsize_t(rows * row_bytes)) < 0)
+          detail::fail(path, where + " cannot be written (disk full?)");
+      }
+    }
+    if (!TIFFWriteDirectory(f)) detail::fail(path, where + " cannot be written (disk full?)");
+  }
+  if (TIFFFlush(t.get()) != 1) detail::fail(path, "cannot be written (disk full?)");
+}
+
+}  // namespace shmarray::stack

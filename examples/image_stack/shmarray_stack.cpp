@@ -1,0 +1,377 @@
+// shmarray-stack: an image-stack pipeline whose arrays live in shared memory
+// and whose stages run in forked workers, frames split among them.
+//
+//   shmarray-stack [INPUT.tif] [-o OUTDIR] [-j N] [--steps LIST] [--sigma S]
+//                  [--synthetic FRAMES,HEIGHT,WIDTH] [--scratch DIR]
+//
+// Reads a greyscale TIFF stack (or makes a synthetic one), runs background
+// subtraction, a Gaussian blur and normalisation on every frame, projects
+// the processed stack (maximum, mean, standard deviation), and writes
+// OUTDIR/processed.tif, max.tif, mean.tif, std.tif and max.png.
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <shmarray/eigen.hpp>
+#include <shmarray/shmarray.hpp>
+#include <shmarray/stack/png.hpp>
+#include <shmarray/stack/stages.hpp>
+#include <shmarray/stack/synthetic.hpp>
+#include <shmarray/stack/tiff.hpp>
+#include <string>
+#include <vector>
+
+namespace st = shmarray::stack;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+// What the job is asked to do.
+struct job {
+  std::string input;  // empty: synthetic
+  st::synthetic_spec synthetic;
+  st::stack_info info;
+  std::string outdir = "shmarray-out";
+  std::size_t workers = 1;
+  st::steps steps;
+  double sigma = 2;
+  std::string scratch;  // a directory for file-backed arrays, or empty for /dev/shm
+};
+
+// What the forked workers read from the parent's memory as it was when the
+// pool was made (a pool job holds only trivially copyable values).
+std::string g_input;
+std::vector<st::spot> g_spots;
+std::vector<float> g_kernel;
+st::synthetic_spec g_spec;
+st::stack_info g_info;
+
+std::size_t cores() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::size_t(CPU_COUNT(&set));
+  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? std::size_t(n) : 1;
+}
+
+std::string human(std::uint64_t bytes) {
+  char buf[32];
+  if (bytes >= (1ull << 30))
+    std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(1ull << 30));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / double(1ull << 20));
+  return buf;
+}
+
+// Bytes a segment of `data` bytes takes in its file system (record included).
+std::uint64_t footprint(std::uint64_t data) {
+  std::uint64_t total = 0;
+  if (!shmarray::detail::segment_bytes(data, total))
+    throw std::invalid_argument("the stack is too large to address");
+  const std::uint64_t page = 4096;
+  return (total + page - 1) / page * page;
+}
+
+// The arrays of a job over pixels of type T.
+template <class T>
+struct arrays {
+  shmarray::ndarray<T> stack, processed, max;
+  shmarray::ndarray<float> work, mean, sd;
+};
+
+std::uint64_t bytes_needed(std::size_t f, std::size_t h, std::size_t w, std::size_t px) {
+  const std::uint64_t n = std::uint64_t(f) * h * w, plane = std::uint64_t(h) * w;
+  return footprint(n * px) + footprint(n * 4) + footprint(n * px) + footprint(plane * px) +
+         2 * footprint(plane * 4);
+}
+
+// 0 if the arrays fit where they go; else 1, having said how to make room.
+int check_space(const job& j, std::uint64_t need) {
+  const std::string where = j.scratch.empty() ? "/dev/shm" : j.scratch;
+  struct statvfs sv {};
+  if (::statvfs(where.c_str(), &sv) != 0) {
+    std::fprintf(stderr, "shmarray-stack: %s: %s\n", where.c_str(), std::strerror(errno));
+    return 1;
+  }
+  const std::uint64_t avail = std::uint64_t(sv.f_bavail) * sv.f_frsize;
+  if (need <= avail) return 0;
+  if (j.scratch.empty())
+    std::fprintf(stderr,
+                 "shmarray-stack: the job needs %" PRIu64
+                 " bytes (%s) of shared memory, but "
+                 "/dev/shm has %" PRIu64
+                 " bytes (%s) free.\n"
+                 "  Give it more: in a container, docker run --shm-size=%" PRIu64
+                 "m (or a larger\n"
+                 "  /dev/shm mount); or keep the arrays in file-backed mappings on disk with\n"
+                 "  --scratch DIR.\n",
+                 need, human(need).c_str(), avail, human(avail).c_str(), need / (1 << 20) + 64);
+  else
+    std::fprintf(stderr,
+                 "shmarray-stack: the job needs %" PRIu64 " bytes (%s) in %s, but it has %" PRIu64
+                 " bytes (%s) free; choose another --scratch directory.\n",
+                 need, human(need).c_str(), where.c_str(), avail, human(avail).c_str());
+  return 1;
+}
+
+struct timings {
+  std::vector<std::pair<std::string, double>> stages;
+  void add(const std::string& name, clock_type::time_point t0) {
+    stages.emplace_back(name, std::chrono::duration<double>(clock_type::now() - t0).count());
+  }
+};
+
+// A named array: in /dev/shm, or a file in the scratch directory.
+template <class T>
+shmarray::ndarray<T> make_array(shmarray::manager& m, const job& j, const std::string& name,
+                                const shmarray::shape_type& shape) {
+  if (j.scratch.empty()) return m.from_shape<T>(shape, shmarray::posix_shm(name));
+  return m.from_shape<T>(shape, shmarray::file(j.scratch + "/" + name + ".bin"));
+}
+
+template <class T>
+int run(const job& j) {
+  const std::size_t F = j.info.frames, H = j.info.height, W = j.info.width;
+  const std::size_t frame = H * W;
+  const std::uint64_t in_bytes = std::uint64_t(F) * frame * sizeof(T);
+  if (const int rc = check_space(j, bytes_needed(F, H, W, sizeof(T)))) return rc;
+
+  shmarray::manager m;
+  const std::string base = "shmarray-stack-" + std::to_string(::getpid()) + "-";
+  arrays<T> a;
+  a.stack = make_array<T>(m, j, base + "input", {F, H, W});
+  a.work = make_array<float>(m, j, base + "work", {F, H, W});
+  a.processed = make_array<T>(m, j, base + "processed", {F, H, W});
+  a.max = make_array<T>(m, j, base + "max", {H, W});
+  a.mean = make_array<float>(m, j, base + "mean", {H, W});
+  a.sd = make_array<float>(m, j, base + "std", {H, W});
+
+  std::printf("shmarray-stack: %zu frames of %zu x %zu %s (%s) from %s\n", F, H, W,
+              st::pixel_name(j.info.type), human(in_bytes).c_str(),
+              j.input.empty() ? "a synthetic stack" : j.input.c_str());
+  std::printf("  steps %s, sigma %g, %zu worker%s; arrays in %s (shmarray ls shows them):\n",
+              j.steps.str().c_str(), j.sigma, j.workers, j.workers == 1 ? "" : "s",
+              j.scratch.empty() ? "/dev/shm" : j.scratch.c_str());
+  for (const auto* n : {&a.stack, &a.processed})
+    std::printf("    %s\n", n->name().c_str());
+  std::printf("    %s\n", a.work.name().c_str());
+  std::fflush(stdout);
+
+  // Everything the workers read from the parent's memory is set before the
+  // pool forks them.
+  g_input = j.input;
+  g_info = j.info;
+  g_spec = j.synthetic;
+  if (j.input.empty()) g_spots = st::make_spots(j.synthetic);
+  if (j.steps.blur) g_kernel = st::gaussian_kernel(j.sigma);
+
+  shmarray::process_pool pool(j.workers);
+  const bool tty = ::isatty(2);
+  auto opts = [&](const char* label) {
+    shmarray::for_options o;
+    o.progress = tty;
+    o.label = label;
+    return o;
+  };
+  T* stack = a.stack.data();
+  float* work = a.work.data();
+  T* processed = a.processed.data();
+  timings t;
+  auto t_all = clock_type::now();
+
+  auto t0 = clock_type::now();
+  if (j.input.empty()) {
+    if constexpr (std::is_same_v<T, std::uint16_t>) {
+      pool.parallel_for(
+          std::size_t(0), F,
+          [stack, frame](std::size_t k) {
+            static std::vector<double> expected;
+            st::synthesize_frame(g_spec, g_spots, k, stack + k * frame, expected);
+          },
+          opts("synthesize"));
+    }
+    t.add("synthesize", t0);
+  } else {
+    // Each worker reads its own block of pages, straight into the stack.
+    shmarray::worker_options read_opts;
+    read_opts.progress = tty;
+    read_opts.label = "read";
+    read_opts.total = F;
+    pool.run(
+        [stack, frame, F](const shmarray::worker& w) {
+          const std::size_t b = F * w.rank() / w.count(), e = F * (w.rank() + 1) / w.count();
+          st::read_tiff(g_input, g_info, stack + b * frame, b, e - b);
+          w.progress(e - b);
+        },
+        read_opts);
+    t.add("read", t0);
+  }
+
+  const st::steps steps = j.steps;
+  const float full = st::full_scale<T>();
+  t0 = clock_type::now();
+  pool.parallel_for(
+      std::size_t(0), F,
+      [stack, work, frame](std::size_t k) {
+        st::to_work(stack + k * frame, work + k * frame, frame);
+      },
+      opts("to float"));
+  t.add("to float", t0);
+  auto each_frame = [&](const char* name, int which) {
+    const auto s0 = clock_type::now();
+    pool.parallel_for(
+        std::size_t(0), F,
+        [work, H, W, which, full](std::size_t k) {
+          static std::vector<float> scratch;
+          st::frame_map f(work + k * H * W, Eigen::Index(H), Eigen::Index(W));
+          if (which == 0) st::subtract_background(f, scratch);
+          if (which == 1) st::blur(f, g_kernel, scratch);
+          if (which == 2) st::normalize(f, full);
+        },
+        opts(name));
+    t.add(name, s0);
+  };
+  if (steps.background) each_frame("background", 0);
+  if (steps.blur) each_frame("blur", 1);
+  if (steps.normalize) each_frame("normalize", 2);
+  t0 = clock_type::now();
+  pool.parallel_for(
+      std::size_t(0), F,
+      [work, processed, frame](std::size_t k) {
+        st::to_pixels(work + k * frame, processed + k * frame, frame);
+      },
+      opts("to pixels"));
+  t.add("to pixels", t0);
+
+  // Projections of the processed stack, split by rows.
+  t0 = clock_type::now();
+  T* mx = a.max.data();
+  float* mean = a.mean.data();
+  float* sd = a.sd.data();
+  pool.run([processed, mx, mean, sd, F, H, W](const shmarray::worker& w) {
+    const std::size_t b = H * w.rank() / w.count(), e = H * (w.rank() + 1) / w.count();
+    std::vector<st::moments> acc;
+    if (e > b) st::project_rows(processed, F, H, W, b, e - b, mx, mean, sd, acc);
+  });
+  t.add("projections", t0);
+  const double processing = std::chrono::duration<double>(clock_type::now() - t_all).count();
+
+  // The files, by the parent.
+  t0 = clock_type::now();
+  std::filesystem::create_directories(j.outdir);
+  st::write_options wo;
+  if (const char* env = std::getenv("SHMARRAY_STACK_BIGTIFF_ABOVE"))
+    wo.bigtiff_above = std::strtoull(env, nullptr, 10);
+  const std::string out = j.outdir + "/";
+  st::write_tiff(out + "processed.tif", processed, F, H, W, wo);
+  st::write_tiff(out + "max.tif", mx, 1, H, W);
+  st::write_tiff(out + "mean.tif", mean, 1, H, W);
+  st::write_tiff(out + "std.tif", sd, 1, H, W);
+  st::write_png(out + "max.png", mx, H, W);
+  t.add("write", t0);
+
+  std::printf("  %-12s %9s\n", "stage", "seconds");
+  for (const auto& [name, secs] : t.stages)
+    std::printf("  %-12s %9.3f\n", name.c_str(), secs);
+  std::printf("  %zu frames, %s in, %zu workers: %.3f s of processing, %.0f MB/s\n", F,
+              human(in_bytes).c_str(), j.workers, processing,
+              processing > 0 ? double(in_bytes) / 1e6 / processing : 0.0);
+  std::printf("wrote %sprocessed.tif, max.tif, mean.tif, std.tif and max.png (the picture: %s)\n",
+              out.c_str(), (out + "max.png").c_str());
+  return 0;
+}
+
+// "F,H,W" with each a positive count.
+bool parse_dims(const std::string& text, st::synthetic_spec& s) {
+  unsigned long long f = 0, h = 0, w = 0;
+  char tail = 0;
+  if (std::sscanf(text.c_str(), "%llu,%llu,%llu%c", &f, &h, &w, &tail) != 3) return false;
+  if (f == 0 || h == 0 || w == 0 || h > 65535 || w > 65535 || f > (1ull << 31)) return false;
+  s.frames = std::size_t(f);
+  s.height = std::size_t(h);
+  s.width = std::size_t(w);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "shmarray-stack: an image-stack pipeline in shared memory, its frames split among forked "
+      "workers. Reads a greyscale TIFF stack (8/16-bit or float; without INPUT, a synthetic "
+      "one), subtracts each frame's background, blurs, normalises, projects, and writes "
+      "OUTDIR/processed.tif, max.tif, mean.tif, std.tif and max.png.",
+      "shmarray-stack"};
+  job j;
+  j.workers = cores();
+  std::string steps_text = "background,blur,normalize", dims;
+  app.add_option("INPUT.tif", j.input, "a multi-page greyscale TIFF stack");
+  app.add_option("-o,--output", j.outdir, "where the results go")->capture_default_str();
+  app.add_option("-j,--jobs", j.workers, "worker processes (default: the number of cores)")
+      ->check(CLI::Range(std::size_t(1), shmarray::detail::max_workers));
+  app.add_option("--steps", steps_text,
+                 "a comma-separated subset of background,blur,normalize in that order, or none")
+      ->capture_default_str();
+  app.add_option("--sigma", j.sigma, "the blur's standard deviation, in pixels")
+      ->capture_default_str();
+  app.add_option("--synthetic", dims,
+                 "FRAMES,HEIGHT,WIDTH of the synthetic stack made when there is no INPUT "
+                 "(default 200,512,512)");
+  app.add_option("--scratch", j.scratch,
+                 "keep the arrays in file-backed mappings in this directory instead of /dev/shm");
+  try {
+    app.parse(argc, argv);
+    j.steps = st::steps::parse(steps_text);
+    if (j.steps.blur) (void)st::gaussian_kernel(j.sigma);
+    if (!dims.empty() && !parse_dims(dims, j.synthetic))
+      throw std::invalid_argument(
+          "--synthetic takes FRAMES,HEIGHT,WIDTH, each a positive count "
+          "(height and width at most 65535)");
+    if (!dims.empty() && !j.input.empty())
+      throw std::invalid_argument("give an INPUT file or --synthetic, not both");
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "shmarray-stack: %s\nRun with --help for more information.\n", e.what());
+    return 2;
+  }
+  try {
+    if (!j.scratch.empty()) {
+      struct stat sb {};
+      if (::stat(j.scratch.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode))
+        throw std::runtime_error("--scratch " + j.scratch + ": not a directory");
+      j.scratch = std::filesystem::absolute(j.scratch).string();
+    }
+    if (j.input.empty()) {
+      j.info.frames = j.synthetic.frames;
+      j.info.height = j.synthetic.height;
+      j.info.width = j.synthetic.width;
+      j.info.type = st::pixel::u16;
+    } else {
+      j.info = st::probe_tiff(j.input);
+    }
+    switch (j.info.type) {
+      case st::pixel::u8:
+        return run<std::uint8_t>(j);
+      case st::pixel::u16:
+        return run<std::uint16_t>(j);
+      case st::pixel::f32:
+        return run<float>(j);
+    }
+  } catch (const shmarray::worker_error& e) {
+    std::fprintf(stderr, "shmarray-stack: %s\n", e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "shmarray-stack: %s\n", e.what());
+  }
+  return 1;
+}

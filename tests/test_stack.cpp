@@ -1,0 +1,423 @@
+// shmarray-stack: TIFF round trips, the pipeline against a plain reference
+// written here, bad input, and a /dev/shm too small for the job.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <shmarray/stack/stages.hpp>
+#include <shmarray/stack/tiff.hpp>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+
+namespace st = shmarray::stack;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A directory of this test's own, removed with it.
+struct temp_dir {
+  std::string path;
+  temp_dir() {
+    char t[] = "/tmp/shmarray_stack_XXXXXX";
+    path = ::mkdtemp(t) ? t : "";
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+struct result {
+  int status = -1;
+  std::string output;  // stdout and stderr
+  pid_t pid = 0;
+  bool exited(int code) const { return test::exited_with(status, code); }
+  // Nothing of this run's is left in /dev/shm.
+  bool clean() const {
+    return test::shm_names("shmarray-stack-" + std::to_string(pid) + "-").empty();
+  }
+};
+
+// Runs shmarray-stack with `args`.
+result run_stack(const std::vector<std::string>& args) {
+  int fds[2];
+  if (::pipe(fds) != 0) return {};
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<char*> argv{const_cast<char*>(SHMARRAY_STACK)};
+    for (const auto& a : args)
+      argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(SHMARRAY_STACK, argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  result r;
+  r.pid = pid;
+  r.output = test::read_all(fds[0]);
+  ::close(fds[0]);
+  r.status = test::reap(pid);
+  return r;
+}
+
+template <class T>
+std::vector<T> random_stack(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<T> v(n);
+  for (auto& x : v) {
+    if constexpr (std::is_floating_point_v<T>)
+      x = std::uniform_real_distribution<T>(-5, 5)(rng);
+    else
+      x = T(rng());
+  }
+  return v;
+}
+
+template <class T>
+std::vector<T> read_all_frames(const std::string& path, st::stack_info& info) {
+  info = st::probe_tiff(path);
+  std::vector<T> out(info.frames * info.height * info.width);
+  st::read_tiff(path, info, out.data(), 0, info.frames);
+  return out;
+}
+
+std::vector<unsigned char> file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// ---- the reference: the pipeline written plainly, one frame at a time
+
+float ref_median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : v[n / 2 - 1] + (v[n / 2] - v[n / 2 - 1]) / 2;
+}
+
+std::ptrdiff_t ref_mirror(std::ptrdiff_t i, std::ptrdiff_t n) {
+  while (i < 0 || i >= n)
+    i = i < 0 ? -1 - i : 2 * n - 1 - i;
+  return i;
+}
+
+template <class T>
+std::vector<T> reference(const std::vector<T>& in, std::size_t frames, std::size_t h, std::size_t w,
+                         double sigma, float full) {
+  const int r = int(std::ceil(3 * sigma));
+  std::vector<double> wd;
+  double sum = 0;
+  for (int k = -r; k <= r; ++k) {
+    wd.push_back(std::exp(-0.5 * k * k / (sigma * sigma)));
+    sum += wd.back();
+  }
+  std::vector<float> kern;
+  for (double x : wd)
+    kern.push_back(float(x / sum));
+  std::vector<T> out(in.size());
+  const auto H = std::ptrdiff_t(h), W = std::ptrdiff_t(w);
+  for (std::size_t f = 0; f < frames; ++f) {
+    std::vector<float> v(h * w), tmp(h * w);
+    for (std::size_t i = 0; i < h * w; ++i)
+      v[i] = float(in[f * h * w + i]);
+    const float bg = ref_median(v);
+    for (auto& x : v)
+      x = std::max(x - bg, 0.f);
+    for (std::ptrdiff_t y = 0; y < H; ++y)
+      for (std::ptrdiff_t x = 0; x < W; ++x) {
+        float acc = 0;
+        for (int k = 0; k <= 2 * r; ++k)
+          acc += kern[std::size_t(k)] * v[std::size_t(y * W + ref_mirror(x + k - r, W))];
+        tmp[std::size_t(y * W + x)] = acc;
+      }
+    for (std::ptrdiff_t y = 0; y < H; ++y)
+      for (std::ptrdiff_t x = 0; x < W; ++x) {
+        float acc = 0;
+        for (int k = 0; k <= 2 * r; ++k)
+          acc += kern[std::size_t(k)] * tmp[std::size_t(ref_mirror(y + k - r, H) * W + x)];
+        v[std::size_t(y * W + x)] = acc;
+      }
+    const float lo = *std::min_element(v.begin(), v.end());
+    const float hi = *std::max_element(v.begin(), v.end());
+    const float scale = full / (hi - lo);
+    for (std::size_t i = 0; i < h * w; ++i) {
+      const float n = hi > lo ? (v[i] - lo) * scale : 0.f;
+      if constexpr (std::is_floating_point_v<T>)
+        out[f * h * w + i] = n;
+      else
+        out[f * h * w + i] = T(std::min(std::max(std::nearbyint(n), 0.f), full));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("TIFF stacks round-trip: every pixel type, strips and tiles, classic and BigTIFF") {
+  temp_dir d;
+  auto check = [&](auto tag, const char* what) {
+    using T = decltype(tag);
+    const std::size_t F = 3, H = 37, W = 53;  // tiles of 16 that do not fit evenly
+    const auto data = random_stack<T>(F * H * W, 7);
+    for (std::uint32_t tile : {0u, 16u})
+      for (bool big : {false, true})
+        for (std::uint16_t comp : {std::uint16_t(COMPRESSION_NONE), std::uint16_t(COMPRESSION_LZW),
+                                   std::uint16_t(COMPRESSION_ADOBE_DEFLATE)}) {
+          INFO(what << " tile " << tile << " bigtiff " << big << " compression " << comp);
+          st::write_options o;
+          o.tile = tile;
+          o.compression = comp;
+          o.bigtiff_above = big ? 0 : o.bigtiff_above;  // a test may lower the threshold
+          const std::string path = d / "t.tif";
+          st::write_tiff(path, data.data(), F, H, W, o);
+          st::stack_info info;
+          const auto back = read_all_frames<T>(path, info);
+          CHECK(info.frames == F);
+          CHECK(info.height == H);
+          CHECK(info.width == W);
+          CHECK(info.type == st::pixel_of<T>());
+          CHECK(info.tiled == (tile != 0));
+          CHECK(info.bigtiff == big);
+          CHECK(std::memcmp(back.data(), data.data(), data.size() * sizeof(T)) == 0);
+          std::vector<T> two(2 * H * W);  // a range of pages alone
+          st::read_tiff(path, info, two.data(), 1, 2);
+          CHECK(std::memcmp(two.data(), data.data() + H * W, two.size() * sizeof(T)) == 0);
+        }
+  };
+  check(std::uint8_t{}, "uint8");
+  check(std::uint16_t{}, "uint16");
+  check(float{}, "float32");
+}
+
+TEST_CASE("bad TIFF input is a clear tiff_error") {
+  temp_dir d;
+  const std::size_t H = 8, W = 8;
+  std::vector<std::uint16_t> px(2 * H * W, 100);
+  const std::string good = d / "good.tif";
+  st::write_tiff(good, px.data(), 2, H, W);
+  CHECK_THROWS_WITH(st::probe_tiff(d / "missing.tif"), Catch::Contains("cannot be opened"));
+  std::ofstream(d / "text.tif") << "this is not a TIFF file at all";
+  CHECK_THROWS_WITH(st::probe_tiff(d / "text.tif"), Catch::Contains("is not a TIFF file"));
+  // colour
+  {
+    TIFF* t = TIFFOpen((d / "rgb.tif").c_str(), "w");
+    REQUIRE(t);
+    std::vector<std::uint8_t> rgb(H * W * 3, 9);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, std::uint32_t(W));
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, std::uint32_t(H));
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, std::uint16_t(8));
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, std::uint16_t(3));
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, std::uint16_t(PHOTOMETRIC_RGB));
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, std::uint16_t(PLANARCONFIG_CONTIG));
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, std::uint32_t(H));
+    TIFFWriteEncodedStrip(t, 0, rgb.data(), tmsize_t(rgb.size()));
+    TIFFClose(t);
+  }
+  CHECK_THROWS_WITH(st::probe_tiff(d / "rgb.tif"), Catch::Contains("is in colour"));
+  // pages of differing sizes
+  {
+    TIFF* m = TIFFOpen((d / "mixed.tif").c_str(), "w");
+    REQUIRE(m);
+    for (std::size_t side : {H, std::size_t(4)}) {
+      TIFFSetField(m, TIFFTAG_IMAGEWIDTH, std::uint32_t(side));
+      TIFFSetField(m, TIFFTAG_IMAGELENGTH, std::uint32_t(side));
+      TIFFSetField(m, TIFFTAG_BITSPERSAMPLE, std::uint16_t(16));
+      TIFFSetField(m, TIFFTAG_SAMPLESPERPIXEL, std::uint16_t(1));
+      TIFFSetField(m, TIFFTAG_PHOTOMETRIC, std::uint16_t(PHOTOMETRIC_MINISBLACK));
+      TIFFSetField(m, TIFFTAG_ROWSPERSTRIP, std::uint32_t(side));
+      TIFFWriteEncodedStrip(m, 0, px.data(), tmsize_t(side * side * 2));
+      TIFFWriteDirectory(m);
+    }
+    TIFFClose(m);
+  }
+  CHECK_THROWS_WITH(st::probe_tiff(d / "mixed.tif"),
+                    Catch::Contains("page 2 is 4 x 4 uint16, but page 1 is 8 x 8 uint16"));
+  // truncated: the pages' data cut off
+  {
+    std::vector<std::uint16_t> big(4 * 64 * 64, 3);
+    st::write_tiff(d / "full.tif", big.data(), 4, 64, 64);
+    auto bytes = file_bytes(d / "full.tif");
+    bytes.resize(bytes.size() / 2);
+    std::ofstream(d / "cut.tif", std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  }
+  CHECK_THROWS_AS(
+      [&] {
+        st::stack_info info;
+        read_all_frames<std::uint16_t>(d / "cut.tif", info);
+      }(),
+      st::tiff_error);
+  // a compression this libtiff cannot decode: the tag patched to JPEG 2000's
+  {
+    auto bytes = file_bytes(good);
+    REQUIRE(bytes.size() > 8);
+    REQUIRE(bytes[0] == 'I');  // little-endian, as written here
+    std::uint32_t ifd;
+    std::memcpy(&ifd, bytes.data() + 4, 4);
+    std::uint16_t n;
+    std::memcpy(&n, bytes.data() + ifd, 2);
+    bool patched = false;
+    for (std::uint16_t e = 0; e < n; ++e) {
+      unsigned char* entry = bytes.data() + ifd + 2 + 12 * e;
+      std::uint16_t tag;
+      std::memcpy(&tag, entry, 2);
+      if (tag == TIFFTAG_COMPRESSION) {
+        const std::uint16_t jp2 = 34712;
+        std::memcpy(entry + 8, &jp2, 2);
+        patched = true;
+      }
+    }
+    REQUIRE(patched);
+    std::ofstream(d / "jp2.tif", std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  }
+  CHECK_THROWS_WITH(st::probe_tiff(d / "jp2.tif"), Catch::Contains("cannot decode"));
+}
+
+TEST_CASE("the pipeline is bit-identical for 1, 2 and 3 workers, and equal to a plain reference") {
+  temp_dir d;
+  const std::size_t F = 7, H = 40, W = 50;
+  auto data = random_stack<std::uint16_t>(F * H * W, 3);
+  for (auto& v : data)
+    v = std::uint16_t(v % 4000 + 200);
+  st::write_tiff(d / "in.tif", data.data(), F, H, W);
+  const auto expect = reference(data, F, H, W, 2.0, 65535.f);
+  std::vector<unsigned char> first_processed, first_max;
+  for (const char* jobs : {"1", "2", "3"}) {
+    INFO(jobs << " workers");
+    const std::string out = d / (std::string("out") + jobs);
+    const auto r = run_stack({d / "in.tif", "-o", out, "-j", jobs});
+    INFO(r.output);
+    REQUIRE(r.exited(0));
+    CHECK(r.clean());
+    st::stack_info info;
+    const auto processed = read_all_frames<std::uint16_t>(out + "/processed.tif", info);
+    CHECK(info.frames == F);
+    CHECK(processed == expect);
+    const auto mx = read_all_frames<std::uint16_t>(out + "/max.tif", info);
+    REQUIRE(info.frames == 1);
+    for (std::size_t i = 0; i < H * W; ++i) {
+      std::uint16_t m = 0;
+      for (std::size_t f = 0; f < F; ++f)
+        m = std::max(m, expect[f * H * W + i]);
+      REQUIRE(mx[i] == m);
+    }
+    const auto mean = read_all_frames<float>(out + "/mean.tif", info);
+    const auto sd = read_all_frames<float>(out + "/std.tif", info);
+    for (std::size_t i = 0; i < H * W; ++i) {
+      double s = 0, s2 = 0;
+      for (std::size_t f = 0; f < F; ++f)
+        s += expect[f * H * W + i];
+      const double mu = s / F;
+      for (std::size_t f = 0; f < F; ++f)
+        s2 += (expect[f * H * W + i] - mu) * (expect[f * H * W + i] - mu);
+      REQUIRE(mean[i] == Approx(mu).epsilon(1e-6));
+      REQUIRE(sd[i] == Approx(std::sqrt(s2 / F)).epsilon(1e-5).margin(1e-3));
+    }
+    const auto p = file_bytes(out + "/processed.tif"), m = file_bytes(out + "/max.tif");
+    if (first_processed.empty()) {
+      first_processed = p;
+      first_max = m;
+    }
+    CHECK(p == first_processed);  // the files themselves, byte for byte
+    CHECK(m == first_max);
+    const auto png = file_bytes(out + "/max.png");
+    REQUIRE(png.size() > 8);
+    CHECK(std::memcmp(png.data(), "\x89PNG", 4) == 0);
+  }
+}
+
+TEST_CASE("with steps none, processed.tif is the input bit for bit, for every pixel type") {
+  temp_dir d;
+  auto check = [&](auto tag) {
+    using T = decltype(tag);
+    const auto data = random_stack<T>(4 * 16 * 24, 11);
+    st::write_tiff(d / "in.tif", data.data(), 4, 16, 24);
+    const auto r = run_stack({d / "in.tif", "-o", d / "out", "--steps", "none", "-j", "2"});
+    INFO(r.output);
+    REQUIRE(r.exited(0));
+    st::stack_info info;
+    const auto back = read_all_frames<T>(d / "out/processed.tif", info);
+    CHECK(std::memcmp(back.data(), data.data(), data.size() * sizeof(T)) == 0);
+  };
+  check(std::uint8_t{});
+  check(std::uint16_t{});
+  check(float{});
+}
+
+TEST_CASE("shmarray-stack: bad input exits non-zero with a clear message and leaves nothing") {
+  temp_dir d;
+  std::ofstream(d / "text.tif") << "not a TIFF";
+  std::vector<std::uint16_t> big(4 * 64 * 64, 3);
+  st::write_tiff(d / "full.tif", big.data(), 4, 64, 64);
+  auto bytes = file_bytes(d / "full.tif");
+  bytes.resize(bytes.size() * 2 / 3);
+  std::ofstream(d / "cut.tif", std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  struct bad {
+    std::vector<std::string> args;
+    int code;
+    const char* says;
+  };
+  for (const auto& b : std::vector<bad>{
+           {{d / "missing.tif"}, 1, "cannot be opened"},
+           {{d / "text.tif"}, 1, "is not a TIFF file"},
+           {{d / "cut.tif", "-j", "2"}, 1, "truncated or damaged"},
+           {{"--steps", "blur,background"}, 2, "out of order"},
+           {{"--steps", "sharpen"}, 2, "unknown step 'sharpen'"},
+           {{"--sigma", "0"}, 2, "--sigma"},
+           {{"--synthetic", "0,10,10"}, 2, "--synthetic takes"},
+           {{"-j", "0"}, 2, "-j"},
+           {{d / "text.tif", "--synthetic", "2,8,8"}, 2, "not both"},
+       }) {
+    auto args = b.args;
+    args.insert(args.end(), {"-o", d / "out"});
+    const auto r = run_stack(args);
+    INFO(args[0] << ": " << r.output);
+    CHECK(r.exited(b.code));
+    CHECK(r.output.find(b.says) != std::string::npos);
+    CHECK(r.clean());
+  }
+  const auto help = run_stack({"--help"});
+  CHECK(help.exited(0));
+  CHECK(help.output.find("--scratch") != std::string::npos);
+}
+
+TEST_CASE("a /dev/shm too small for the job: a message with the ways out, or --scratch on disk") {
+  temp_dir d;
+  const auto r = test::in_small_tmpfs("/dev/shm", "4m", [&](auto say) {
+    const auto small = run_stack({"--synthetic", "40,128,128", "-o", d / "out", "-j", "2"});
+    say(small.output);
+    if (!small.exited(1)) return 1;
+    if (small.output.find("--shm-size") == std::string::npos) return 2;
+    if (small.output.find("--scratch") == std::string::npos) return 3;
+    if (small.output.find("bytes") == std::string::npos) return 4;
+    if (!small.clean()) return 5;
+    const auto disk =
+        run_stack({"--synthetic", "40,128,128", "-o", d / "out", "-j", "2", "--scratch", d.path});
+    say(disk.output);
+    if (!disk.exited(0)) return 6;
+    if (!fs::exists(d / "out/max.png")) return 7;
+    for (const auto& e : fs::directory_iterator(d.path))  // the file-backed arrays are gone
+      if (e.path().extension() == ".bin") return 8;
+    return 0;
+  });
+  if (r.skipped()) return;
+  INFO(r.said);
+  CHECK(r.ok());
+}
