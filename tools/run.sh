@@ -13,7 +13,8 @@ what=${1:-demo}
 jobs=${SHMARRAY_JOBS:-$(nproc)}
 
 # Everything the project builds against, from Debian only.
-packages=(cmake make g++ pkg-config libboost-dev catch2 libeigen3-dev xtensor-dev xtl-dev libcli11-dev)
+packages=(cmake make g++ pkg-config libboost-dev catch2 libeigen3-dev xtensor-dev xtl-dev libcli11-dev
+  libtiff-dev libpng-dev)
 # The test command also builds with clang 14 (ThreadSanitizer, libFuzzer) and
 # runs Python (a test of CPython's resource tracker).
 if [ "$what" = test ]; then packages+=(clang-14 libclang-rt-14-dev python3); fi
