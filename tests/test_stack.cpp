@@ -360,6 +360,20 @@ TEST_CASE("with steps none, processed.tif is the input bit for bit, for every pi
   check(float{});
 }
 
+TEST_CASE("processed.tif is written as BigTIFF past the threshold (lowered here)") {
+  temp_dir d;
+  ::setenv("SHMARRAY_STACK_BIGTIFF_ABOVE", "10000", 1);
+  const auto r = run_stack({"--synthetic", "3,32,32", "-o", d / "out", "-j", "1"});
+  ::unsetenv("SHMARRAY_STACK_BIGTIFF_ABOVE");
+  INFO(r.output);
+  REQUIRE(r.exited(0));
+  CHECK(st::probe_tiff(d / "out/processed.tif").bigtiff);
+  CHECK_FALSE(st::probe_tiff(d / "out/max.tif").bigtiff);
+  const auto plain = run_stack({"--synthetic", "3,32,32", "-o", d / "plain", "-j", "1"});
+  REQUIRE(plain.exited(0));
+  CHECK_FALSE(st::probe_tiff(d / "plain/processed.tif").bigtiff);
+}
+
 TEST_CASE("shmarray-stack: bad input exits non-zero with a clear message and leaves nothing") {
   temp_dir d;
   std::ofstream(d / "text.tif") << "not a TIFF";

@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: installs the Debian packages shmarray
 # needs, configures, builds, and runs either the main job or the test suite.
 #
-#   bash tools/run.sh demo    # the main job
+#   bash tools/run.sh demo    # the main job: shmarray-stack on a synthetic stack
 #   bash tools/run.sh test    # every test: plain, ASan+UBSan and TSan builds, and the fuzzer
 #   bash tools/run.sh bench   # the benchmarks (prints ratios)
 set -euo pipefail
@@ -48,7 +48,9 @@ case "$what" in
 demo)
   configure_and_build build -DSHMARRAY_BUILD_TESTS=OFF -DSHMARRAY_BUILD_BENCH=OFF \
     -DSHMARRAY_BUILD_EXAMPLES=ON
-  ./build/examples/quick_start
+  # The image-stack pipeline on its synthetic default stack (extra arguments
+  # go to it: bash tools/run.sh demo -j 1 --steps blur).
+  ./build/examples/image_stack/shmarray-stack "${@:2}"
   ;;
 test)
   configure_and_build build -DSHMARRAY_BUILD_TESTS=ON -DSHMARRAY_BUILD_EXAMPLES=ON \
@@ -85,6 +87,7 @@ bench)
   ./build/bench/shmarray_bench "${@:2}"
   ./build/bench/shmarray_views_bench "${@:2}"
   ./build/bench/shmarray_workers_bench "${@:2}"
+  ./build/bench/shmarray_stack_bench "${@:2}"
   ;;
 *)
   echo "usage: bash tools/run.sh demo|test|bench" >&2

@@ -22,6 +22,7 @@
 #include <optional>
 #include <shmarray/eigen.hpp>
 #include <shmarray/shmarray.hpp>
+#include <shmarray/stack/pipeline.hpp>
 #include <shmarray/stack/png.hpp>
 #include <shmarray/stack/stages.hpp>
 #include <shmarray/stack/synthetic.hpp>
@@ -45,14 +46,6 @@ struct job {
   double sigma = 2;
   std::string scratch;  // a directory for file-backed arrays, or empty for /dev/shm
 };
-
-// What the forked workers read from the parent's memory as it was when the
-// pool was made (a pool job holds only trivially copyable values).
-std::string g_input;
-std::vector<st::spot> g_spots;
-std::vector<float> g_kernel;
-st::synthetic_spec g_spec;
-st::stack_info g_info;
 
 std::size_t cores() {
   cpu_set_t set;
@@ -121,13 +114,6 @@ int check_space(const job& j, std::uint64_t need) {
   return 1;
 }
 
-struct timings {
-  std::vector<std::pair<std::string, double>> stages;
-  void add(const std::string& name, clock_type::time_point t0) {
-    stages.emplace_back(name, std::chrono::duration<double>(clock_type::now() - t0).count());
-  }
-};
-
 // A named array: in /dev/shm, or a file in the scratch directory.
 template <class T>
 shmarray::ndarray<T> make_array(shmarray::manager& m, const job& j, const std::string& name,
@@ -164,107 +150,26 @@ int run(const job& j) {
   std::printf("    %s\n", a.work.name().c_str());
   std::fflush(stdout);
 
-  // Everything the workers read from the parent's memory is set before the
-  // pool forks them.
-  g_input = j.input;
-  g_info = j.info;
-  g_spec = j.synthetic;
-  if (j.input.empty()) g_spots = st::make_spots(j.synthetic);
-  if (j.steps.blur) g_kernel = st::gaussian_kernel(j.sigma);
-
+  // What the workers read from the parent's memory is set before the pool
+  // forks them.
+  st::job_config c;
+  c.input = j.input;
+  c.info = j.info;
+  c.synthetic = j.synthetic;
+  c.todo = j.steps;
+  c.sigma = j.sigma;
+  c.progress = ::isatty(2);
+  st::prepare_job(c);
   shmarray::process_pool pool(j.workers);
-  const bool tty = ::isatty(2);
-  auto opts = [&](const char* label) {
-    shmarray::for_options o;
-    o.progress = tty;
-    o.label = label;
-    return o;
-  };
-  T* stack = a.stack.data();
-  float* work = a.work.data();
   T* processed = a.processed.data();
-  timings t;
-  auto t_all = clock_type::now();
-
-  auto t0 = clock_type::now();
-  if (j.input.empty()) {
-    if constexpr (std::is_same_v<T, std::uint16_t>) {
-      pool.parallel_for(
-          std::size_t(0), F,
-          [stack, frame](std::size_t k) {
-            static std::vector<double> expected;
-            st::synthesize_frame(g_spec, g_spots, k, stack + k * frame, expected);
-          },
-          opts("synthesize"));
-    }
-    t.add("synthesize", t0);
-  } else {
-    // Each worker reads its own block of pages, straight into the stack.
-    shmarray::worker_options read_opts;
-    read_opts.progress = tty;
-    read_opts.label = "read";
-    read_opts.total = F;
-    pool.run(
-        [stack, frame, F](const shmarray::worker& w) {
-          const std::size_t b = F * w.rank() / w.count(), e = F * (w.rank() + 1) / w.count();
-          st::read_tiff(g_input, g_info, stack + b * frame, b, e - b);
-          w.progress(e - b);
-        },
-        read_opts);
-    t.add("read", t0);
-  }
-
-  const st::steps steps = j.steps;
-  const float full = st::full_scale<T>();
-  t0 = clock_type::now();
-  pool.parallel_for(
-      std::size_t(0), F,
-      [stack, work, frame](std::size_t k) {
-        st::to_work(stack + k * frame, work + k * frame, frame);
-      },
-      opts("to float"));
-  t.add("to float", t0);
-  auto each_frame = [&](const char* name, int which) {
-    const auto s0 = clock_type::now();
-    pool.parallel_for(
-        std::size_t(0), F,
-        [work, H, W, which, full](std::size_t k) {
-          static std::vector<float> scratch;
-          st::frame_map f(work + k * H * W, Eigen::Index(H), Eigen::Index(W));
-          if (which == 0) st::subtract_background(f, scratch);
-          if (which == 1) st::blur(f, g_kernel, scratch);
-          if (which == 2) st::normalize(f, full);
-        },
-        opts(name));
-    t.add(name, s0);
-  };
-  if (steps.background) each_frame("background", 0);
-  if (steps.blur) each_frame("blur", 1);
-  if (steps.normalize) each_frame("normalize", 2);
-  t0 = clock_type::now();
-  pool.parallel_for(
-      std::size_t(0), F,
-      [work, processed, frame](std::size_t k) {
-        st::to_pixels(work + k * frame, processed + k * frame, frame);
-      },
-      opts("to pixels"));
-  t.add("to pixels", t0);
-
-  // Projections of the processed stack, split by rows.
-  t0 = clock_type::now();
   T* mx = a.max.data();
-  float* mean = a.mean.data();
-  float* sd = a.sd.data();
-  pool.run([processed, mx, mean, sd, F, H, W](const shmarray::worker& w) {
-    const std::size_t b = H * w.rank() / w.count(), e = H * (w.rank() + 1) / w.count();
-    std::vector<st::moments> acc;
-    if (e > b) st::project_rows(processed, F, H, W, b, e - b, mx, mean, sd, acc);
-  });
-  t.add("projections", t0);
-  const double processing = std::chrono::duration<double>(clock_type::now() - t_all).count();
+  const st::job_arrays<T> arr{a.stack.data(), a.work.data(), processed, mx,
+                              a.mean.data(),  a.sd.data()};
+  st::stage_times t = st::run_job(pool, arr);
+  const double processing = t.total();
 
   // The files, by the parent.
-  t0 = clock_type::now();
+  const auto t0 = clock_type::now();
   std::filesystem::create_directories(j.outdir);
   st::write_options wo;
   if (const char* env = std::getenv("SHMARRAY_STACK_BIGTIFF_ABOVE"))
@@ -272,10 +177,10 @@ int run(const job& j) {
   const std::string out = j.outdir + "/";
   st::write_tiff(out + "processed.tif", processed, F, H, W, wo);
   st::write_tiff(out + "max.tif", mx, 1, H, W);
-  st::write_tiff(out + "mean.tif", mean, 1, H, W);
-  st::write_tiff(out + "std.tif", sd, 1, H, W);
+  st::write_tiff(out + "mean.tif", a.mean.data(), 1, H, W);
+  st::write_tiff(out + "std.tif", a.sd.data(), 1, H, W);
   st::write_png(out + "max.png", mx, H, W);
-  t.add("write", t0);
+  t.stages.emplace_back("write", std::chrono::duration<double>(clock_type::now() - t0).count());
 
   std::printf("  %-12s %9s\n", "stage", "seconds");
   for (const auto& [name, secs] : t.stages)
