@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <shmarray/shmarray.hpp>
 #include <shmarray/stack/stages.hpp>
 #include <shmarray/stack/tiff.hpp>
 #include <string>
@@ -434,4 +435,43 @@ TEST_CASE("a /dev/shm too small for the job: a message with the ways out, or --s
   if (r.skipped()) return;
   INFO(r.said);
   CHECK(r.ok());
+}
+
+TEST_CASE("while the job runs, another process attaches its stack by name") {
+  temp_dir d;
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    const std::string out = d / "out";
+    ::execl(SHMARRAY_STACK, SHMARRAY_STACK, "--synthetic", "120,512,512", "-j", "1", "-o",
+            out.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  const std::string name = "/shmarray-stack-" + std::to_string(pid) + "-input";
+  bool seen = false;
+  for (int i = 0; i < 1000 && !seen; ++i) {
+    try {
+      auto stack = shmarray::ndarray<const std::uint16_t>::attach(name);
+      CHECK(stack.shape() == shmarray::shape_type{120, 512, 512});
+      seen = true;
+    } catch (const shmarray::not_found&) {
+      ::usleep(2000);
+    } catch (const shmarray::not_ready&) {
+      ::usleep(2000);
+    }
+  }
+  const std::string output = test::read_all(fds[0]);
+  ::close(fds[0]);
+  INFO(output);
+  CHECK(seen);
+  CHECK(test::exited_with(test::reap(pid), 0));
+  CHECK(test::shm_names("shmarray-stack-" + std::to_string(pid) + "-").empty());
 }
