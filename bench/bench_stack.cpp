@@ -86,10 +86,7 @@ struct private_job {
 double openmp_seconds(const std::vector<std::uint16_t>& in, std::size_t F, std::size_t H,
                       std::size_t W, int reps) {
 #ifdef _OPENMP
-  int fds[2];
-  if (::pipe(fds) != 0) die("pipe");
-  const pid_t pid = ::fork();
-  if (pid == 0) {
+  const double m = bench::in_own_process([&] {
     private_job j(F, H, W);
     std::vector<double> times;
     for (int r = 0; r < reps + 1; ++r) {
@@ -113,16 +110,9 @@ double openmp_seconds(const std::vector<std::uint16_t>& in, std::size_t F, std::
       });
       if (r) times.push_back(s);  // the first run starts the threads and faults the pages
     }
-    const double m = bench::median(times);
-    (void)!::write(fds[1], &m, sizeof m);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  double m = -1;
-  if (::read(fds[0], &m, sizeof m) != sizeof m) die("read from the OpenMP child");
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+    return bench::median(times);
+  });
+  if (m < 0) die("the OpenMP child");
   return m;
 #else
   (void)in, (void)F, (void)H, (void)W, (void)reps;

@@ -89,10 +89,7 @@ void blur_frame(float* f) {
 // a child that is the only process here ever to run OpenMP; -1 without it.
 double openmp_frames_seconds(const float* input, int reps) {
 #ifdef _OPENMP
-  int fds[2];
-  if (::pipe(fds) != 0) die("pipe");
-  const pid_t pid = ::fork();
-  if (pid == 0) {
+  const double m = bench::in_own_process([&] {
     std::vector<float> stack(input, input + n_frames * frame_h * frame_w);
     std::vector<double> times;
     for (int r = 0; r < reps + 1; ++r) {
@@ -104,15 +101,9 @@ double openmp_frames_seconds(const float* input, int reps) {
       });
       if (r) times.push_back(s);  // the first run starts the thread pool
     }
-    const double m = bench::median(times);
-    (void)!::write(fds[1], &m, sizeof m);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  double m = -1;
-  if (::read(fds[0], &m, sizeof m) != sizeof m) die("read from the OpenMP child");
-  ::close(fds[0]);
-  wait_ok(pid);
+    return bench::median(times);
+  });
+  if (m < 0) die("the OpenMP child");
   return m;
 #else
   (void)input;

@@ -3,6 +3,9 @@
 // and noisy: read the ratios, not the times.
 #pragma once
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -70,6 +73,29 @@ inline void row(const std::string& what, const std::string& baseline, const resu
   std::printf("| %-56s | %-32s | %10s | %10s | %5.2fx |\n", what.c_str(), baseline.c_str(),
               human(r.base).c_str(), human(r.ours).c_str(), r.ours / r.base);
   std::fflush(stdout);
+}
+
+// Runs `measure` (which returns seconds) in a child process of its own and
+// returns what it measured, or -1 if the child failed. For baselines that
+// start threads (OpenMP): this process must stay single-threaded, or its
+// own forks would be unsafe.
+inline double in_own_process(const std::function<double()>& measure) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const double m = measure();
+    (void)!::write(fds[1], &m, sizeof m);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  double m = -1;
+  if (pid < 0 || ::read(fds[0], &m, sizeof m) != sizeof m) m = -1;
+  ::close(fds[0]);
+  int status = 0;
+  if (pid > 0) ::waitpid(pid, &status, 0);
+  return m;
 }
 
 // Keeps a value from being optimised away.

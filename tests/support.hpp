@@ -2,6 +2,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <shmarray/manager.hpp>
 
@@ -168,6 +170,65 @@ namespace_run in_small_tmpfs(const char* where, const char* size, F&& fn) {
   namespace_run r{status, {}};
   r.said = read_all(fds[0]);
   ::close(fds[0]);
+  return r;
+}
+
+// What a program started by run_program did.
+struct program_run {
+  pid_t pid = 0;
+  int status = -1;
+  int code = -1;  // its exit code, or 128 + the signal that ended it
+  std::string out, err;
+};
+
+// Runs the program at `path` with `args` to its end; its stdout and stderr
+// (read together, so that neither pipe fills up), and how it ended.
+inline program_run run_program(const char* path, const std::vector<std::string>& args) {
+  program_run r;
+  int out[2], err[2];
+  if (::pipe(out) != 0) return r;
+  if (::pipe(err) != 0) {
+    ::close(out[0]);
+    ::close(out[1]);
+    return r;
+  }
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    std::vector<char*> argv{const_cast<char*>(path)};
+    for (const auto& a : args)
+      argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(path, argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  std::string* to[2] = {&r.out, &r.err};
+  for (int open = pid > 0 ? 2 : 0; open > 0;) {
+    ::poll(fds, 2, -1);
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !fds[i].revents) continue;
+      char buf[4096];
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        to[i]->append(buf, std::size_t(n));
+      } else {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      }
+    }
+  }
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
+  if (pid < 0) return r;
+  r.pid = pid;
+  r.status = reap(pid);
+  r.code = WIFEXITED(r.status) ? WEXITSTATUS(r.status) : 128 + WTERMSIG(r.status);
   return r;
 }
 

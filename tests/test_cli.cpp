@@ -20,53 +20,9 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-struct result {
-  int code = -1;
-  std::string out, err;
-};
-
 // Runs the command with `args`; its exit code, stdout and stderr.
-result cli(const std::vector<std::string>& args) {
-  int out[2], err[2];
-  REQUIRE(::pipe(out) == 0);
-  REQUIRE(::pipe(err) == 0);
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::dup2(out[1], 1);
-    ::dup2(err[1], 2);
-    std::vector<char*> argv{const_cast<char*>(SHMARRAY_CLI)};
-    for (const auto& a : args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(SHMARRAY_CLI, argv.data());
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  ::close(err[1]);
-  result r;
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  std::string* to[2] = {&r.out, &r.err};
-  int open = 2;
-  while (open > 0) {
-    ::poll(fds, 2, -1);
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !fds[i].revents) continue;
-      char buf[4096];
-      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        to[i]->append(buf, std::size_t(n));
-      } else {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open;
-      }
-    }
-  }
-  const int status = test::reap(pid);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+test::program_run cli(const std::vector<std::string>& args) {
+  return test::run_program(SHMARRAY_CLI, args);
 }
 
 }  // namespace

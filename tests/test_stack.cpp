@@ -52,29 +52,8 @@ struct result {
 
 // Runs shmarray-stack with `args`.
 result run_stack(const std::vector<std::string>& args) {
-  int fds[2];
-  if (::pipe(fds) != 0) return {};
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(fds[1], 1);
-    ::dup2(fds[1], 2);
-    ::close(fds[0]);
-    ::close(fds[1]);
-    std::vector<char*> argv{const_cast<char*>(SHMARRAY_STACK)};
-    for (const auto& a : args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(SHMARRAY_STACK, argv.data());
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  result r;
-  r.pid = pid;
-  r.output = test::read_all(fds[0]);
-  ::close(fds[0]);
-  r.status = test::reap(pid);
-  return r;
+  const auto r = test::run_program(SHMARRAY_STACK, args);
+  return {r.status, r.out + r.err, r.pid};
 }
 
 template <class T>
