@@ -82,6 +82,22 @@ std::vector<unsigned char> file_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
+// An 8-bit RGB TIFF of one page: colour, which a stack must not be.
+void write_rgb(const std::string& path, std::size_t h, std::size_t w) {
+  TIFF* t = TIFFOpen(path.c_str(), "w");
+  REQUIRE(t);
+  std::vector<std::uint8_t> rgb(h * w * 3, 9);
+  TIFFSetField(t, TIFFTAG_IMAGEWIDTH, std::uint32_t(w));
+  TIFFSetField(t, TIFFTAG_IMAGELENGTH, std::uint32_t(h));
+  TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, std::uint16_t(8));
+  TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, std::uint16_t(3));
+  TIFFSetField(t, TIFFTAG_PHOTOMETRIC, std::uint16_t(PHOTOMETRIC_RGB));
+  TIFFSetField(t, TIFFTAG_PLANARCONFIG, std::uint16_t(PLANARCONFIG_CONTIG));
+  TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, std::uint32_t(h));
+  TIFFWriteEncodedStrip(t, 0, rgb.data(), tmsize_t(rgb.size()));
+  TIFFClose(t);
+}
+
 // ---- the reference: the pipeline written plainly, one frame at a time
 
 float ref_median(std::vector<float> v) {
@@ -193,21 +209,7 @@ TEST_CASE("bad TIFF input is a clear tiff_error") {
   CHECK_THROWS_WITH(st::probe_tiff(d / "missing.tif"), Catch::Contains("cannot be opened"));
   std::ofstream(d / "text.tif") << "this is not a TIFF file at all";
   CHECK_THROWS_WITH(st::probe_tiff(d / "text.tif"), Catch::Contains("is not a TIFF file"));
-  // colour
-  {
-    TIFF* t = TIFFOpen((d / "rgb.tif").c_str(), "w");
-    REQUIRE(t);
-    std::vector<std::uint8_t> rgb(H * W * 3, 9);
-    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, std::uint32_t(W));
-    TIFFSetField(t, TIFFTAG_IMAGELENGTH, std::uint32_t(H));
-    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, std::uint16_t(8));
-    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, std::uint16_t(3));
-    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, std::uint16_t(PHOTOMETRIC_RGB));
-    TIFFSetField(t, TIFFTAG_PLANARCONFIG, std::uint16_t(PLANARCONFIG_CONTIG));
-    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, std::uint32_t(H));
-    TIFFWriteEncodedStrip(t, 0, rgb.data(), tmsize_t(rgb.size()));
-    TIFFClose(t);
-  }
+  write_rgb(d / "rgb.tif", H, W);
   CHECK_THROWS_WITH(st::probe_tiff(d / "rgb.tif"), Catch::Contains("is in colour"));
   // pages of differing sizes
   {
@@ -357,6 +359,7 @@ TEST_CASE("processed.tif is written as BigTIFF past the threshold (lowered here)
 TEST_CASE("shmarray-stack: bad input exits non-zero with a clear message and leaves nothing") {
   temp_dir d;
   std::ofstream(d / "text.tif") << "not a TIFF";
+  write_rgb(d / "rgb.tif", 8, 8);
   std::vector<std::uint16_t> big(4 * 64 * 64, 3);
   st::write_tiff(d / "full.tif", big.data(), 4, 64, 64);
   auto bytes = file_bytes(d / "full.tif");
@@ -372,6 +375,7 @@ TEST_CASE("shmarray-stack: bad input exits non-zero with a clear message and lea
            {{d / "missing.tif"}, 1, "cannot be opened"},
            {{d / "text.tif"}, 1, "is not a TIFF file"},
            {{d / "cut.tif", "-j", "2"}, 1, "truncated or damaged"},
+           {{d / "rgb.tif"}, 1, "is in colour"},
            {{"--steps", "blur,background"}, 2, "out of order"},
            {{"--steps", "sharpen"}, 2, "unknown step 'sharpen'"},
            {{"--sigma", "0"}, 2, "--sigma"},
