@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <shmarray/eigen.hpp>
 #include <shmarray/shmarray.hpp>
 #include <string>
@@ -45,12 +46,16 @@ int main(int argc, char** argv) {
     for (std::size_t k = 0; k < 16; ++k)
       shmarray::eigen::frame(stack, k).setConstant(std::uint16_t(100 * k));
 
-    // Another program: it knows the names and nothing else.
-    const std::string self = argv[0];
+    // Another program (this one's file, started anew): it knows the names
+    // and nothing else.
+    const std::string self = "/proc/self/exe";
     std::string a = stack.name(), b = means.name();
-    char* args[] = {const_cast<char*>(self.c_str()), a.data(), b.data(), nullptr};
+    char* args[] = {argv[0], a.data(), b.data(), nullptr};
     pid_t pid = 0;
-    if (::posix_spawn(&pid, self.c_str(), nullptr, nullptr, args, environ) != 0) return 1;
+    if (const int err = ::posix_spawn(&pid, self.c_str(), nullptr, nullptr, args, environ)) {
+      std::fprintf(stderr, "share_by_name: cannot start the attacher: %s\n", std::strerror(err));
+      return 1;
+    }
     int status = 0;
     ::waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {

@@ -209,6 +209,13 @@ TEST_CASE("bad TIFF input is a clear tiff_error") {
   CHECK_THROWS_WITH(st::probe_tiff(d / "missing.tif"), Catch::Contains("cannot be opened"));
   std::ofstream(d / "text.tif") << "this is not a TIFF file at all";
   CHECK_THROWS_WITH(st::probe_tiff(d / "text.tif"), Catch::Contains("is not a TIFF file"));
+  {  // a TIFF's header, cut short: truncated, not "not a TIFF"
+    auto bytes = file_bytes(good);
+    bytes.resize(100);
+    std::ofstream(d / "head.tif", std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  }
+  CHECK_THROWS_WITH(st::probe_tiff(d / "head.tif"), Catch::Contains("is truncated or damaged"));
   write_rgb(d / "rgb.tif", H, W);
   CHECK_THROWS_WITH(st::probe_tiff(d / "rgb.tif"), Catch::Contains("is in colour"));
   // pages of differing sizes
@@ -391,6 +398,13 @@ TEST_CASE("shmarray-stack: bad input exits non-zero with a clear message and lea
     CHECK(r.output.find(b.says) != std::string::npos);
     CHECK(r.clean());
   }
+  // An output directory that cannot be made is refused before any work.
+  std::ofstream(d / "a-file") << "x";
+  const auto no_dir = run_stack({"--synthetic", "2,8,8", "-o", d / "a-file"});
+  CHECK(no_dir.exited(1));
+  CHECK(no_dir.output.find("cannot write there") != std::string::npos);
+  CHECK(no_dir.output.find("frames of") == std::string::npos);  // nothing started
+  CHECK(no_dir.clean());
   const auto help = run_stack({"--help"});
   CHECK(help.exited(0));
   CHECK(help.output.find("--scratch") != std::string::npos);

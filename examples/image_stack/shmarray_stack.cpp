@@ -18,6 +18,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <shmarray/eigen.hpp>
@@ -102,9 +103,9 @@ int check_space(const job& j, std::uint64_t need) {
                  "/dev/shm has %" PRIu64
                  " bytes (%s) free.\n"
                  "  Give it more: in a container, docker run --shm-size=%" PRIu64
-                 "m (or a larger\n"
-                 "  /dev/shm mount); or keep the arrays in file-backed mappings on disk with\n"
-                 "  --scratch DIR.\n",
+                 "m (the job and\n"
+                 "  64 MiB to spare), or a larger /dev/shm mount; or keep the arrays in\n"
+                 "  file-backed mappings on disk with --scratch DIR.\n",
                  need, human(need).c_str(), avail, human(avail).c_str(), need / (1 << 20) + 64);
   else
     std::fprintf(stderr,
@@ -142,12 +143,18 @@ int run(const job& j) {
   std::printf("shmarray-stack: %zu frames of %zu x %zu %s (%s) from %s\n", F, H, W,
               st::pixel_name(j.info.type), human(in_bytes).c_str(),
               j.input.empty() ? "a synthetic stack" : j.input.c_str());
-  std::printf("  steps %s, sigma %g, %zu worker%s; arrays in %s (shmarray ls shows them):\n",
-              j.steps.str().c_str(), j.sigma, j.workers, j.workers == 1 ? "" : "s",
-              j.scratch.empty() ? "/dev/shm" : j.scratch.c_str());
-  for (const auto* n : {&a.stack, &a.processed})
+  std::printf("  steps %s", j.steps.str().c_str());
+  if (j.steps.blur) std::printf(", sigma %g", j.sigma);
+  std::printf(", %zu worker%s; arrays ", j.workers, j.workers == 1 ? "" : "s");
+  if (j.scratch.empty())
+    std::printf("in /dev/shm (shmarray ls shows them):\n");
+  else
+    std::printf("in files in %s (on disk, not in /dev/shm: shmarray ls does not list them):\n",
+                j.scratch.c_str());
+  for (const auto* n : {&a.stack, &a.processed, &a.max})
     std::printf("    %s\n", n->name().c_str());
-  std::printf("    %s\n", a.work.name().c_str());
+  for (const auto* n : {&a.work, &a.mean, &a.sd})
+    std::printf("    %s\n", n->name().c_str());
   std::fflush(stdout);
 
   // What the workers read from the parent's memory is set before the pool
@@ -168,9 +175,8 @@ int run(const job& j) {
   st::stage_times t = st::run_job(pool, arr);
   const double processing = t.total();
 
-  // The files, by the parent.
+  // The files, by the parent (the directory was made at the start).
   const auto t0 = clock_type::now();
-  std::filesystem::create_directories(j.outdir);
   st::write_options wo;
   if (const char* env = std::getenv("SHMARRAY_STACK_BIGTIFF_ABOVE"))
     wo.bigtiff_above = std::strtoull(env, nullptr, 10);
@@ -185,8 +191,9 @@ int run(const job& j) {
   std::printf("  %-12s %9s\n", "stage", "seconds");
   for (const auto& [name, secs] : t.stages)
     std::printf("  %-12s %9.3f\n", name.c_str(), secs);
-  std::printf("  %zu frames, %s in, %zu workers: %.3f s of processing, %.0f MB/s\n", F,
-              human(in_bytes).c_str(), j.workers, processing,
+  std::printf("  %zu frames, %s in, %zu worker%s: %.3f s from %s to projections, %.0f MB/s\n", F,
+              human(in_bytes).c_str(), j.workers, j.workers == 1 ? "" : "s", processing,
+              j.input.empty() ? "synthesis" : "reading",
               processing > 0 ? double(in_bytes) / 1e6 / processing : 0.0);
   std::printf("wrote %sprocessed.tif, max.tif, mean.tif, std.tif and max.png (the picture: %s)\n",
               out.c_str(), (out + "max.png").c_str());
@@ -244,7 +251,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    std::fprintf(stderr, "shmarray-stack: %s\nRun with --help for more information.\n", e.what());
     return 2;
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "shmarray-stack: %s\nRun with --help for more information.\n", e.what());
@@ -255,8 +262,16 @@ int main(int argc, char** argv) {
       struct stat sb {};
       if (::stat(j.scratch.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode))
         throw std::runtime_error("--scratch " + j.scratch + ": not a directory");
-      j.scratch = std::filesystem::absolute(j.scratch).string();
+      j.scratch = std::filesystem::absolute(j.scratch).lexically_normal().string();
+      if (j.scratch.size() > 1 && j.scratch.back() == '/') j.scratch.pop_back();
     }
+    // The output directory, made and checked before any work.
+    std::error_code ec;
+    std::filesystem::create_directories(j.outdir, ec);
+    if (ec || !std::filesystem::is_directory(j.outdir) ||
+        ::access(j.outdir.c_str(), W_OK | X_OK) != 0)
+      throw std::runtime_error("-o " + j.outdir + ": cannot write there (" +
+                               (ec ? ec.message() : std::string(std::strerror(errno))) + ")");
     if (j.input.empty()) {
       j.info.frames = j.synthetic.frames;
       j.info.height = j.synthetic.height;

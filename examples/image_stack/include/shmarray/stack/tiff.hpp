@@ -98,7 +98,18 @@ inline tiff_ptr open_tiff(const std::string& path, const char* mode) {
         std::fclose(f);
       else
         fail(path, std::string("cannot be opened: ") + std::strerror(errno));
-      fail(path, "is not a TIFF file, or its header is damaged");
+      // A TIFF's magic bytes, but libtiff could not read on: cut short.
+      unsigned char magic[4] = {};
+      if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+        const std::size_t got = std::fread(magic, 1, 4, f);
+        std::fclose(f);
+        const bool tiff = got == 4 && ((magic[0] == 'I' && magic[1] == 'I' && magic[3] == 0 &&
+                                        (magic[2] == 42 || magic[2] == 43)) ||
+                                       (magic[0] == 'M' && magic[1] == 'M' && magic[2] == 0 &&
+                                        (magic[3] == 42 || magic[3] == 43)));
+        if (tiff) fail(path, "is truncated or damaged: its first page cannot be read");
+      }
+      fail(path, "is not a TIFF file");
     }
     fail(path, "cannot be created");
   }
@@ -161,10 +172,10 @@ inline void describe_page(TIFF* t, const std::string& path, std::size_t page, st
     out.tiled = TIFFIsTiled(t);
     out.compression = compression;
   } else if (w != out.width || h != out.height || type != out.type) {
-    fail(path, where + " is " + std::to_string(w) + " x " + std::to_string(h) + " " +
-                   pixel_name(type) + ", but page 1 is " + std::to_string(out.width) + " x " +
-                   std::to_string(out.height) + " " + pixel_name(out.type) +
-                   "; all pages of a stack must match");
+    fail(path, where + " is " + std::to_string(h) + " x " + std::to_string(w) + " " +
+                   pixel_name(type) + ", but page 1 is " + std::to_string(out.height) + " x " +
+                   std::to_string(out.width) + " " + pixel_name(out.type) +
+                   " (height x width); all pages of a stack must match");
   }
 }
 
@@ -220,16 +231,18 @@ inline stack_info probe_tiff(const std::string& path) {
   auto t = detail::open_tiff(path, "r");
   stack_info s;
   s.bigtiff = TIFFIsBigTIFF(t.get());
-  // Walking the chain of pages finds a link past the end of a truncated
-  // file (reading the pages in turn would stop there quietly).
-  (void)TIFFNumberOfDirectories(t.get());
-  if (!detail::last_tiff_error().empty())
-    detail::fail(path, "is truncated or damaged: its chain of pages is broken");
   std::size_t page = 0;
   do {
     detail::describe_page(t.get(), path, page, s);
     ++page;
   } while (TIFFReadDirectory(t.get()));
+  // Reading the pages in turn stops quietly at a link past the end of a
+  // truncated file; walking the chain says so.
+  detail::last_tiff_error().clear();
+  (void)TIFFNumberOfDirectories(t.get());
+  if (!detail::last_tiff_error().empty())
+    detail::fail(path, "is truncated or damaged: page " + std::to_string(page + 1) +
+                           " cannot be read (pages 1 to " + std::to_string(page) + " can)");
   if (!detail::last_tiff_error().empty())
     detail::fail(path,
                  "is truncated or damaged: it cannot be read past page " + std::to_string(page));
