@@ -59,8 +59,10 @@ std::string human(std::uint64_t bytes) {
   char buf[32];
   if (bytes >= (1ull << 30))
     std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(1ull << 30));
-  else
+  else if (bytes >= (1ull << 20))
     std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / double(1ull << 20));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f KiB", double(bytes) / 1024.0);
   return buf;
 }
 
