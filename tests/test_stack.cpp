@@ -164,7 +164,9 @@ std::vector<T> reference(const std::vector<T>& in, std::size_t frames, std::size
 
 }  // namespace
 
-TEST_CASE("TIFF stacks round-trip: every pixel type, strips and tiles, classic and BigTIFF") {
+TEST_CASE(
+    "TIFF stacks round-trip: every pixel type, strips and tiles, classic and BigTIFF, either byte "
+    "order") {
   temp_dir d;
   auto check = [&](auto tag, const char* what) {
     using T = decltype(tag);
@@ -173,53 +175,108 @@ TEST_CASE("TIFF stacks round-trip: every pixel type, strips and tiles, classic a
     for (std::uint32_t tile : {0u, 16u})
       for (bool big : {false, true})
         for (std::uint16_t comp : {std::uint16_t(COMPRESSION_NONE), std::uint16_t(COMPRESSION_LZW),
-                                   std::uint16_t(COMPRESSION_ADOBE_DEFLATE)}) {
-          INFO(what << " tile " << tile << " bigtiff " << big << " compression " << comp);
-          st::write_options o;
-          o.tile = tile;
-          o.compression = comp;
-          o.bigtiff_above = big ? 0 : o.bigtiff_above;  // a test may lower the threshold
-          const std::string path = d / "t.tif";
-          st::write_tiff(path, data.data(), F, H, W, o);
-          st::stack_info info;
-          const auto back = read_all_frames<T>(path, info);
-          CHECK(info.frames == F);
-          CHECK(info.height == H);
-          CHECK(info.width == W);
-          CHECK(info.type == st::pixel_of<T>());
-          CHECK(info.tiled == (tile != 0));
-          CHECK(info.bigtiff == big);
-          CHECK(std::memcmp(back.data(), data.data(), data.size() * sizeof(T)) == 0);
-          std::vector<T> two(2 * H * W);  // a range of pages alone
-          st::read_tiff(path, info, two.data(), 1, 2);
-          CHECK(std::memcmp(two.data(), data.data() + H * W, two.size() * sizeof(T)) == 0);
-        }
+                                   std::uint16_t(COMPRESSION_ADOBE_DEFLATE)})
+          for (bool be : {false, true}) {
+            INFO(what << " tile " << tile << " bigtiff " << big << " compression " << comp
+                      << " big-endian " << be);
+            st::write_options o;
+            o.tile = tile;
+            o.rows_per_strip = tile ? 0 : 5;  // many strips, the last one short
+            o.big_endian = be;
+            o.compression = comp;
+            o.bigtiff_above = big ? 0 : o.bigtiff_above;  // a test may lower the threshold
+            const std::string path = d / "t.tif";
+            st::write_tiff(path, data.data(), F, H, W, o);
+            st::stack_info info;
+            const auto back = read_all_frames<T>(path, info);
+            CHECK(info.frames == F);
+            CHECK(info.height == H);
+            CHECK(info.width == W);
+            CHECK(info.type == st::pixel_of<T>());
+            CHECK(info.tiled == (tile != 0));
+            CHECK(info.bigtiff == big);
+            CHECK(std::memcmp(back.data(), data.data(), data.size() * sizeof(T)) == 0);
+            std::vector<T> two(2 * H * W);  // a range of pages alone
+            st::read_tiff(path, info, two.data(), 1, 2);
+            CHECK(std::memcmp(two.data(), data.data() + H * W, two.size() * sizeof(T)) == 0);
+          }
   };
   check(std::uint8_t{}, "uint8");
   check(std::uint16_t{}, "uint16");
   check(float{}, "float32");
 }
 
-TEST_CASE("bad TIFF input is a clear tiff_error") {
-  temp_dir d;
+// Sets the value of `tag` in page `page` (from 0) of a classic little-endian
+// TIFF held in `bytes`, as written here: a SHORT or LONG value held inline.
+void patch_tag(std::vector<unsigned char>& bytes, int page, std::uint16_t tag, std::uint32_t v) {
+  REQUIRE(bytes.size() > 8);
+  REQUIRE(bytes[0] == 'I');
+  std::uint32_t ifd;
+  std::memcpy(&ifd, bytes.data() + 4, 4);
+  for (int p = 0;; ++p) {
+    std::uint16_t n;
+    std::memcpy(&n, bytes.data() + ifd, 2);
+    if (p == page) {
+      for (std::uint16_t e = 0; e < n; ++e) {
+        unsigned char* entry = bytes.data() + ifd + 2 + 12 * e;
+        std::uint16_t t, type;
+        std::memcpy(&t, entry, 2);
+        std::memcpy(&type, entry + 2, 2);
+        if (t != tag) continue;
+        if (type == TIFF_SHORT) {
+          const std::uint16_t v16 = std::uint16_t(v);
+          std::memcpy(entry + 8, &v16, 2);
+        } else {
+          std::memcpy(entry + 8, &v, 4);
+        }
+        return;
+      }
+      FAIL("no such tag");
+    }
+    std::memcpy(&ifd, bytes.data() + ifd + 2 + 12 * n, 4);
+    REQUIRE(ifd != 0);
+  }
+}
+
+void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+}
+
+// One greyscale page of `bits`-bit pixels of sample format `format`.
+void write_odd_pixels(const std::string& path, std::uint16_t bits, std::uint16_t format) {
+  TIFF* t = TIFFOpen(path.c_str(), "w");
+  REQUIRE(t);
+  std::vector<unsigned char> px(8 * 8 * 4, 1);
+  TIFFSetField(t, TIFFTAG_IMAGEWIDTH, std::uint32_t(8));
+  TIFFSetField(t, TIFFTAG_IMAGELENGTH, std::uint32_t(8));
+  TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, bits);
+  TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, format);
+  TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, std::uint16_t(1));
+  TIFFSetField(t, TIFFTAG_PHOTOMETRIC, std::uint16_t(PHOTOMETRIC_MINISBLACK));
+  TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, std::uint32_t(8));
+  TIFFWriteEncodedStrip(t, 0, px.data(), tmsize_t(8 * bits));
+  TIFFClose(t);
+}
+
+// Every kind of bad input, as files in `d`, with what the error says.
+struct bad_input {
+  std::string file;
+  const char* says;
+};
+std::vector<bad_input> write_bad_inputs(const temp_dir& d) {
   const std::size_t H = 8, W = 8;
   std::vector<std::uint16_t> px(2 * H * W, 100);
   const std::string good = d / "good.tif";
   st::write_tiff(good, px.data(), 2, H, W);
-  CHECK_THROWS_WITH(st::probe_tiff(d / "missing.tif"), Catch::Contains("cannot be opened"));
   std::ofstream(d / "text.tif") << "this is not a TIFF file at all";
-  CHECK_THROWS_WITH(st::probe_tiff(d / "text.tif"), Catch::Contains("is not a TIFF file"));
-  {  // a TIFF's header, cut short: truncated, not "not a TIFF"
-    auto bytes = file_bytes(good);
-    bytes.resize(100);
-    std::ofstream(d / "head.tif", std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-  }
-  CHECK_THROWS_WITH(st::probe_tiff(d / "head.tif"), Catch::Contains("is truncated or damaged"));
+  auto head = file_bytes(good);  // a TIFF's header, cut short: truncated, not "not a TIFF"
+  head.resize(100);
+  write_bytes(d / "head.tif", head);
   write_rgb(d / "rgb.tif", H, W);
-  CHECK_THROWS_WITH(st::probe_tiff(d / "rgb.tif"), Catch::Contains("is in colour"));
-  // pages of differing sizes
-  {
+  write_odd_pixels(d / "int16.tif", 16, SAMPLEFORMAT_INT);
+  write_odd_pixels(d / "bilevel.tif", 1, SAMPLEFORMAT_UINT);
+  {  // pages of differing sizes
     TIFF* m = TIFFOpen((d / "mixed.tif").c_str(), "w");
     REQUIRE(m);
     for (std::size_t side : {H, std::size_t(4)}) {
@@ -234,58 +291,55 @@ TEST_CASE("bad TIFF input is a clear tiff_error") {
     }
     TIFFClose(m);
   }
-  CHECK_THROWS_WITH(st::probe_tiff(d / "mixed.tif"),
-                    Catch::Contains("page 2 is 4 x 4 uint16, but page 1 is 8 x 8 uint16"));
-  // truncated: the pages' data cut off
-  {
-    std::vector<std::uint16_t> big(4 * 64 * 64, 3);
-    st::write_tiff(d / "full.tif", big.data(), 4, 64, 64);
-    auto bytes = file_bytes(d / "full.tif");
-    bytes.resize(bytes.size() / 2);
-    std::ofstream(d / "cut.tif", std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-  }
-  CHECK_THROWS_AS(
-      [&] {
-        st::stack_info info;
-        read_all_frames<std::uint16_t>(d / "cut.tif", info);
-      }(),
-      st::tiff_error);
-  // a compression this libtiff cannot decode: the tag patched to JPEG 2000's
-  {
-    auto bytes = file_bytes(good);
-    REQUIRE(bytes.size() > 8);
-    REQUIRE(bytes[0] == 'I');  // little-endian, as written here
-    std::uint32_t ifd;
-    std::memcpy(&ifd, bytes.data() + 4, 4);
-    std::uint16_t n;
-    std::memcpy(&n, bytes.data() + ifd, 2);
-    bool patched = false;
-    for (std::uint16_t e = 0; e < n; ++e) {
-      unsigned char* entry = bytes.data() + ifd + 2 + 12 * e;
-      std::uint16_t tag;
-      std::memcpy(&tag, entry, 2);
-      if (tag == TIFFTAG_COMPRESSION) {
-        const std::uint16_t jp2 = 34712;
-        std::memcpy(entry + 8, &jp2, 2);
-        patched = true;
-      }
-    }
-    REQUIRE(patched);
-    std::ofstream(d / "jp2.tif", std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-  }
-  CHECK_THROWS_WITH(st::probe_tiff(d / "jp2.tif"), Catch::Contains("cannot decode"));
+  std::vector<std::uint16_t> big(4 * 64 * 64, 3);
+  st::write_tiff(d / "full.tif", big.data(), 4, 64, 64);
+  auto cut = file_bytes(d / "full.tif");  // the chain of pages cut off
+  cut.resize(cut.size() / 2);
+  write_bytes(d / "cut.tif", cut);
+  auto far = file_bytes(d / "full.tif");  // the chain whole, page 3's pixels past the end
+  patch_tag(far, 2, TIFFTAG_STRIPOFFSETS, 0x7ffffff0u);
+  write_bytes(d / "far.tif", far);
+  auto jp2 = file_bytes(good);  // a compression this libtiff cannot decode
+  patch_tag(jp2, 0, TIFFTAG_COMPRESSION, 34712);
+  write_bytes(d / "jp2.tif", jp2);
+  return {
+      {d / "missing.tif", "cannot be opened"},
+      {d / "text.tif", "is not a TIFF file"},
+      {d / "head.tif", "is truncated or damaged"},
+      {d / "rgb.tif", "is in colour"},
+      {d / "int16.tif", "16-bit signed integer pixels"},
+      {d / "bilevel.tif", "1-bit unsigned pixels"},
+      {d / "mixed.tif", "page 2 is 4 x 4 uint16, but page 1 is 8 x 8 uint16"},
+      {d / "cut.tif", "is truncated or damaged: page 3 cannot be read"},
+      {d / "far.tif", "page 3, strip 1 cannot be read in full"},
+      {d / "jp2.tif", "cannot decode"},
+  };
 }
 
-TEST_CASE("the pipeline is bit-identical for 1, 2 and 3 workers, and equal to a plain reference") {
+TEST_CASE("bad TIFF input is a clear tiff_error") {
+  temp_dir d;
+  for (const auto& b : write_bad_inputs(d)) {
+    INFO(b.file);
+    CHECK_THROWS_WITH(
+        [&] {
+          st::stack_info info;
+          read_all_frames<std::uint16_t>(b.file, info);
+        }(),
+        Catch::Contains(b.says) && Catch::Contains(b.file));
+  }
+}
+
+template <class T>
+void check_pipeline(const char* what) {
+  INFO(what);
   temp_dir d;
   const std::size_t F = 7, H = 40, W = 50;
-  auto data = random_stack<std::uint16_t>(F * H * W, 3);
-  for (auto& v : data)
-    v = std::uint16_t(v % 4000 + 200);
+  auto data = random_stack<T>(F * H * W, 3);
+  if constexpr (std::is_same_v<T, std::uint16_t>)
+    for (auto& v : data)
+      v = std::uint16_t(v % 4000 + 200);
   st::write_tiff(d / "in.tif", data.data(), F, H, W);
-  const auto expect = reference(data, F, H, W, 2.0, 65535.f);
+  const auto expect = reference(data, F, H, W, 2.0, st::full_scale<T>());
   std::vector<unsigned char> first_processed, first_max;
   for (const char* jobs : {"1", "2", "3"}) {
     INFO(jobs << " workers");
@@ -295,14 +349,14 @@ TEST_CASE("the pipeline is bit-identical for 1, 2 and 3 workers, and equal to a 
     REQUIRE(r.exited(0));
     CHECK(r.clean());
     st::stack_info info;
-    const auto processed = read_all_frames<std::uint16_t>(out + "/processed.tif", info);
+    const auto processed = read_all_frames<T>(out + "/processed.tif", info);
     CHECK(info.frames == F);
     CHECK(processed == expect);
-    const auto mx = read_all_frames<std::uint16_t>(out + "/max.tif", info);
+    const auto mx = read_all_frames<T>(out + "/max.tif", info);
     REQUIRE(info.frames == 1);
     for (std::size_t i = 0; i < H * W; ++i) {
-      std::uint16_t m = 0;
-      for (std::size_t f = 0; f < F; ++f)
+      T m = expect[i];
+      for (std::size_t f = 1; f < F; ++f)
         m = std::max(m, expect[f * H * W + i]);
       REQUIRE(mx[i] == m);
     }
@@ -329,6 +383,12 @@ TEST_CASE("the pipeline is bit-identical for 1, 2 and 3 workers, and equal to a 
     REQUIRE(png.size() > 8);
     CHECK(std::memcmp(png.data(), "\x89PNG", 4) == 0);
   }
+}
+
+TEST_CASE("the pipeline is bit-identical for 1, 2 and 3 workers, and equal to a plain reference") {
+  check_pipeline<std::uint8_t>("uint8 (normalised to 0..255)");
+  check_pipeline<std::uint16_t>("uint16 (normalised to 0..65535)");
+  check_pipeline<float>("float32 (normalised to [0, 1])");
 }
 
 TEST_CASE("with steps none, processed.tif is the input bit for bit, for every pixel type") {
@@ -365,24 +425,19 @@ TEST_CASE("processed.tif is written as BigTIFF past the threshold (lowered here)
 
 TEST_CASE("shmarray-stack: bad input exits non-zero with a clear message and leaves nothing") {
   temp_dir d;
-  std::ofstream(d / "text.tif") << "not a TIFF";
-  write_rgb(d / "rgb.tif", 8, 8);
-  std::vector<std::uint16_t> big(4 * 64 * 64, 3);
-  st::write_tiff(d / "full.tif", big.data(), 4, 64, 64);
-  auto bytes = file_bytes(d / "full.tif");
-  bytes.resize(bytes.size() * 2 / 3);
-  std::ofstream(d / "cut.tif", std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  for (const auto& b : write_bad_inputs(d)) {  // probed by the parent, or read by a worker
+    const auto r = run_stack({b.file, "-j", "2", "-o", d / "out"});
+    INFO(b.file << ": " << r.output);
+    CHECK(r.exited(1));
+    CHECK(r.output.find(b.says) != std::string::npos);
+    CHECK(r.clean());
+  }
   struct bad {
     std::vector<std::string> args;
     int code;
     const char* says;
   };
   for (const auto& b : std::vector<bad>{
-           {{d / "missing.tif"}, 1, "cannot be opened"},
-           {{d / "text.tif"}, 1, "is not a TIFF file"},
-           {{d / "cut.tif", "-j", "2"}, 1, "truncated or damaged"},
-           {{d / "rgb.tif"}, 1, "is in colour"},
            {{"--steps", "blur,background"}, 2, "out of order"},
            {{"--steps", "sharpen"}, 2, "unknown step 'sharpen'"},
            {{"--sigma", "0"}, 2, "--sigma"},
@@ -471,4 +526,61 @@ TEST_CASE("while the job runs, another process attaches its stack by name") {
   CHECK(seen);
   CHECK(test::exited_with(test::reap(pid), 0));
   CHECK(test::shm_names("shmarray-stack-" + std::to_string(pid) + "-").empty());
+}
+
+TEST_CASE(
+    "float input with NaN and inf: the finite pixels are processed, the rest stay non-finite") {
+  temp_dir d;
+  const std::size_t F = 3, H = 16, W = 20, n = H * W;
+  auto data = random_stack<float>(F * n, 5);
+  data[5] = std::numeric_limits<float>::quiet_NaN();
+  data[n + 7] = std::numeric_limits<float>::infinity();
+  data[2 * n + 9] = -std::numeric_limits<float>::infinity();
+  st::write_tiff(d / "in.tif", data.data(), F, H, W);
+  const auto r = run_stack({d / "in.tif", "-o", d / "out", "-j", "2"});
+  INFO(r.output);
+  REQUIRE(r.exited(0));
+  st::stack_info info;
+  const auto out = read_all_frames<float>(d / "out/processed.tif", info);
+  for (std::size_t f = 0; f < F; ++f) {
+    float lo = INFINITY, hi = -INFINITY;
+    std::size_t odd = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const float v = out[f * n + i];
+      if (!std::isfinite(v)) {
+        ++odd;
+        continue;
+      }
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    INFO("frame " << f);
+    CHECK(lo == 0.f);  // the range of the finite pixels, whatever the others
+    CHECK(hi == 1.f);
+    if (f < 2) {
+      CHECK(odd > 0);         // NaN and +inf stayed so, spread by the blur ...
+      CHECK(odd <= 13 * 13);  // ... over its kernel's square (radius 6), no more
+    } else {
+      CHECK(odd == 0);  // -inf, below the background, was clamped to 0 like any such value
+    }
+  }
+  const auto png = file_bytes(d / "out/max.png");
+  CHECK(png.size() > 8);
+}
+
+TEST_CASE("an output file is whole or not there: a failed write leaves the old one") {
+  temp_dir d;
+  const std::string path = d / "x.tif";
+  std::ofstream(path) << "old";
+  auto text = [&] { return std::string(file_bytes(path).begin(), file_bytes(path).end()); };
+  CHECK_THROWS_WITH(st::write_then_rename(path,
+                                          [](const std::string& tmp) {
+                                            std::ofstream(tmp) << "half";
+                                            throw std::runtime_error("disk full");
+                                          }),
+                    "disk full");
+  CHECK(text() == "old");
+  CHECK_FALSE(fs::exists(path + ".partial"));
+  st::write_then_rename(path, [](const std::string& tmp) { std::ofstream(tmp) << "new"; });
+  CHECK(text() == "new");
 }

@@ -82,10 +82,17 @@ struct arrays {
   shmarray::ndarray<float> work, mean, sd;
 };
 
-std::uint64_t bytes_needed(std::size_t f, std::size_t h, std::size_t w, std::size_t px) {
-  const std::uint64_t n = std::uint64_t(f) * h * w, plane = std::uint64_t(h) * w;
-  return footprint(n * px) + footprint(n * 4) + footprint(n * px) + footprint(plane * px) +
-         2 * footprint(plane * 4);
+// What the six arrays of a job take in /dev/shm (or the scratch directory).
+std::uint64_t bytes_needed(const st::stack_info& info) {
+  st::stack_info as = info;  // the same shape in other pixel types
+  auto bytes_as = [&](st::pixel p, bool plane) {
+    as.type = p;
+    as.frames = plane ? 1 : info.frames;
+    return footprint(as.bytes());  // throws where the count overflows
+  };
+  const st::pixel t = info.type, f32 = st::pixel::f32;
+  return bytes_as(t, false) + bytes_as(f32, false) + bytes_as(t, false) + bytes_as(t, true) +
+         2 * bytes_as(f32, true);
 }
 
 // 0 if the arrays fit where they go; else 1, having said how to make room.
@@ -130,7 +137,7 @@ int run(const job& j) {
   const std::size_t F = j.info.frames, H = j.info.height, W = j.info.width;
   const std::size_t frame = H * W;
   const std::uint64_t in_bytes = std::uint64_t(F) * frame * sizeof(T);
-  if (const int rc = check_space(j, bytes_needed(F, H, W, sizeof(T)))) return rc;
+  if (const int rc = check_space(j, bytes_needed(j.info))) return rc;
 
   shmarray::manager m;
   const std::string base = "shmarray-stack-" + std::to_string(::getpid()) + "-";

@@ -4,6 +4,8 @@
 
 #include <png.h>
 
+#include <shmarray/stack/files.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,13 +16,18 @@
 namespace shmarray::stack {
 
 // The stretch: the 0.5th percentile goes to black, the 99.5th to white.
+// Percentiles of the finite values only; NaN and -inf are black, +inf white.
 template <class T>
 std::vector<std::uint8_t> stretch_to_8bit(const T* data, std::size_t n) {
-  std::vector<float> v(data, data + n);
+  std::vector<float> v;
+  v.reserve(n);
+  for (std::size_t i = 0; i < n; ++i)
+    if (std::isfinite(float(data[i]))) v.push_back(float(data[i]));
   std::vector<std::uint8_t> out(n, 0);
-  if (n == 0) return out;
+  if (v.empty()) return out;
   auto nth = [&](double q) {
-    auto it = v.begin() + std::ptrdiff_t(std::min<double>(double(n - 1), q * double(n - 1)));
+    const double last = double(v.size() - 1);
+    auto it = v.begin() + std::ptrdiff_t(std::min(last, q * last));
     std::nth_element(v.begin(), it, v.end());
     return *it;
   };
@@ -28,7 +35,7 @@ std::vector<std::uint8_t> stretch_to_8bit(const T* data, std::size_t n) {
   const float scale = hi > lo ? 255.f / (hi - lo) : 0.f;
   for (std::size_t i = 0; i < n; ++i) {
     const float s = std::nearbyint((float(data[i]) - lo) * scale);
-    out[i] = std::uint8_t(s <= 0.f ? 0.f : s >= 255.f ? 255.f : s);  // NaN goes to 0
+    out[i] = std::uint8_t(!(s > 0.f) ? 0.f : s >= 255.f ? 255.f : s);  // NaN goes to 0
   }
   return out;
 }
@@ -36,16 +43,18 @@ std::vector<std::uint8_t> stretch_to_8bit(const T* data, std::size_t n) {
 template <class T>
 void write_png(const std::string& path, const T* data, std::size_t height, std::size_t width) {
   const auto pixels = stretch_to_8bit(data, height * width);
-  png_image img{};
-  img.version = PNG_IMAGE_VERSION;
-  img.width = png_uint_32(width);
-  img.height = png_uint_32(height);
-  img.format = PNG_FORMAT_GRAY;
-  if (!png_image_write_to_file(&img, path.c_str(), 0, pixels.data(), 0, nullptr)) {
-    const std::string why = img.message;
-    png_image_free(&img);
-    throw std::runtime_error(path + ": cannot be written as PNG (" + why + ")");
-  }
+  write_then_rename(path, [&](const std::string& tmp) {
+    png_image img{};
+    img.version = PNG_IMAGE_VERSION;
+    img.width = png_uint_32(width);
+    img.height = png_uint_32(height);
+    img.format = PNG_FORMAT_GRAY;
+    if (!png_image_write_to_file(&img, tmp.c_str(), 0, pixels.data(), 0, nullptr)) {
+      const std::string why = img.message;
+      png_image_free(&img);
+      throw std::runtime_error(path + ": cannot be written as PNG (" + why + ")");
+    }
+  });
 }
 
 }  // namespace shmarray::stack

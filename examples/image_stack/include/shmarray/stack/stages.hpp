@@ -101,18 +101,25 @@ void to_pixels(const float* work, T* out, std::size_t n) {
     const float hi = full_scale<T>();
     for (std::size_t i = 0; i < n; ++i) {
       const float v = std::nearbyint(work[i]);
-      out[i] = T(v <= 0.f ? 0.f : v >= hi ? hi : v);  // NaN goes to 0
+      out[i] = T(!(v > 0.f) ? 0.f : v >= hi ? hi : v);  // NaN goes to 0, +inf to hi
     }
   }
 }
 
 // ---- background: the frame's median, subtracted, clamped at 0
 
-// The median of a frame (the mean of the two middle values for an even
-// count). `scratch` is resized as needed.
+// Non-finite pixels (NaN, +-inf, possible in float input) play no part in
+// a frame's background or range; they stay non-finite through the stages
+// (the blur spreads a NaN over its neighbourhood).
+
+// The median of a frame's finite pixels (the mean of the two middle values
+// for an even count; 0 if there are none). `scratch` is resized as needed.
 inline float median(const frame_map& f, std::vector<float>& scratch) {
-  const std::size_t n = std::size_t(f.size());
-  scratch.assign(f.data(), f.data() + n);
+  scratch.clear();
+  for (Eigen::Index i = 0; i < f.size(); ++i)
+    if (std::isfinite(f.data()[i])) scratch.push_back(f.data()[i]);
+  const std::size_t n = scratch.size();
+  if (n == 0) return 0;
   const auto mid = scratch.begin() + std::ptrdiff_t(n / 2);
   std::nth_element(scratch.begin(), mid, scratch.end());
   const float upper = *mid;
@@ -123,7 +130,8 @@ inline float median(const frame_map& f, std::vector<float>& scratch) {
 
 inline void subtract_background(frame_map f, std::vector<float>& scratch) {
   const float bg = median(f, scratch);
-  f = (f.array() - bg).cwiseMax(0.f).matrix();
+  // max(d, 0) that keeps a NaN a NaN (Eigen's cwiseMax may not).
+  f = (f.array() - bg).unaryExpr([](float d) { return d < 0.f ? 0.f : d; }).matrix();
 }
 
 // ---- blur: separable Gaussian, boundaries mirrored (d c b a | a b c d)
@@ -179,21 +187,20 @@ inline void blur(frame_map f, const std::vector<float>& kernel, std::vector<floa
 // ---- normalize: the frame's range stretched to [0, full]
 
 inline void normalize(frame_map f, float full) {
-  const float lo = f.minCoeff(), hi = f.maxCoeff();
-  if (!(hi > lo)) {
-    f.setZero();
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  for (Eigen::Index i = 0; i < f.size(); ++i) {
+    const float v = f.data()[i];
+    if (!std::isfinite(v)) continue;
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  if (!(hi > lo)) {  // flat, or nothing finite: the finite pixels become 0
+    for (Eigen::Index i = 0; i < f.size(); ++i)
+      if (std::isfinite(f.data()[i])) f.data()[i] = 0;
     return;
   }
   const float scale = full / (hi - lo);
   f = ((f.array() - lo) * scale).matrix();
-}
-
-// Every step asked for, on one working frame.
-inline void process_frame(frame_map f, const steps& s, const std::vector<float>& kernel, float full,
-                          std::vector<float>& scratch) {
-  if (s.background) subtract_background(f, scratch);
-  if (s.blur) blur(f, kernel, scratch);
-  if (s.normalize) normalize(f, full);
 }
 
 // ---- projections over frames, per pixel
@@ -223,28 +230,37 @@ struct moments {
 
 // Maximum, mean and standard deviation over `frames` frames of rows
 // [row0, row0 + rows) of a frames x height x width stack, into the
-// projections' same rows. `acc` holds one moments per pixel of the rows.
+// projections' same rows. It goes through the rows in blocks of about 16K
+// pixels, all frames for each block, so `acc` (one moments per pixel of a
+// block, 24 bytes each) stays small and in cache whatever the frame size.
 template <class T>
 void project_rows(const T* stack, std::size_t frames, std::size_t height, std::size_t width,
                   std::size_t row0, std::size_t rows, T* max, float* mean, float* sd,
                   std::vector<moments>& acc) {
-  const std::size_t n = rows * width, off = row0 * width;
-  acc.assign(n, moments{});
-  pixels_map<T> mx(max + off, Eigen::Index(rows), Eigen::Index(width));
-  for (std::size_t k = 0; k < frames; ++k) {
-    const T* frame = stack + k * height * width + off;
-    const Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> fr(
-        frame, Eigen::Index(rows), Eigen::Index(width));
-    if (k == 0)
-      mx = fr;
-    else
-      mx = mx.cwiseMax(fr);
-    for (std::size_t i = 0; i < n; ++i)
-      acc[i].add(double(frame[i]));
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    mean[off + i] = float(acc[i].mean);
-    sd[off + i] = float(acc[i].stddev());
+  using const_map =
+      Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+  const std::size_t block = std::max<std::size_t>(1, (std::size_t(1) << 14) / width);
+  for (std::size_t r = row0; r < row0 + rows; r += block) {
+    const std::size_t nr = std::min(block, row0 + rows - r);
+    const std::size_t n = nr * width, off = r * width;
+    acc.assign(n, moments{});
+    pixels_map<T> mx(max + off, Eigen::Index(nr), Eigen::Index(width));
+    for (std::size_t k = 0; k < frames; ++k) {
+      const T* frame = stack + k * height * width + off;
+      const const_map fr(frame, Eigen::Index(nr), Eigen::Index(width));
+      if (k == 0)
+        mx = fr;
+      else if constexpr (std::is_floating_point_v<T>)
+        mx = mx.binaryExpr(fr, [](T a, T b) { return a < b || b != b ? b : a; });  // NaN wins
+      else
+        mx = mx.cwiseMax(fr);
+      for (std::size_t i = 0; i < n; ++i)
+        acc[i].add(double(frame[i]));
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      mean[off + i] = float(acc[i].mean);
+      sd[off + i] = float(acc[i].stddev());
+    }
   }
 }
 

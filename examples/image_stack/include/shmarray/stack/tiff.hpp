@@ -7,11 +7,14 @@
 
 #include <tiffio.h>
 
+#include <shmarray/stack/files.hpp>
+
 #include <algorithm>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -52,7 +55,16 @@ struct stack_info {
   bool tiled = false;  // (of the first page)
   bool bigtiff = false;
   std::uint16_t compression = COMPRESSION_NONE;
-  std::size_t bytes() const { return frames * height * width * pixel_bytes(type); }
+  // The stack's bytes; throws if they cannot be counted in 64 bits.
+  std::size_t bytes() const {
+    std::size_t n = pixel_bytes(type);
+    for (std::size_t d : {frames, height, width})
+      if (d != 0 && n > std::numeric_limits<std::size_t>::max() / d)
+        throw std::overflow_error("the stack is too large to address");
+      else
+        n *= d;
+    return n;
+  }
 };
 
 namespace detail {
@@ -130,7 +142,9 @@ inline std::string compression_name(std::uint16_t c) {
 
 // The current page's layout, checked: greyscale, one sample, a supported
 // pixel type, a compression this libtiff decodes.
-inline void describe_page(TIFF* t, const std::string& path, std::size_t page, stack_info& out) {
+// Page 0 of a probe sets `out`; any other call checks the page against it.
+inline void describe_page(TIFF* t, const std::string& path, std::size_t page, stack_info& out,
+                          bool first_of_probe) {
   const std::string where = "page " + std::to_string(page + 1);
   std::uint32_t w = 0, h = 0;
   if (!TIFFGetField(t, TIFFTAG_IMAGEWIDTH, &w) || !TIFFGetField(t, TIFFTAG_IMAGELENGTH, &h) ||
@@ -165,7 +179,7 @@ inline void describe_page(TIFF* t, const std::string& path, std::size_t page, st
   if (!TIFFIsCODECConfigured(compression))
     fail(path,
          where + " uses " + compression_name(compression) + ", which this libtiff cannot decode");
-  if (page == 0) {
+  if (first_of_probe) {
     out.width = w;
     out.height = h;
     out.type = type;
@@ -193,9 +207,9 @@ inline void read_page(TIFF* t, const std::string& path, std::size_t page, const 
     if (tile_bytes <= 0 || std::size_t(tile_bytes) < std::size_t(tw) * th * px)
       fail(path, where + " has a tile size that does not fit its tiles");
     std::vector<unsigned char> tile(static_cast<std::size_t>(tile_bytes));
-    for (std::uint32_t y = 0; y < s.height; y += th)
-      for (std::uint32_t x = 0; x < s.width; x += tw) {
-        const ttile_t index = TIFFComputeTile(t, x, y, 0, 0);
+    for (std::size_t y = 0; y < s.height; y += th)
+      for (std::size_t x = 0; x < s.width; x += tw) {
+        const ttile_t index = TIFFComputeTile(t, std::uint32_t(x), std::uint32_t(y), 0, 0);
         if (TIFFReadEncodedTile(t, index, tile.data(), tile_bytes) < 0)
           fail(path, where + ", tile at (" + std::to_string(x) + ", " + std::to_string(y) +
                          ") cannot be read: the file is truncated or damaged");
@@ -233,7 +247,7 @@ inline stack_info probe_tiff(const std::string& path) {
   s.bigtiff = TIFFIsBigTIFF(t.get());
   std::size_t page = 0;
   do {
-    detail::describe_page(t.get(), path, page, s);
+    detail::describe_page(t.get(), path, page, s, page == 0);
     ++page;
   } while (TIFFReadDirectory(t.get()));
   // Reading the pages in turn stops quietly at a link past the end of a
@@ -257,6 +271,9 @@ inline void read_tiff(const std::string& path, const stack_info& s, void* dst, s
   if (first + count > s.frames || first + count < first)
     throw std::out_of_range(path + ": frames past the end of the stack");
   if (count == 0) return;
+  if (first > std::numeric_limits<tdir_t>::max())
+    throw tiff_error(path + ": page " + std::to_string(first + 1) +
+                     " is past what this libtiff can address");
   auto t = detail::open_tiff(path, "r");
   if (!TIFFSetDirectory(t.get(), tdir_t(first)))
     detail::fail(path, "page " + std::to_string(first + 1) + " cannot be found");
@@ -265,10 +282,8 @@ inline void read_tiff(const std::string& path, const stack_info& s, void* dst, s
   for (std::size_t k = 0; k < count; ++k) {
     if (k > 0 && !TIFFReadDirectory(t.get()))
       detail::fail(path, "page " + std::to_string(first + k + 1) + " cannot be found");
-    stack_info page = s;
-    detail::describe_page(t.get(), path, 0, page);  // a layout check of its own
-    if (page.width != s.width || page.height != s.height || page.type != s.type)
-      detail::fail(path, "page " + std::to_string(first + k + 1) + " changed since it was probed");
+    stack_info page = s;  // a layout check of its own, against the probe's
+    detail::describe_page(t.get(), path, first + k, page, false);
     detail::read_page(t.get(), path, first + k, s, out + k * frame_bytes);
   }
 }
@@ -276,23 +291,22 @@ inline void read_tiff(const std::string& path, const stack_info& s, void* dst, s
 struct write_options {
   // Tiles of this many pixels square (a multiple of 16), or 0 for strips.
   std::uint32_t tile = 0;
+  // Rows per strip; 0: about 64 KiB per strip.
+  std::uint32_t rows_per_strip = 0;
+  // Big-endian ("MM") instead of this machine's order.
+  bool big_endian = false;
   std::uint16_t compression = COMPRESSION_NONE;
   // A file expected past this many bytes is written as BigTIFF.
   std::uint64_t bigtiff_above = 0xFFFFFFFFull - (1u << 20);
 };
 
-// Writes `frames` pages of height x width pixels of T from `data`.
+// The pages of write_tiff, into an open TIFF.
 template <class T>
-void write_tiff(const std::string& path, const T* data, std::size_t frames, std::size_t height,
-                std::size_t width, const write_options& o = {}) {
-  const std::uint64_t expected =
-      std::uint64_t(frames) * height * width * sizeof(T) + std::uint64_t(frames) * 1024 + 1024;
-  const bool big = expected > o.bigtiff_above;
-  auto t = detail::open_tiff(path, big ? "w8" : "w");
+void write_pages(TIFF* f, const std::string& path, const T* data, std::size_t frames,
+                 std::size_t height, std::size_t width, const write_options& o) {
   const std::size_t row_bytes = width * sizeof(T);
-  std::vector<unsigned char> tile;
+  std::vector<unsigned char> tile, swapped;
   for (std::size_t k = 0; k < frames; ++k) {
-    TIFF* f = t.get();
     TIFFSetField(f, TIFFTAG_IMAGEWIDTH, std::uint32_t(width));
     TIFFSetField(f, TIFFTAG_IMAGELENGTH, std::uint32_t(height));
     TIFFSetField(f, TIFFTAG_BITSPERSAMPLE, std::uint16_t(8 * sizeof(T)));
@@ -330,11 +344,21 @@ void write_tiff(const std::string& path, const T* data, std::size_t frames, std:
             detail::fail(path, where + " cannot be written");
         }
     } else {
-      const std::size_t rows_per_strip = std::max<std::size_t>(1, (64u << 10) / row_bytes);
+      const std::size_t rows_per_strip =
+          o.rows_per_strip ? o.rows_per_strip : std::max<std::size_t>(1, (64u << 10) / row_bytes);
       TIFFSetField(f, TIFFTAG_ROWSPERSTRIP, std::uint32_t(std::min(rows_per_strip, height)));
       for (std::size_t y = 0, s = 0; y < height; y += rows_per_strip, ++s) {
         const std::size_t rows = std::min(rows_per_strip, height - y);
-        // libtiff may byte-swap in place: hand it a copy only if it must.
+        // libtiff modifies the buffer it is given only to byte-swap it (a
+        // file in the other byte order) or for a predictor (none is set):
+        // then it gets a copy of the rows.
+        if (TIFFIsByteSwapped(f)) {
+          swapped.assign(frame + y * row_bytes, frame + (y + rows) * row_bytes);
+          if (TIFFWriteEncodedStrip(f, std::uint32_t(s), swapped.data(),
+                                    tmsize_t(rows * row_bytes)) < 0)
+            detail::fail(path, where + " cannot be written (disk full?)");
+          continue;
+        }
         if (TIFFWriteEncodedStrip(f, std::uint32_t(s),
                                   const_cast<unsigned char*>(frame + y * row_bytes),
                                   tmsize_t(rows * row_bytes)) < 0)
@@ -343,7 +367,21 @@ void write_tiff(const std::string& path, const T* data, std::size_t frames, std:
     }
     if (!TIFFWriteDirectory(f)) detail::fail(path, where + " cannot be written (disk full?)");
   }
-  if (TIFFFlush(t.get()) != 1) detail::fail(path, "cannot be written (disk full?)");
+  if (TIFFFlush(f) != 1) detail::fail(path, "cannot be written (disk full?)");
+}
+
+// Writes `frames` pages of height x width pixels of T from `data`.
+template <class T>
+void write_tiff(const std::string& path, const T* data, std::size_t frames, std::size_t height,
+                std::size_t width, const write_options& o = {}) {
+  const std::uint64_t expected =
+      std::uint64_t(frames) * height * width * sizeof(T) + std::uint64_t(frames) * 1024 + 1024;
+  const bool big = expected > o.bigtiff_above;
+  std::string mode = big ? "w8" : "w";
+  if (o.big_endian) mode += 'b';
+  write_then_rename(path, [&](const std::string& tmp) {
+    write_pages(detail::open_tiff(tmp, mode.c_str()).get(), tmp, data, frames, height, width, o);
+  });
 }
 
 }  // namespace shmarray::stack
