@@ -572,7 +572,10 @@ TEST_CASE("an output file is whole or not there: a failed write leaves the old o
   temp_dir d;
   const std::string path = d / "x.tif";
   std::ofstream(path) << "old";
-  auto text = [&] { return std::string(file_bytes(path).begin(), file_bytes(path).end()); };
+  auto text = [&] {
+    const auto b = file_bytes(path);
+    return std::string(b.begin(), b.end());
+  };
   CHECK_THROWS_WITH(st::write_then_rename(path,
                                           [](const std::string& tmp) {
                                             std::ofstream(tmp) << "half";
