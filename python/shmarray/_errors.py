@@ -1,0 +1,62 @@
+"""The errors of shmarray, one class per kind, named as in C++ (shmarray::not_found
+is shmarray.NotFound). Every message names the segment."""
+
+
+class Error(Exception):
+    """Any shmarray error (shmarray::error)."""
+
+
+class InvalidName(Error):
+    """A name that cannot name a segment."""
+
+
+class NotFound(Error):
+    """No segment has this name."""
+
+
+class AlreadyExists(Error):
+    """A segment of this name exists already."""
+
+
+class AccessDenied(Error):
+    """The segment cannot be opened or created with the access asked for."""
+
+
+class OutOfSpace(Error):
+    """The file system cannot hold the segment."""
+
+
+class InvalidShape(Error):
+    """A shape that no array can have (negative, or too many bytes)."""
+
+
+class ShapeMismatch(Error):
+    """The segment's shape is not the one expected."""
+
+
+class DtypeMismatch(Error):
+    """The segment's element type is not the one expected."""
+
+
+class NotReady(Error):
+    """The segment is still being created: try again in a moment."""
+
+
+class MetadataError(Error):
+    """The segment's record cannot be trusted."""
+
+
+class CorruptMetadata(MetadataError):
+    """The record is damaged, or the object is not a shmarray segment."""
+
+
+class VersionMismatch(MetadataError):
+    """The record is of a format version this module does not read."""
+
+
+class TruncatedSegment(MetadataError):
+    """The segment is shorter than its record says."""
+
+
+class LockError(Error):
+    """The segment's lock cannot be taken."""

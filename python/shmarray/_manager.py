@@ -1,0 +1,153 @@
+"""Manager: the owner of the segments it creates, whose `with` block ends
+their names' life, as shmarray::manager in C++."""
+
+import os
+import threading
+
+import numpy as np
+
+from . import _errors as e
+from . import _format as f
+from . import _owner
+from . import _segments as s
+
+_counter = 0
+_counter_mu = threading.Lock()
+
+
+def _base36(n):
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+class Manager:
+    """Creates arrays in shared memory, self-describing segments that C++
+    attaches by name alone (shmarray::ndarray<T>::attach(name)), and removes
+    every segment it created when it is closed or its `with` block ends, in
+    the creating process only (a forked child's copy removes nothing).
+
+        with shmarray.Manager() as m:
+            a = m.from_shape((200, 512, 512), np.uint16)
+            shmarray.name_of(a)     # '/shmarray_1234_k3x9q_0': give it to C++
+
+    Arrays stay usable after their segment's name is removed, as long as they
+    live. While the process lives its segments are watched: if it dies,
+    however it dies, the watchdog helper (the `shmarray` command) removes
+    them, or `shmarray gc` does."""
+
+    def __init__(self, prefix="shmarray_"):
+        self.prefix = prefix
+        self._owned = []  # (name, device, inode)
+        self._pid = os.getpid()
+        self._salt = _base36(int.from_bytes(os.urandom(4), "little"))
+        self._mu = threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _name(self):
+        global _counter
+        with _counter_mu:
+            n = _counter
+            _counter += 1
+        return f"/{self.prefix}{os.getpid()}_{self._salt}_{_base36(n)}"
+
+    def from_shape(self, shape, dtype=np.float64, *, name=None, order="C"):
+        """A new zero-filled array of `shape` and `dtype` ('C' row-major or
+        'F' column-major), named `name` or a generated name."""
+        return self._create(shape, dtype, order, None, name)
+
+    def from_array(self, arr, *, name=None):
+        """A new array holding a copy of `arr`, in its order (column-major
+        if it is Fortran-contiguous and not C-contiguous, else row-major)."""
+        a = np.asarray(arr)
+        order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+        data = np.ascontiguousarray(a) if order == "C" else np.asfortranarray(a)
+        return self._create(a.shape, a.dtype, order, data.reshape(-1, order=order), name)
+
+    def _create(self, shape, dtype, order, data, name):
+        if order not in ("C", "F"):
+            raise ValueError("order is 'C' or 'F'")
+        try:
+            shape = tuple(int(d) for d in shape)
+        except TypeError:
+            shape = (int(shape),)
+        dt = f.dtype_string(dtype)
+        for attempt in range(17):
+            seg = s.normalise(name) if name is not None else self._name()
+            token = _owner.token.acquire(_owner.watchdog.prepare)
+            _owner.watchdog.prepare(token)  # the helper, started with the first
+            registered = []
+
+            def before_link(dev, ino):
+                _owner.watchdog.add("s", seg, dev, ino)
+                registered.append((dev, ino))
+
+            try:
+                m = s.create(seg, dt, shape, order, data, token, before_link)
+            except e.AlreadyExists:
+                for dev, ino in registered:
+                    _owner.watchdog.remove("s", seg, dev, ino)
+                if token:
+                    _owner.token.release()
+                if name is not None or attempt == 16:
+                    raise
+                continue
+            except BaseException:
+                for dev, ino in registered:
+                    _owner.watchdog.remove("s", seg, dev, ino)
+                if token:
+                    _owner.token.release()
+                raise
+            with self._mu:
+                self._owned.append((seg, m.device, m.inode, token != 0))
+            return s._array(m, dt, shape, order, False)
+
+    def names(self):
+        """The names of the segments this manager owns, in creation order."""
+        with self._mu:
+            return [o[0] for o in self._owned]
+
+    def remove(self, arr_or_name):
+        """Removes one owned segment's name now (arrays over it stay usable)."""
+        name = arr_or_name if isinstance(arr_or_name, str) else s.name_of(arr_or_name)
+        name = s.normalise(name)
+        with self._mu:
+            for i, o in enumerate(self._owned):
+                if o[0] == name:
+                    self._remove(o)
+                    del self._owned[i]
+                    return True
+        return False
+
+    def _remove(self, o):
+        if os.getpid() != self._pid:
+            return  # a forked child's copy removes nothing of its parent's
+        seg, dev, ino, counted = o
+        s.remove_if_same(seg, dev, ino)
+        _owner.watchdog.remove("s", seg, dev, ino)
+        if counted:
+            _owner.token.release()
+
+    def close(self):
+        """Removes every segment this manager created (in the creating
+        process only)."""
+        with self._mu:
+            for o in self._owned:
+                self._remove(o)
+            self._owned.clear()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

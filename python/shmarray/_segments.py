@@ -1,0 +1,290 @@
+"""Named segments in /dev/shm: opening, creating, mapping and removing them,
+and the NumPy arrays over them."""
+
+import errno
+import mmap
+import os
+import stat
+import struct
+import time
+
+import numpy as np
+
+from . import _errors as e
+from . import _format as f
+
+SHM_DIR = "/dev/shm"
+
+
+def normalise(name):
+    """The name with its leading '/', checked as POSIX shared memory names
+    are (one leading '/' at most, no other, not empty, not '.' or '..')."""
+    if not isinstance(name, str):
+        raise e.InvalidName(f"{name!r}: a segment's name is a str")
+    bare = name[1:] if name.startswith("/") else name
+    why = None
+    if not bare:
+        why = "is empty"
+    elif "/" in bare:
+        why = "holds a '/' after its first character"
+    elif "\0" in bare:
+        why = "holds a NUL character"
+    elif bare in (".", ".."):
+        why = "is a directory name"
+    elif len(bare.encode()) > 255:
+        why = "is longer than 255 bytes"
+    if why:
+        raise e.InvalidName(f"{name}: is not a valid name: it {why}")
+    return "/" + bare
+
+
+def path_of(name):
+    return SHM_DIR + name
+
+
+def link_unnamed(fd, path):
+    """Gives an unnamed file (O_TMPFILE) the name `path`, never replacing
+    one (FileExistsError): linkat through /proc/self/fd, following the
+    link (os.link's defaults would call link(), which does not)."""
+    d = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", os.path.basename(path), dst_dir_fd=d,
+                follow_symlinks=True)
+    finally:
+        os.close(d)
+
+
+def _os_error(err, name, doing):
+    code = err.errno
+    if code == errno.ENOENT:
+        return e.NotFound(f"{name}: does not exist")
+    if code == errno.EEXIST:
+        return e.AlreadyExists(f"{name}: already exists")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return e.AccessDenied(f"{name}: {doing}: {err.strerror}")
+    if code in (errno.ENOSPC, errno.ENOMEM):
+        return e.OutOfSpace(f"{name}: {doing}: {err.strerror}")
+    return e.Error(f"{name}: {doing}: {err.strerror}")
+
+
+class Mapping(mmap.mmap):
+    """A segment's mapping; NumPy arrays over it keep it alive (an mmap
+    cannot be closed while an array exports its memory)."""
+
+    def __new__(cls, fd, size, writable, name, info, device, inode):
+        m = super().__new__(cls, fd, size, flags=mmap.MAP_SHARED,
+                            prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
+        m.segment_name, m.info, m.device, m.inode = name, info, device, inode
+        m.writable = writable
+        return m
+
+
+def open_segment(name, writable):
+    """Opens a named segment and maps all of it after checking it; the
+    Mapping (its .info is None for a segment that fails the record checks
+    when `raw` is asked for by the caller)."""
+    name = normalise(name)
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path_of(name), flags)
+    except OSError as err:
+        raise _os_error(err, name, "could not be opened") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise e.AccessDenied(f"{name}: is not a regular file")
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_tail(fd, size):
+    return os.pread(fd, f.RECORD_SIZE, size - f.RECORD_SIZE) if size >= f.RECORD_SIZE else b""
+
+
+def attach(name, *, readonly=False, dtype=None, shape=None, timeout=0.2):
+    """An ndarray over the segment `name`, made by shmarray in C++ or Python:
+    its dtype, shape and order come from its record, checked as the format
+    says. `dtype`/`shape`, if given, must match (DtypeMismatch,
+    ShapeMismatch). A segment still being created is waited for up to
+    `timeout` seconds, then NotReady. The array is writeable unless
+    `readonly`; it keeps the mapping alive for as long as it, or any view of
+    it, lives. Python's resource tracker never hears of it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _attach_once(name, readonly, dtype, shape)
+        except e.NotReady:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _attach_once(name, readonly, dtype, shape):
+    fd, st = open_segment(name, not readonly)
+    name = normalise(name)
+    try:
+        info = f.read_record(name, st.st_size, read_tail(fd, st.st_size))
+        if info.dtype not in f.DTYPES:
+            raise e.DtypeMismatch(f"{name}: holds {info.dtype}, which this module does not map")
+        if dtype is not None and np.dtype(dtype).str != info.dtype:
+            raise e.DtypeMismatch(
+                f"{name}: holds {info.dtype}, but {np.dtype(dtype).str} was asked for")
+        if shape is not None and tuple(shape) != info.shape:
+            raise e.ShapeMismatch(
+                f"{name}: has shape {info.shape}, but {tuple(shape)} was asked for")
+        m = Mapping(fd, st.st_size, not readonly, name, info, st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
+    return _array(m, info.dtype, info.shape, info.order, readonly)
+
+
+def attach_raw(name, shape, dtype, *, readonly=False, order="C"):
+    """An ndarray over a raw segment (no record, exactly the data's bytes, as
+    shared_ndarray2 makes): its size must be exactly itemsize * prod(shape)."""
+    dt = np.dtype(dtype)
+    shape = tuple(int(d) for d in shape)
+    nbytes = f.data_nbytes(dt.itemsize, shape)
+    fd, st = open_segment(name, not readonly)
+    name = normalise(name)
+    try:
+        if st.st_size != nbytes:
+            raise e.ShapeMismatch(
+                f"{name}: holds {st.st_size} bytes, but shape {shape} of {dt} needs {nbytes}")
+        m = Mapping(fd, st.st_size, not readonly, name, None, st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
+    return _array(m, dt, shape, order, readonly)
+
+
+def _array(m, dtype, shape, order, readonly):
+    a = np.ndarray(shape, dtype=np.dtype(dtype), buffer=m, offset=0, order=order)
+    if readonly:
+        a.flags.writeable = False
+    return a
+
+
+def mapping_of(arr):
+    """The Mapping under an array (or view) made by this module, or None."""
+    base = arr
+    while base is not None:
+        if isinstance(base, Mapping):
+            return base
+        base = getattr(base, "base", None)
+    return None
+
+
+def name_of(arr):
+    """The name of the segment under an array made or attached by this
+    module (views included)."""
+    m = mapping_of(arr)
+    if m is None:
+        raise ValueError("this array is not over a shmarray segment")
+    return m.segment_name
+
+
+def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None):
+    """Creates the segment `name` exclusively, mode 0600: unnamed in /dev/shm
+    (O_TMPFILE), sized, filled with `data` (bytes in storage order) or
+    zeros, its record written as FORMAT.md orders it, then linked under its
+    name. `before_link(device, inode)` runs once the object exists, before it
+    has its name. Returns the Mapping. Where unnamed files cannot be made
+    or linked, the name is created first and removed on failure."""
+    name = normalise(name)
+    dt = f.dtype_string(dtype)
+    itemsize = f.DTYPES[dt]
+    nbytes = f.data_nbytes(itemsize, shape)
+    size = f.align64(nbytes) + f.RECORD_SIZE
+    path = path_of(name)
+    if os.path.lexists(path):
+        raise e.AlreadyExists(f"{name}: already exists")
+    named_first = False
+    try:
+        fd = os.open(SHM_DIR, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        named_first = True
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+        except OSError as err:
+            raise _os_error(err, name, "could not be created") from None
+    linked = named_first
+    try:
+        st = os.fstat(fd)
+        if before_link:
+            before_link(st.st_dev, st.st_ino)
+        os.fchmod(fd, 0o600)
+        try:
+            if data is not None and nbytes:
+                os.ftruncate(fd, size)
+                view = memoryview(data).cast("B")
+                done = 0
+                while done < nbytes:
+                    done += os.pwrite(fd, view[done:done + (1 << 30)], done)
+            os.posix_fallocate(fd, 0, size)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                free = os.statvfs(SHM_DIR)
+                raise e.OutOfSpace(
+                    f"{name}: needs {size} bytes, but /dev/shm has "
+                    f"{free.f_bavail * free.f_frsize} bytes free; free space in /dev/shm, give "
+                    "the container more shared memory (docker run --shm-size=...), or use "
+                    "a file") from None
+            raise _os_error(err, name, "could not be sized") from None
+        rec, checksum = f.new_record(dt, shape, order, owner_token)
+        at = size - f.RECORD_SIZE
+        # bytes 0..375 with version, then magic, last; the checksum; the ready word last
+        os.pwrite(fd, rec[16:], at + 16)
+        os.pwrite(fd, rec[8:16], at + 8)
+        os.pwrite(fd, rec[0:8], at)
+        os.pwrite(fd, checksum, at + f.OFF_CHECKSUM)
+        init_lock(fd, at)
+        os.pwrite(fd, f.READY, at + f.OFF_READY)
+        if not named_first:
+            try:
+                link_unnamed(fd, path)
+                linked = True
+            except FileExistsError:
+                raise e.AlreadyExists(f"{name}: already exists") from None
+        info = f.read_record(name, size, read_tail(fd, size))
+        return Mapping(fd, size, True, name, info, st.st_dev, st.st_ino)
+    except BaseException:
+        if named_first and linked:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        raise
+    finally:
+        os.close(fd)
+
+
+def init_lock(fd, at):
+    """Initialises the record's robust process-shared mutex (glibc) so that
+    C++ and Python lock it alike; leaves the lock bytes zero where that
+    cannot be done (the C++ side then initialises it when it attaches)."""
+    from . import _lock
+    blob = _lock.new_mutex_bytes()
+    if blob is None:
+        return
+    os.pwrite(fd, blob, at + f.OFF_MUTEX)
+    os.pwrite(fd, f.boot_id(), at + f.OFF_LOCK_BOOT)
+    os.pwrite(fd, struct.pack("<I", 2), at + f.OFF_LOCK_STATE)
+
+
+def remove_if_same(name, device, inode):
+    """Unlinks `name` only while it names the object (device, inode) made
+    under it; False if nothing was removed."""
+    path = path_of(normalise(name))
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    if (st.st_dev, st.st_ino) != (device, inode):
+        return False
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,183 @@
+"""The module as a user meets it: lifetimes, views that outlive handles, the
+lock shared with C++, list(), crash cleanup, and CPython's resource tracker."""
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import shmarray
+from conftest import CLI, golden, pattern, shm_names
+
+
+def run_python(code, **kw):
+    """Runs a script in a fresh /usr/bin/python3 that imports this checkout's module."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(shmarray.__file__)))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, **kw)
+
+
+def test_a_manager_removes_its_segments_at_the_end_of_its_block(prefix):
+    with shmarray.Manager(prefix=prefix) as m:
+        a = m.from_shape((10,), np.int64)
+        b = m.from_array(np.ones((2, 2)))
+        names = m.names()
+        assert names == [shmarray.name_of(a), shmarray.name_of(b)]
+        assert shm_names(prefix) == sorted(n[1:] for n in names)
+        assert m.remove(a) and not m.remove(a)
+        assert shm_names(prefix) == [names[1][1:]]
+    assert shm_names(prefix) == []
+    a[3] = 7  # arrays outlive their names
+    assert a[3] == 7 and b.sum() == 4
+
+
+def test_a_forked_child_removes_nothing_of_its_parent(prefix):
+    with shmarray.Manager(prefix=prefix) as m:
+        a = m.from_shape((4,), np.int32)
+        pid = os.fork()
+        if pid == 0:
+            a[0] = 42
+            m.close()  # the child's copy: removes nothing
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert a[0] == 42
+        assert shm_names(prefix) == [shmarray.name_of(a)[1:]]
+    assert shm_names(prefix) == []
+
+
+def test_a_view_keeps_the_mapping_alive_after_every_handle_is_gone(prefix):
+    with shmarray.Manager(prefix=prefix) as m:
+        name = shmarray.name_of(m.from_array(np.arange(1000.0)))
+        a = shmarray.attach(name)
+        v = a[10:20]
+        del a
+        gc.collect()
+        v[0] += 1  # numpy/numpy#23305 segfaults here with np.ndarray(buffer=shm.buf)
+        assert v[0] == 11.0
+        r = shmarray.attach(name, readonly=True)
+        assert not r.flags.writeable
+        with pytest.raises(ValueError):
+            r[0] = 1
+
+
+def test_the_lock_is_the_same_as_cpp_s_owner_death_included(prefix):
+    with shmarray.Manager(prefix=prefix) as m:
+        a = m.from_shape((4,), np.uint8)
+        name = shmarray.name_of(a)
+        # C++ takes the lock and dies holding it: Python is told
+        assert golden("lock-die", name, "|u1").strip() == "locked"
+        with shmarray.lock(a) as held:
+            assert held.owner_died
+        with shmarray.lock(a) as held:
+            assert not held.owner_died
+        # Python holds it: this thread may not take it again, another times out
+        import threading
+        with shmarray.lock(a):
+            with pytest.raises(shmarray.LockError):
+                shmarray.lock(a)
+            got = []
+            t = threading.Thread(target=lambda: got.append(shmarray.lock(a, timeout=0.05)))
+            t.start()
+            t.join()
+            assert got == [None]
+        # a Python process dies holding it: C++ is told
+        r = run_python(f"""
+            import os, shmarray
+            a = shmarray.attach({name!r})
+            h = shmarray.lock(a)
+            os._exit(0)
+        """)
+        assert r.returncode == 0, r.stderr
+        assert golden("lock-check", name, "|u1").strip() == "owner_died=1"
+        assert golden("lock-check", name, "|u1").strip() == "owner_died=0"
+        with pytest.raises(shmarray.LockError):
+            shmarray.lock(shmarray.attach(name, readonly=True))
+        with pytest.raises(shmarray.LockError):
+            shmarray.lock(np.zeros(3))
+
+
+def test_list_has_the_fields_of_shmarray_ls(prefix):
+    if not CLI:
+        pytest.skip("SHMARRAY_CLI is not set: run through CTest")
+    with shmarray.Manager(prefix=prefix) as m:
+        m.from_shape((3, 5), np.float32, order="F")
+        golden("make", f"/{prefix}cpp", "<i2", "C", 7)
+        try:
+            mine = [r for r in shmarray.list() if r["name"].startswith("/" + prefix)]
+            ls = json.loads(subprocess.run([CLI, "ls", "--json"], capture_output=True,
+                                           text=True, check=True).stdout)
+            theirs = [r for r in ls if r["name"].startswith("/" + prefix)]
+            assert len(mine) == 2 and len(theirs) == 2
+            for p, c in zip(mine, theirs):
+                assert p["name"] == c["name"]
+                assert p["dtype"] == c["dtype"]
+                assert list(p["shape"]) == list(c["shape"])
+                assert p["order"] == c["order"]
+                assert p["bytes"] == c["bytes"]
+                assert p["owner_pid"] == c["owner_pid"]
+                assert p["created"] == c["created"]
+            py = next(r for r in mine if r["dtype"] == "<f4")
+            assert py["owner_alive"] is True and py["owner_pid"] == os.getpid()
+            cpp = next(r for r in mine if r["dtype"] == "<i2")
+            assert cpp["owner_alive"] is None  # kept: no token, never collected
+        finally:
+            os.unlink(f"/dev/shm/{prefix}cpp")
+
+
+def test_a_killed_python_owner_leaves_nothing(prefix):
+    if not os.environ.get("SHMARRAY_HELPER"):
+        pytest.skip("SHMARRAY_HELPER is not set: run through CTest")
+    r = run_python(f"""
+        import os, signal, numpy as np, shmarray
+        m = shmarray.Manager(prefix={prefix!r})
+        a = m.from_shape((1000,), np.float64)
+        b = m.from_array(np.ones(10))
+        print("made", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert "made" in r.stdout
+    assert r.returncode == -signal.SIGKILL
+    for _ in range(300):
+        if not shm_names(prefix):
+            break
+        time.sleep(0.01)
+    assert shm_names(prefix) == []
+
+
+def test_attaching_never_lets_cpythons_resource_tracker_remove_a_segment(prefix):
+    name = f"/{prefix}tracked"
+    golden("make", name, "<f8", "C", 8)
+    try:
+        # shmarray.attach: the segment survives the attaching process
+        r = run_python(f"""
+            import shmarray
+            a = shmarray.attach({name!r})
+            assert a.sum() == sum(i / 4 for i in range(8))
+        """)
+        assert r.returncode == 0, r.stderr
+        time.sleep(0.3)
+        assert shm_names(prefix) == [name[1:]]
+        # multiprocessing.shared_memory: the trap, python/cpython#82300
+        r = run_python(f"""
+            from multiprocessing import shared_memory
+            s = shared_memory.SharedMemory(name={name[1:]!r})
+            s.close()
+        """)
+        assert r.returncode == 0
+        for _ in range(300):
+            if not shm_names(prefix):
+                break
+            time.sleep(0.01)
+        assert shm_names(prefix) == []  # gone, though C++ made it and Python only looked
+    finally:
+        if os.path.exists("/dev/shm" + name):
+            os.unlink("/dev/shm" + name)
