@@ -100,7 +100,18 @@ def open_segment(name, writable):
 
 
 def read_tail(fd, size):
-    return os.pread(fd, f.RECORD_SIZE, size - f.RECORD_SIZE) if size >= f.RECORD_SIZE else b""
+    """The last 512 bytes of a segment, for read_record. The ready word is
+    read first, on its own, and the rest after it: read in one go, the
+    fields (copied first) could predate a ready word copied after the
+    writer set it, and a segment being created would look corrupt."""
+    if size < f.RECORD_SIZE:
+        return b""
+    at = size - f.RECORD_SIZE
+    ready = os.pread(fd, 4, at + f.OFF_READY)
+    tail = bytearray(os.pread(fd, f.RECORD_SIZE, at))
+    if len(ready) == 4 and len(tail) == f.RECORD_SIZE:
+        tail[f.OFF_READY:f.OFF_READY + 4] = ready
+    return bytes(tail)
 
 
 def attach(name, *, readonly=False, dtype=None, shape=None, timeout=0.2):
