@@ -16,10 +16,11 @@ jobs=${SHMARRAY_JOBS:-$(nproc)}
 packages=(cmake make g++ pkg-config libboost-dev catch2 libeigen3-dev xtensor-dev xtl-dev libcli11-dev
   libtiff-dev libpng-dev)
 # The test command also builds with clang 14 (ThreadSanitizer, libFuzzer) and
-# runs Python: the Python module's tests, and a test of CPython's resource tracker.
+# runs Python: the Python module's tests and examples (one plots with matplotlib),
+# and a test of CPython's resource tracker.
 if [ "$what" = test ]; then
   packages+=(clang-14 libclang-rt-14-dev python3 python3-numpy python3-pytest python3-venv
-    python3-setuptools python3-wheel)
+    python3-setuptools python3-wheel python3-matplotlib)
 fi
 
 install_missing() {
