@@ -92,6 +92,10 @@ bench)
   ./build/bench/shmarray_views_bench "${@:2}"
   ./build/bench/shmarray_workers_bench "${@:2}"
   ./build/bench/shmarray_stack_bench "${@:2}"
+  packages=(python3 python3-numpy)
+  install_missing
+  PYTHONPATH=python SHMARRAY_HELPER=build/tools/shmarray /usr/bin/python3 bench/bench_python.py \
+    build/bench/shmarray_hold_array "${@:2}"
   ;;
 *)
   echo "usage: bash tools/run.sh demo|test|bench" >&2
