@@ -24,33 +24,43 @@ def _c():
     global _libc
     if _libc is None:
         name = ctypes.util.find_library("c") or "libc.so.6"
-        lib = ctypes.CDLL(name, use_errno=True)
-        if not hasattr(lib, "gnu_get_libc_version"):
-            raise e.LockError("the lock needs glibc, and this C library is not glibc")
-        for fn in ("pthread_mutex_lock", "pthread_mutex_trylock", "pthread_mutex_unlock",
-                   "pthread_mutex_consistent", "pthread_mutex_clocklock",
-                   "pthread_mutex_init", "pthread_mutexattr_init",
-                   "pthread_mutexattr_settype", "pthread_mutexattr_setpshared",
-                   "pthread_mutexattr_setrobust", "pthread_mutexattr_destroy"):
-            getattr(lib, fn).restype = ctypes.c_int
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+            if not hasattr(lib, "gnu_get_libc_version"):
+                raise AttributeError("gnu_get_libc_version")
+            for fn in ("pthread_mutex_trylock", "pthread_mutex_unlock",
+                       "pthread_mutex_consistent", "pthread_mutex_timedlock",
+                       "pthread_mutex_init", "pthread_mutexattr_init",
+                       "pthread_mutexattr_settype", "pthread_mutexattr_setpshared",
+                       "pthread_mutexattr_setrobust", "pthread_mutexattr_destroy"):
+                getattr(lib, fn).restype = ctypes.c_int
+        except (OSError, AttributeError) as err:
+            raise e.LockError(f"the lock needs glibc's robust mutexes ({err})") from None
         _libc = lib
     return _libc
 
 
 PTHREAD_MUTEX_ERRORCHECK, PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST = 2, 1, 1
-CLOCK_MONOTONIC = 1
 
 
 class _timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
+# struct __pthread_mutex_s on glibc: __lock, __count, __owner, __nusers, then __kind.
+_KIND_OFFSET = 16
+
+
 def new_mutex_bytes():
     """An unlocked glibc mutex, process-shared, robust and error-checking,
-    as the 64 bytes of the record's mutex field; None without glibc."""
+    as the 64 bytes of the record's mutex field; None without glibc. (It is
+    made in private memory and copied into the segment before the segment
+    has a name: glibc keeps no pointer to itself in an unlocked
+    process-shared mutex, so the copy is the same mutex, though POSIX
+    leaves copying one undefined.)"""
     try:
         c = _c()
-    except (e.LockError, OSError):
+    except e.LockError:
         return None
     attr = ctypes.create_string_buffer(64)
     mutex = ctypes.create_string_buffer(64)
@@ -64,21 +74,38 @@ def new_mutex_bytes():
     return mutex.raw
 
 
-class Held:
-    """A held lock: `owner_died` is True when the previous holder died
-    holding it (the data it guarded may be half-written). Unlock with
-    `unlock()` or by leaving the `with` block."""
+# Locks taken and not yet unlocked, with what they need (the mapping and
+# the mutex's address) kept alive: a Held dropped without unlock() must
+# not let its mapping go while the mutex is on the thread's robust list.
+_held = {}
 
-    def __init__(self, mapping, cell, name, owner_died):
+
+class Held:
+    """The result of lock(): true while it holds the lock. `owner_died` is
+    True when the previous holder died holding it (the data it guarded may
+    be half-written). Unlock with `unlock()` or by leaving the `with` block.
+    A timed lock that timed out gives a Held that is false."""
+
+    def __init__(self, mapping, cell, name, owner_died, held=True):
         self._mapping, self._cell, self.name = mapping, cell, name
         self.owner_died = owner_died
-        self.held = True
+        self.held = held
+        if held:
+            _held[id(self)] = (mapping, cell)
+
+    def __bool__(self):
+        return self.held
 
     def unlock(self):
-        if self.held:
-            self.held = False
-            _c().pthread_mutex_unlock(self._cell)
-            self._cell = None
+        if not self.held:
+            return
+        rc = _c().pthread_mutex_unlock(self._cell)
+        if rc:
+            raise e.LockError(f"{self.name}: could not be unlocked: {os.strerror(rc)} (it is "
+                              "unlocked by the thread and process that locked it)")
+        self.held = False
+        _held.pop(id(self), None)
+        self._cell = None
 
     def __enter__(self):
         return self
@@ -88,6 +115,25 @@ class Held:
         return False
 
 
+_want_kind = None
+
+
+def _check_kind(m, at, name):
+    """The mutex must be of the kind FORMAT.md gives (robust, shared,
+    error-checking), as glibc encodes it, before glibc is given it."""
+    global _want_kind
+    if _want_kind is None:
+        fresh = new_mutex_bytes()
+        if fresh is None:
+            return
+        _want_kind = struct.unpack_from("<i", fresh, _KIND_OFFSET)[0]
+    kind = struct.unpack_from("<i", m, at + f.OFF_MUTEX + _KIND_OFFSET)[0]
+    want = _want_kind
+    if kind != want:
+        raise e.CorruptMetadata(f"{name}: its lock is a mutex of kind {kind:#x}, not the "
+                                f"robust, process-shared, error-checking kind {want:#x}")
+
+
 def lock(arr, timeout=None):
     """Takes the lock of the segment under `arr` (an array made or attached
     by this module, or a view of one) and returns a Held, a context manager:
@@ -95,8 +141,8 @@ def lock(arr, timeout=None):
         with shmarray.lock(a) as held:
             if held.owner_died: ...   # repair what the dead holder left
 
-    Blocks until the lock is free, or for at most `timeout` seconds
-    (None: no limit); a timeout returns None instead of a Held."""
+    Waits until the lock is free (Ctrl-C still interrupts the wait), or for
+    at most `timeout` seconds: then the Held is false if it timed out."""
     from ._segments import mapping_of
     m = mapping_of(arr)
     if m is None:
@@ -108,23 +154,29 @@ def lock(arr, timeout=None):
         raise e.LockError(f"{name}: is attached read-only; the lock needs a writeable attach")
     at = len(m) - f.RECORD_SIZE
     state = struct.unpack_from("<I", m, at + f.OFF_LOCK_STATE)[0]
+    if state not in (0, 1, 2):
+        raise e.CorruptMetadata(f"{name}: its lock state is {state}, expected 0, 1 or 2")
     if state != 2 or bytes(m[at + f.OFF_LOCK_BOOT:at + f.OFF_LOCK_BOOT + 16]) != f.boot_id():
         raise e.LockError(
             f"{name}: its lock is not initialised in this boot (state {state}); a Python "
             "process cannot initialise it safely while others may use the segment: attach "
             "it once from C++ (ndarray::attach), which does")
+    _check_kind(m, at, name)
     c = _c()
     cell = ctypes.c_char.from_buffer(m, at + f.OFF_MUTEX)
     ptr = ctypes.byref(cell)
-    if timeout is None:
-        rc = c.pthread_mutex_lock(ptr)
-    else:
-        now = time.clock_gettime(time.CLOCK_MONOTONIC)
-        until = now + max(0.0, float(timeout))
-        ts = _timespec(int(until), int((until - int(until)) * 1e9))
-        rc = c.pthread_mutex_clocklock(ptr, CLOCK_MONOTONIC, ctypes.byref(ts))
-    if rc in (errno.ETIMEDOUT, errno.EBUSY):
-        return None
+    until = None if timeout is None else time.time() + max(0.0, float(timeout))
+    while True:
+        # In slices of 0.1 s, so that signals (Ctrl-C) are handled between
+        # them. glibc's timed lock counts in CLOCK_REALTIME.
+        now = time.time()
+        end = now + 0.1 if until is None else min(until, now + 0.1)
+        ts = _timespec(int(end), int((end - int(end)) * 1e9))
+        rc = c.pthread_mutex_timedlock(ptr, ctypes.byref(ts))
+        if rc != errno.ETIMEDOUT:
+            break
+        if until is not None and time.time() >= until:
+            return Held(m, None, name, False, held=False)
     died = rc == errno.EOWNERDEAD
     if died:
         c.pthread_mutex_consistent(ptr)

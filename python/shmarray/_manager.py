@@ -42,8 +42,7 @@ class Manager:
 
     def __init__(self, prefix="shmarray_"):
         self.prefix = prefix
-        self._owned = []  # (name, device, inode)
-        self._pid = os.getpid()
+        self._owned = []  # (name, device, inode, counted in the token, creating pid)
         self._salt = _base36(int.from_bytes(os.urandom(4), "little"))
         self._mu = threading.Lock()
 
@@ -109,7 +108,7 @@ class Manager:
                     _owner.token.release()
                 raise
             with self._mu:
-                self._owned.append((seg, m.device, m.inode, token != 0))
+                self._owned.append((seg, m.device, m.inode, token != 0, os.getpid()))
             return s._array(m, dt, shape, order, False)
 
     def names(self):
@@ -130,9 +129,9 @@ class Manager:
         return False
 
     def _remove(self, o):
-        if os.getpid() != self._pid:
+        seg, dev, ino, counted, creator = o
+        if os.getpid() != creator:
             return  # a forked child's copy removes nothing of its parent's
-        seg, dev, ino, counted = o
         s.remove_if_same(seg, dev, ino)
         _owner.watchdog.remove("s", seg, dev, ino)
         if counted:

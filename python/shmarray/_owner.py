@@ -180,29 +180,35 @@ class _Watchdog:
             self._say_once("no watchdog helper found (the shmarray command: install it, put "
                            "it on PATH, or set SHMARRAY_HELPER)")
             return False
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        r, w = os.pipe()
+        a, b0 = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        r, w0 = os.pipe()
+        # the child's ends at 5 and up, clear of 0..4, which the spawn sets
+        b = fcntl.fcntl(b0.fileno(), fcntl.F_DUPFD_CLOEXEC, 5)
+        w = fcntl.fcntl(w0, fcntl.F_DUPFD_CLOEXEC, 5)
+        null = fcntl.fcntl(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC), fcntl.F_DUPFD_CLOEXEC, 5)
+        b0.close()
+        os.close(w0)
         try:
-            null = os.open(os.devnull, os.O_RDWR)
             pid = os.posix_spawn(
                 helper, ["shmarray", "__watchdog"], dict(os.environ),
                 file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
-                              (os.POSIX_SPAWN_DUP2, null, 2), (os.POSIX_SPAWN_DUP2, b.fileno(), 3),
+                              (os.POSIX_SPAWN_DUP2, null, 2), (os.POSIX_SPAWN_DUP2, b, 3),
                               (os.POSIX_SPAWN_DUP2, w, 4)],
                 setsigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP,
                            signal.SIGPIPE, signal.SIGCHLD),
                 setsigmask=())
-            os.close(null)
         except OSError as err:
             a.close()
-            b.close()
             os.close(r)
-            os.close(w)
             self._say_once(f"posix_spawn of {helper}: {err.strerror}")
             return False
-        b.close()
-        os.close(w)
-        os.waitpid(pid, 0)  # the intermediate exits at once: the helper is nobody's child
+        finally:
+            for fd in (b, w, null):
+                os.close(fd)
+        try:
+            os.waitpid(pid, 0)  # the intermediate exits at once: the helper is nobody's child
+        except ChildProcessError:
+            pass  # reaped elsewhere (SIGCHLD ignored, or another thread's wait)
         self.sock, self.ack = a, r
         return True
 
@@ -228,7 +234,7 @@ class _Watchdog:
         if self.sock is None:
             return
         try:
-            self.sock.sendall(rec)
+            self.sock.sendall(rec, socket.MSG_NOSIGNAL)
         except OSError:
             self._drop("the watchdog helper stopped answering")
 
@@ -274,5 +280,16 @@ class _Watchdog:
 
 token = _Token()
 watchdog = _Watchdog()
-os.register_at_fork(after_in_child=lambda: (token.after_fork_in_child(),
-                                            watchdog.after_fork_in_child()))
+
+
+def _after_fork_in_child():
+    global _mu
+    _mu = threading.RLock()  # held by the parent's forking thread: not the child's
+    token.after_fork_in_child()
+    watchdog.after_fork_in_child()
+
+
+# The lock is taken across fork, so that no child starts with it held by a
+# thread it does not have.
+os.register_at_fork(before=lambda: _mu.acquire(), after_in_parent=lambda: _mu.release(),
+                    after_in_child=_after_fork_in_child)

@@ -68,15 +68,31 @@ def _os_error(err, name, doing):
 
 
 class Mapping(mmap.mmap):
-    """A segment's mapping; NumPy arrays over it keep it alive (an mmap
-    cannot be closed while an array exports its memory)."""
+    """A segment's mapping. NumPy arrays over it hold a reference to it, and
+    it is never closed or resized: it goes when the last array over it
+    goes. (CPython's mmap keeps a duplicate of the descriptor it was made
+    from, so each attach holds one descriptor while it lives.)"""
 
     def __new__(cls, fd, size, writable, name, info, device, inode):
-        m = super().__new__(cls, fd, size, flags=mmap.MAP_SHARED,
-                            prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
+        try:
+            m = super().__new__(cls, fd, size, flags=mmap.MAP_SHARED,
+                                prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
+        except OSError as err:
+            raise _os_error(err, name, "could not be mapped") from None
         m.segment_name, m.info, m.device, m.inode = name, info, device, inode
         m.writable = writable
         return m
+
+    def close(self):
+        raise e.Error(f"{self.segment_name}: a shmarray mapping is not closed by hand: it goes "
+                      "with the last array over it (closing it under them would crash)")
+
+    def resize(self, newsize):
+        raise e.Error(f"{self.segment_name}: a shared segment is never resized (every process "
+                      "mapping it would get SIGBUS)")
+
+    def __exit__(self, *exc):
+        return False
 
 
 def open_segment(name, writable):
@@ -157,6 +173,9 @@ def attach_raw(name, shape, dtype, *, readonly=False, order="C"):
     dt = np.dtype(dtype)
     shape = tuple(int(d) for d in shape)
     nbytes = f.data_nbytes(dt.itemsize, shape)
+    if nbytes == 0:
+        raise e.InvalidShape(f"{name}: a raw segment is never empty, so it has no shape "
+                             f"{shape}")
     fd, st = open_segment(name, not readonly)
     name = normalise(name)
     try:
@@ -195,7 +214,8 @@ def name_of(arr):
     return m.segment_name
 
 
-def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None):
+def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None,
+           by_name=False):
     """Creates the segment `name` exclusively, mode 0600: unnamed in /dev/shm
     (O_TMPFILE), sized, filled with `data` (bytes in storage order) or
     zeros, its record written as FORMAT.md orders it, then linked under its
@@ -210,8 +230,10 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
     path = path_of(name)
     if os.path.lexists(path):
         raise e.AlreadyExists(f"{name}: already exists")
-    named_first = False
+    named_first = by_name
     try:
+        if by_name:
+            raise OSError(errno.EOPNOTSUPP, "by name")
         fd = os.open(SHM_DIR, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except OSError:
         named_first = True
@@ -258,6 +280,12 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
                 linked = True
             except FileExistsError:
                 raise e.AlreadyExists(f"{name}: already exists") from None
+            except OSError:
+                # it cannot be linked here (no /proc?): made again, by name
+                os.close(fd)
+                fd = -1
+                return create(name, dtype, shape, order, data, owner_token, before_link,
+                              by_name=True)
         info = f.read_record(name, size, read_tail(fd, size))
         return Mapping(fd, size, True, name, info, st.st_dev, st.st_ino)
     except BaseException:
@@ -268,7 +296,8 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
                 pass
         raise
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 def init_lock(fd, at):

@@ -11,9 +11,11 @@ rm -rf "$work/python/tests"
 /usr/bin/python3 -m venv --system-site-packages "$work/venv"
 "$work/venv/bin/pip" install --quiet --no-build-isolation --no-index "$work/python"
 cd /
-"$work/venv/bin/python" - <<'PY'
-import numpy as np, shmarray, os
-assert shmarray.__file__.startswith(os.environ.get("VIRTUAL_ENV", "")) or "site-packages" in shmarray.__file__, shmarray.__file__
+VENV_DIR="$work/venv" "$work/venv/bin/python" - <<'PY'
+import numpy as np, shmarray, os, sys
+venv = os.environ["VENV_DIR"]
+assert sys.prefix == venv, (sys.prefix, venv)                  # the venv's Python
+assert shmarray.__file__.startswith(venv + "/lib/"), shmarray.__file__  # the installed copy
 with shmarray.Manager(prefix="shmarray_venv_") as m:
     a = m.from_array(np.arange(6.0).reshape(2, 3))
     b = shmarray.attach(shmarray.name_of(a))

@@ -15,7 +15,7 @@ from conftest import golden, pattern, shm_names
 
 DTYPES = ["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f4", "<f8",
           "<c8", "<c16"]
-SHAPES = [(), (5,), (3, 4), (2, 3, 4), (2, 1, 3, 2)]
+SHAPES = [(), (5,), (3, 4), (2, 3, 4), (2, 1, 3, 2), (4, 0)]  # the last: a record alone
 
 
 def fields(name):
@@ -83,6 +83,11 @@ def test_from_array_keeps_order_and_values(prefix):
         assert (a == c).all() and (b == c).all()
         v = b[1, :, 2]  # a view: still names its segment
         assert shmarray.name_of(v) == shmarray.name_of(b)
+        for x in (np.array([True, False, True]), np.arange(4) * (1 - 2j),
+                  np.array(3.5), np.zeros((0, 3), np.int8)):
+            y = m.from_array(x)
+            assert y.dtype == x.dtype and y.shape == x.shape and (y == x).all()
+            golden("fields", shmarray.name_of(y))  # and C++ reads it
 
 
 # ---- bad segments: the same kind of error on both sides
@@ -150,6 +155,13 @@ def bad_segments(prefix):
     name, path = make("raw")
     os.truncate(path, 4 * 4 * 8 + 7)  # a size no record can end
     cases.append((name, "corrupt_metadata"))
+    for tag, offset, value in (("magic0", 0, bytes(8)), ("version0", 8, bytes(4)),
+                               ("unready", 380, b"NOPE")):
+        name, path = make(tag)  # caught while being created
+        with open(path, "r+b") as fh:
+            fh.seek(-512 + offset, os.SEEK_END)
+            fh.write(value)
+        cases.append((name, "not_ready"))
     return cases
 
 
@@ -182,3 +194,23 @@ def test_bad_names_and_wrong_shapes(prefix):
         with pytest.raises(shmarray.DtypeMismatch):
             m.from_shape((2,), np.float16)  # not a type shmarray stores
     assert shm_names(prefix) == []
+
+
+def test_raw_segments_are_attached_with_an_explicit_shape(prefix):
+    name = f"/{prefix}raw"
+    golden("raw", name, "<i4", 12)
+    try:
+        a = shmarray.attach_raw(name, (3, 4), np.int32)
+        assert (a.reshape(-1) == pattern("<i4", 12)).all()
+        assert shmarray.info(a) is None  # no record
+        with pytest.raises(shmarray.ShapeMismatch) as err:
+            shmarray.attach_raw(name, (5, 4), np.int32)
+        assert "48" in str(err.value) and "80" in str(err.value)
+        with pytest.raises(shmarray.InvalidShape):
+            shmarray.attach_raw(name, (0,), np.int32)
+        with pytest.raises(shmarray.CorruptMetadata):
+            shmarray.attach(name)  # by name alone: no record to read
+        with pytest.raises(shmarray.LockError):
+            shmarray.lock(a)
+    finally:
+        os.unlink("/dev/shm" + name)
