@@ -215,54 +215,14 @@ class ndarray {
   // The same data seen with another shape of the same size, in the same
   // storage order; one extent may be -1 and is then inferred.
   ndarray reshape(const std::vector<std::ptrdiff_t>& spec) const {
-    if (spec.size() > max_rank)
-      throw invalid_shape(detail::message(name(), "cannot be reshaped to rank " +
-                                                      std::to_string(spec.size()) + ": at most " +
-                                                      std::to_string(max_rank)));
-    std::size_t inferred = spec.size();
-    std::uint64_t known = 1;
-    for (std::size_t i = 0; i < spec.size(); ++i) {
-      if (spec[i] == -1) {
-        if (inferred != spec.size())
-          throw invalid_shape(detail::message(
-              name(), "cannot be reshaped to " + spec_text(spec) + ": more than one -1"));
-        inferred = i;
-      } else if (spec[i] < 0) {
-        throw invalid_shape(detail::message(
-            name(), "cannot be reshaped to " + spec_text(spec) + ": a negative extent"));
-      } else if (__builtin_mul_overflow(known, std::uint64_t(spec[i]), &known)) {
-        throw shape_mismatch(cannot_reshape(spec));
-      }
-    }
-    shape_type shape(spec.begin(), spec.end());
-    if (inferred != spec.size()) {
-      if (known == 0 || size_ % known != 0) throw shape_mismatch(cannot_reshape(spec));
-      shape[inferred] = size_ / std::size_t(known);
-    } else if (known != size_) {
-      throw shape_mismatch(cannot_reshape(spec));
-    }
-    // An empty array takes any shape with a zero in it, but its strides must
-    // still fit: the non-zero extents obey the same limit as at creation.
-    std::uint64_t bytes = 0;
-    const std::vector<std::uint64_t> extents(shape.begin(), shape.end());
-    if (!detail::product_bytes(sizeof(T), extents.data(), extents.size(), bytes))
-      throw invalid_shape(detail::message(
-          name(), "cannot be reshaped to " + spec_text(spec) + ": its extents overflow"));
     ndarray r = *this;
-    r.set_view(data_, std::move(shape), order_);
+    r.set_view(data_, detail::reshaped(spec, size_, sizeof(T), name()), order_);
     return r;
   }
   ndarray reshape(std::initializer_list<std::ptrdiff_t> spec) const {
     return reshape(std::vector<std::ptrdiff_t>(spec));
   }
-  ndarray reshape(const shape_type& shape) const {
-    std::vector<std::ptrdiff_t> spec;
-    for (auto e : shape) {
-      if (e > std::size_t(PTRDIFF_MAX)) throw shape_mismatch(cannot_reshape({PTRDIFF_MAX}));
-      spec.push_back(std::ptrdiff_t(e));
-    }
-    return reshape(spec);
-  }
+  ndarray reshape(const shape_type& shape) const { return reshape(detail::spec_of(shape)); }
 
   // Takes the segment's process-shared lock, waiting as long as it takes.
   template <class U = T>
@@ -372,17 +332,6 @@ class ndarray {
       throw lock_error(detail::message(
           name(), "has no record, so it has no lock (raw segments carry only their data)"));
     return detail::record_mutex(state_->record);
-  }
-
-  static std::string spec_text(const std::vector<std::ptrdiff_t>& spec) {
-    std::string s = "(";
-    for (std::size_t i = 0; i < spec.size(); ++i)
-      s += (i ? ", " : "") + std::to_string(spec[i]);
-    return s + (spec.size() == 1 ? ",)" : ")");
-  }
-  std::string cannot_reshape(const std::vector<std::ptrdiff_t>& spec) const {
-    return detail::message(name(), "cannot be reshaped from size " + std::to_string(size_) +
-                                       " into shape " + spec_text(spec));
   }
 
   std::shared_ptr<detail::array_state> state_;

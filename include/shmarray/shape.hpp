@@ -126,5 +126,66 @@ inline strides_type packed_strides(const shape_type& shape, order o) {
   return s;
 }
 
+inline std::string spec_text(const std::vector<std::ptrdiff_t>& spec) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < spec.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(spec[i]);
+  return s + (spec.size() == 1 ? ",)" : ")");
+}
+
+// A shape as a reshape specification.
+inline std::vector<std::ptrdiff_t> spec_of(const shape_type& shape) {
+  std::vector<std::ptrdiff_t> spec;
+  for (auto e : shape) {
+    if (e > std::size_t(PTRDIFF_MAX))
+      throw shape_mismatch("shmarray: an extent of " + std::to_string(e) + " cannot be a shape");
+    spec.push_back(std::ptrdiff_t(e));
+  }
+  return spec;
+}
+
+// The shape that `spec` gives an array of `size` elements of `itemsize`
+// bytes (one extent may be -1, inferred), or the error naming the array.
+inline shape_type reshaped(const std::vector<std::ptrdiff_t>& spec, std::size_t size,
+                           std::size_t itemsize, std::string_view name) {
+  auto cannot = [&] {
+    return shape_mismatch(message(name, "cannot be reshaped from size " + std::to_string(size) +
+                                            " into shape " + spec_text(spec)));
+  };
+  if (spec.size() > max_rank)
+    throw invalid_shape(message(name, "cannot be reshaped to rank " + std::to_string(spec.size()) +
+                                          ": at most " + std::to_string(max_rank)));
+  std::size_t inferred = spec.size();
+  std::uint64_t known = 1;
+  for (std::size_t i = 0; i < spec.size(); ++i) {
+    if (spec[i] == -1) {
+      if (inferred != spec.size())
+        throw invalid_shape(
+            message(name, "cannot be reshaped to " + spec_text(spec) + ": more than one -1"));
+      inferred = i;
+    } else if (spec[i] < 0) {
+      throw invalid_shape(
+          message(name, "cannot be reshaped to " + spec_text(spec) + ": a negative extent"));
+    } else if (__builtin_mul_overflow(known, std::uint64_t(spec[i]), &known)) {
+      throw cannot();
+    }
+  }
+  shape_type shape(spec.begin(), spec.end());
+  if (inferred != spec.size()) {
+    if (known == 0 || size % known != 0) throw cannot();
+    shape[inferred] = size / std::size_t(known);
+  } else if (known != size) {
+    throw cannot();
+  }
+  // An empty array takes any shape with a zero in it, but its strides must
+  // still fit: the non-zero extents obey the same limit as at creation.
+  std::uint64_t bytes = 0;
+  const std::vector<std::uint64_t> extents(shape.begin(), shape.end());
+  if (!product_bytes(itemsize, extents.data(), extents.size(), bytes))
+    throw invalid_shape(
+        message(name, "cannot be reshaped to " + spec_text(spec) + ": its extents overflow"));
+  return shape;
+}
+
 }  // namespace detail
 }  // namespace shmarray
