@@ -3,7 +3,11 @@
 puts 0..1023 in shared memory, a C++ program attaches it by name and adds 1
 in place, and Python sees the result. No copy, no serialisation.
 
-    PYTHONPATH=python /usr/bin/python3 examples/python/quick_start.py build/examples/add_one
+    PYTHONPATH=python SHMARRAY_HELPER=build/tools/shmarray \
+        /usr/bin/python3 examples/python/quick_start.py build/examples/add_one
+
+(SHMARRAY_HELPER names the watchdog helper, the `shmarray` command; where it is
+installed on PATH, it is found without.)
 """
 import subprocess
 import sys

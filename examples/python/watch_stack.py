@@ -5,8 +5,9 @@ the job until it ends, and plots the result: the maximum projection, and the
 mean of each input frame. The arrays stay readable after the job has ended
 and removed their names, because this process still maps them.
 
-    shmarray-stack --synthetic 200,512,512 &          # in one terminal
-    PYTHONPATH=python /usr/bin/python3 examples/python/watch_stack.py watch.png
+    ./build/examples/image_stack/shmarray-stack --synthetic 200,512,512 -j 1 &
+    PYTHONPATH=python SHMARRAY_HELPER=build/tools/shmarray \
+        /usr/bin/python3 examples/python/watch_stack.py watch.png
 """
 import argparse
 import os

@@ -1,24 +1,26 @@
 """The errors of shmarray, one class per kind, named as in C++ (shmarray::not_found
-is shmarray.NotFound). Every message names the segment."""
+is shmarray.NotFound). Every message names the segment. Each is also the
+built-in exception a Python user would expect (NotFound is a
+FileNotFoundError, DtypeMismatch a TypeError, ShapeMismatch a ValueError...)."""
 
 
 class Error(Exception):
     """Any shmarray error (shmarray::error)."""
 
 
-class InvalidName(Error):
+class InvalidName(Error, ValueError):
     """A name that cannot name a segment."""
 
 
-class NotFound(Error):
+class NotFound(Error, FileNotFoundError):
     """No segment has this name."""
 
 
-class AlreadyExists(Error):
+class AlreadyExists(Error, FileExistsError):
     """A segment of this name exists already."""
 
 
-class AccessDenied(Error):
+class AccessDenied(Error, PermissionError):
     """The segment cannot be opened or created with the access asked for."""
 
 
@@ -26,15 +28,15 @@ class OutOfSpace(Error):
     """The file system cannot hold the segment."""
 
 
-class InvalidShape(Error):
+class InvalidShape(Error, ValueError):
     """A shape that no array can have (negative, or too many bytes)."""
 
 
-class ShapeMismatch(Error):
+class ShapeMismatch(Error, ValueError):
     """The segment's shape is not the one expected."""
 
 
-class DtypeMismatch(Error):
+class DtypeMismatch(Error, TypeError):
     """The segment's element type is not the one expected."""
 
 

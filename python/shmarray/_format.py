@@ -38,9 +38,12 @@ def dtype_string(dtype):
     s = dt.str
     if s in DTYPES:
         return s
+    hint = ""
+    if dt.byteorder == ">" and dt.newbyteorder("<").str in DTYPES:
+        hint = f"; convert it first: arr.astype({dt.newbyteorder('<').str!r})"
     raise e.DtypeMismatch(
-        f"element type {dt} ({s}) is not one shmarray stores; it stores "
-        + ", ".join(DTYPES))
+        f"element type {s!r} is not one shmarray stores (it stores " + ", ".join(DTYPES)
+        + ")" + hint)
 
 
 def align64(n):
@@ -102,13 +105,18 @@ def read_record(name, size, tail):
         raise e.NotReady(f"{name}: is empty: it is still being created, or holds nothing")
     if size < RECORD_SIZE or (size - RECORD_SIZE) % ALIGN:
         raise e.CorruptMetadata(
-            f"{name}: holds {size} bytes, which no record can end (a raw segment, or damage)")
+            f"{name}: holds {size} bytes, which no record can end (damage, or a raw segment: "
+            "attach that with shmarray.attach_raw(name, shape, dtype))")
     magic = bytes(tail[0:8])
+    raw_hint = ("; or it is a raw segment (no record): attach it with "
+                "shmarray.attach_raw(name, shape, dtype)")
     if magic == bytes(8):
-        raise e.NotReady(f"{name}: is still being created (its record is not written yet)")
+        raise e.NotReady(f"{name}: is still being created (its record is not written yet)"
+                         + raw_hint)
     if magic != MAGIC:
         raise e.CorruptMetadata(
-            f"{name}: is not a shmarray segment (magic {magic!r}, expected {MAGIC!r})")
+            f"{name}: is not a shmarray segment (magic {magic!r}, expected {MAGIC!r})"
+            + raw_hint)
     version = _u32(tail, OFF_VERSION)
     if version == 0:
         raise e.NotReady(f"{name}: is still being created (its version is not set)")

@@ -96,6 +96,11 @@ class Held:
     def __bool__(self):
         return self.held
 
+    def __repr__(self):
+        if not self.held:
+            return f"<shmarray.Held {self.name}: not held>"
+        return f"<shmarray.Held {self.name}: held{', owner died' if self.owner_died else ''}>"
+
     def unlock(self):
         if not self.held:
             return

@@ -44,9 +44,12 @@ class Manager:
         self.prefix = prefix
         self._owned = []  # (name, device, inode, counted in the token, creating pid)
         self._salt = _base36(int.from_bytes(os.urandom(4), "little"))
+        self._closed = False
         self._mu = threading.Lock()
 
     def __enter__(self):
+        if self._closed:
+            raise e.Error("this shmarray.Manager is closed")
         return self
 
     def __exit__(self, *exc):
@@ -74,6 +77,8 @@ class Manager:
         return self._create(a.shape, a.dtype, order, data.reshape(-1, order=order), name)
 
     def _create(self, shape, dtype, order, data, name):
+        if self._closed:
+            raise e.Error("this shmarray.Manager is closed: it makes no more arrays")
         if order not in ("C", "F"):
             raise ValueError("order is 'C' or 'F'")
         try:
@@ -144,6 +149,7 @@ class Manager:
             for o in self._owned:
                 self._remove(o)
             self._owned.clear()
+            self._closed = True
 
     def __del__(self):
         try:

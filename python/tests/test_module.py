@@ -203,3 +203,37 @@ def test_attaching_never_lets_cpythons_resource_tracker_remove_a_segment(prefix)
     finally:
         if os.path.exists("/dev/shm" + name):
             os.unlink("/dev/shm" + name)
+
+
+def test_errors_are_also_the_builtin_exceptions_and_a_closed_manager_makes_nothing(prefix):
+    with pytest.raises(FileNotFoundError):
+        shmarray.attach(f"/{prefix}missing")
+    with pytest.raises(ValueError):
+        shmarray.attach("a/b")
+    m = shmarray.Manager(prefix=prefix)
+    a = m.from_shape((3,), np.int16)
+    with pytest.raises(FileExistsError):
+        m.from_shape((3,), np.int16, name=shmarray.name_of(a))
+    with pytest.raises(TypeError) as err:
+        shmarray.attach(shmarray.name_of(a), dtype=np.float32)
+    assert "<i2" in str(err.value) and "<f4" in str(err.value)
+    with pytest.raises(TypeError) as err:
+        m.from_array(np.arange(3, dtype=">f8"))  # big-endian: refused, with the way out
+    assert "astype('<f8')" in str(err.value)
+    with shmarray.lock(a) as held:
+        assert "held" in repr(held) and shmarray.name_of(a) in repr(held)
+    m.close()
+    with pytest.raises(shmarray.Error):
+        m.from_shape((1,), np.int8)
+    assert shm_names(prefix) == []
+
+
+def test_a_raw_segment_attached_by_name_alone_says_how_to_attach_it(prefix):
+    name = f"/{prefix}raw"
+    golden("raw", name, "|u1", 100)
+    try:
+        with pytest.raises(shmarray.Error) as err:
+            shmarray.attach(name, timeout=0.01)
+        assert "attach_raw" in str(err.value)
+    finally:
+        os.unlink("/dev/shm" + name)
