@@ -14,7 +14,7 @@ jobs=${SHMARRAY_JOBS:-$(nproc)}
 
 # Everything the project builds against, from Debian only.
 packages=(cmake make g++ pkg-config libboost-dev catch2 libeigen3-dev xtensor-dev xtl-dev libcli11-dev
-  libtiff-dev libpng-dev)
+  libtiff-dev libpng-dev libopenmpi-dev openmpi-bin)
 # The test command also builds with clang 14 (ThreadSanitizer, libFuzzer) and
 # runs Python: the Python module's tests and examples (one plots with matplotlib),
 # and a test of CPython's resource tracker.
