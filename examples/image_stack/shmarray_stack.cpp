@@ -23,6 +23,7 @@
 #include <optional>
 #include <shmarray/eigen.hpp>
 #include <shmarray/shmarray.hpp>
+#include <shmarray/stack/options.hpp>
 #include <shmarray/stack/pipeline.hpp>
 #include <shmarray/stack/png.hpp>
 #include <shmarray/stack/stages.hpp>
@@ -36,17 +37,7 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-// What the job is asked to do.
-struct job {
-  std::string input;  // empty: synthetic
-  st::synthetic_spec synthetic;
-  st::stack_info info;
-  std::string outdir = "shmarray-out";
-  std::size_t workers = 1;
-  st::steps steps;
-  double sigma = 2;
-  std::string scratch;  // a directory for file-backed arrays, or empty for /dev/shm
-};
+using job = st::job_options;
 
 std::size_t cores() {
   cpu_set_t set;
@@ -152,8 +143,8 @@ int run(const job& j) {
   std::printf("shmarray-stack: %zu frames of %zu x %zu %s (%s) from %s\n", F, H, W,
               st::pixel_name(j.info.type), human(in_bytes).c_str(),
               j.input.empty() ? "a synthetic stack" : j.input.c_str());
-  std::printf("  steps %s", j.steps.str().c_str());
-  if (j.steps.blur) std::printf(", sigma %g", j.sigma);
+  std::printf("  steps %s", j.todo.str().c_str());
+  if (j.todo.blur) std::printf(", sigma %g", j.sigma);
   std::printf(", %zu worker%s; arrays ", j.workers, j.workers == 1 ? "" : "s");
   if (j.scratch.empty())
     std::printf("in /dev/shm (shmarray ls shows them):\n");
@@ -172,7 +163,7 @@ int run(const job& j) {
   c.input = j.input;
   c.info = j.info;
   c.synthetic = j.synthetic;
-  c.todo = j.steps;
+  c.todo = j.todo;
   c.sigma = j.sigma;
   c.progress = ::isatty(2);
   st::prepare_job(c);
@@ -209,86 +200,22 @@ int run(const job& j) {
   return 0;
 }
 
-// "F,H,W" with each a positive count.
-bool parse_dims(const std::string& text, st::synthetic_spec& s) {
-  unsigned long long f = 0, h = 0, w = 0;
-  char tail = 0;
-  if (std::sscanf(text.c_str(), "%llu,%llu,%llu%c", &f, &h, &w, &tail) != 3) return false;
-  if (f == 0 || h == 0 || w == 0 || h > 65535 || w > 65535 || f > (1ull << 31)) return false;
-  s.frames = std::size_t(f);
-  s.height = std::size_t(h);
-  s.width = std::size_t(w);
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{
+  job j;
+  j.workers = cores();
+  st::command_line cli(
+      "shmarray-stack",
       "shmarray-stack: an image-stack pipeline in shared memory, its frames split among forked "
       "workers. Reads a greyscale TIFF stack (8/16-bit or float; without INPUT, a synthetic "
       "one), subtracts each frame's background, blurs, normalises, projects, and writes "
       "OUTDIR/processed.tif, max.tif, mean.tif, std.tif and max.png.",
-      "shmarray-stack"};
-  job j;
-  j.workers = cores();
-  std::string steps_text = "background,blur,normalize", dims;
-  app.add_option("INPUT.tif", j.input, "a multi-page greyscale TIFF stack");
-  app.add_option("-o,--output", j.outdir, "where the results go")->capture_default_str();
-  app.add_option("-j,--jobs", j.workers, "worker processes (default: the number of cores)")
-      ->check(CLI::Range(std::size_t(1), shmarray::detail::max_workers));
-  app.add_option("--steps", steps_text,
-                 "a comma-separated subset of background,blur,normalize in that order, or none")
-      ->capture_default_str();
-  app.add_option("--sigma", j.sigma, "the blur's standard deviation, in pixels")
-      ->capture_default_str();
-  app.add_option("--synthetic", dims,
-                 "FRAMES,HEIGHT,WIDTH of the synthetic stack made when there is no INPUT "
-                 "(default 200,512,512)");
-  app.add_option("--scratch", j.scratch,
-                 "keep the arrays in file-backed mappings in this directory instead of /dev/shm");
+      j, true, shmarray::detail::max_workers);
+  if (const int rc = cli.parse(argc, argv); rc >= 0) return rc;
   try {
-    app.parse(argc, argv);
-    j.steps = st::steps::parse(steps_text);
-    if (j.steps.blur) (void)st::gaussian_kernel(j.sigma);
-    if (!dims.empty() && !parse_dims(dims, j.synthetic))
-      throw std::invalid_argument(
-          "--synthetic takes FRAMES,HEIGHT,WIDTH, each a positive count "
-          "(height and width at most 65535)");
-    if (!dims.empty() && !j.input.empty())
-      throw std::invalid_argument("give an INPUT file or --synthetic, not both");
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "shmarray-stack: %s\nRun with --help for more information.\n", e.what());
-    return 2;
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "shmarray-stack: %s\nRun with --help for more information.\n", e.what());
-    return 2;
-  }
-  try {
-    if (!j.scratch.empty()) {
-      struct stat sb {};
-      if (::stat(j.scratch.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode))
-        throw std::runtime_error("--scratch " + j.scratch + ": not a directory");
-      j.scratch = std::filesystem::absolute(j.scratch).lexically_normal().string();
-      if (j.scratch.size() > 1 && j.scratch.back() == '/') j.scratch.pop_back();
-    }
-    // The output directory, made and checked before any work.
-    std::error_code ec;
-    std::filesystem::create_directories(j.outdir, ec);
-    if (ec || !std::filesystem::is_directory(j.outdir) ||
-        ::access(j.outdir.c_str(), W_OK | X_OK) != 0)
-      throw std::runtime_error("-o " + j.outdir + ": cannot write there (" +
-                               (ec ? ec.message() : std::string(std::strerror(errno))) + ")");
-    if (j.input.empty()) {
-      j.info.frames = j.synthetic.frames;
-      j.info.height = j.synthetic.height;
-      j.info.width = j.synthetic.width;
-      j.info.type = st::pixel::u16;
-    } else {
-      j.info = st::probe_tiff(j.input);
-    }
+    st::prepare_directories(j);
+    st::describe_input(j);
     switch (j.info.type) {
       case st::pixel::u8:
         return run<std::uint8_t>(j);
@@ -297,8 +224,6 @@ int main(int argc, char** argv) {
       case st::pixel::f32:
         return run<float>(j);
     }
-  } catch (const shmarray::worker_error& e) {
-    std::fprintf(stderr, "shmarray-stack: %s\n", e.what());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "shmarray-stack: %s\n", e.what());
   }

@@ -228,39 +228,58 @@ struct moments {
   double stddev() const { return n > 0 ? std::sqrt(m2 / n) : 0; }
 };
 
-// Maximum, mean and standard deviation over `frames` frames of rows
-// [row0, row0 + rows) of a frames x height x width stack, into the
-// projections' same rows. It goes through the rows in blocks of about 16K
-// pixels, all frames for each block, so `acc` (one moments per pixel of a
-// block, 24 bytes each) stays small and in cache whatever the frame size.
+// The maximum and the running moments over `frames` frames of rows
+// [row0, row0 + rows) of a frames x height x width stack: into `max`'s
+// same rows, and `acc` (one moments per pixel of those rows, which must
+// start empty, or hold moments of other frames to merge with). It goes
+// through the rows in blocks of about 16K pixels, all frames for each
+// block, so the data it touches stays in cache whatever the frame size.
 template <class T>
-void project_rows(const T* stack, std::size_t frames, std::size_t height, std::size_t width,
-                  std::size_t row0, std::size_t rows, T* max, float* mean, float* sd,
-                  std::vector<moments>& acc) {
+void accumulate_rows(const T* stack, std::size_t frames, std::size_t height, std::size_t width,
+                     std::size_t row0, std::size_t rows, T* max, moments* acc) {
   using const_map =
       Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
   const std::size_t block = std::max<std::size_t>(1, (std::size_t(1) << 14) / width);
   for (std::size_t r = row0; r < row0 + rows; r += block) {
     const std::size_t nr = std::min(block, row0 + rows - r);
     const std::size_t n = nr * width, off = r * width;
-    acc.assign(n, moments{});
     pixels_map<T> mx(max + off, Eigen::Index(nr), Eigen::Index(width));
+    moments* a = acc + (off - row0 * width);
     for (std::size_t k = 0; k < frames; ++k) {
       const T* frame = stack + k * height * width + off;
       const const_map fr(frame, Eigen::Index(nr), Eigen::Index(width));
       if (k == 0)
         mx = fr;
       else if constexpr (std::is_floating_point_v<T>)
-        mx = mx.binaryExpr(fr, [](T a, T b) { return a < b || b != b ? b : a; });  // NaN wins
+        mx = mx.binaryExpr(fr, [](T x, T y) { return x < y || y != y ? y : x; });  // NaN wins
       else
         mx = mx.cwiseMax(fr);
       for (std::size_t i = 0; i < n; ++i)
-        acc[i].add(double(frame[i]));
+        a[i].add(double(frame[i]));
     }
-    for (std::size_t i = 0; i < n; ++i) {
-      mean[off + i] = float(acc[i].mean);
-      sd[off + i] = float(acc[i].stddev());
-    }
+  }
+}
+
+// Mean and standard deviation (float32) from moments.
+inline void finish_moments(const moments* acc, std::size_t n, float* mean, float* sd) {
+  for (std::size_t i = 0; i < n; ++i) {
+    mean[i] = float(acc[i].mean);
+    sd[i] = float(acc[i].stddev());
+  }
+}
+
+// Maximum, mean and standard deviation over `frames` frames of rows
+// [row0, row0 + rows), into the projections' same rows (`acc` is scratch).
+template <class T>
+void project_rows(const T* stack, std::size_t frames, std::size_t height, std::size_t width,
+                  std::size_t row0, std::size_t rows, T* max, float* mean, float* sd,
+                  std::vector<moments>& acc) {
+  const std::size_t block = std::max<std::size_t>(1, (std::size_t(1) << 14) / width);
+  for (std::size_t r = row0; r < row0 + rows; r += block) {  // acc stays a block's size
+    const std::size_t nr = std::min(block, row0 + rows - r);
+    acc.assign(nr * width, moments{});
+    accumulate_rows(stack, frames, height, width, r, nr, max, acc.data());
+    finish_moments(acc.data(), nr * width, mean + r * width, sd + r * width);
   }
 }
 
