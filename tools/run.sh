@@ -96,6 +96,14 @@ bench)
   install_missing
   PYTHONPATH=python SHMARRAY_HELPER=build/tools/shmarray /usr/bin/python3 bench/bench_python.py \
     build/bench/shmarray_hold_array "${@:2}"
+  # MPI: a node's memory, shared against private copies; the job three ways.
+  mpi=(mpirun --oversubscribe)
+  [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+  for n in 2 4; do
+    OMPI_MCA_btl_vader_single_copy_mechanism=none "${mpi[@]}" -np "$n" \
+      build/bench/shmarray_mpi_memory_bench < /dev/null
+  done
+  /usr/bin/python3 bench/bench_stack_mpi.py build "${@:2}"
   ;;
 *)
   echo "usage: bash tools/run.sh demo|test|bench" >&2

@@ -251,7 +251,7 @@ int run(const st::job_options& o, const sm::node& n) {
     std::printf("  %-12s %9s   (rank 0's)\n", "stage", "seconds");
     for (const auto& [name, secs] : times)
       std::printf("  %-12s %9.3f\n", name.c_str(), secs);
-    std::printf("  %.3f s from %s to the projections, %.0f MB/s\n", processing,
+    std::printf("  %.3f s from %s to projections, %.0f MB/s\n", processing,
                 o.input.empty() ? "synthesis" : "reading",
                 processing > 0 ? double(in_bytes) / 1e6 / processing : 0.0);
     std::printf("wrote %sprocessed.tif, max.tif, mean.tif, std.tif and max.png\n", out.c_str());
