@@ -47,12 +47,16 @@ class _Token:
             self.refs += 1
             return self.id
 
-    def _make(self, announce):
+    @staticmethod
+    def _candidates():
+        """Up to 8 random non-zero ids and their token paths."""
         for _ in range(8):
             id_ = int.from_bytes(os.urandom(8), "little")
-            if id_ == 0:
-                continue
-            path = SHM_DIR + token_name(id_)
+            if id_:
+                yield id_, SHM_DIR + token_name(id_)
+
+    def _make(self, announce):
+        for id_, path in self._candidates():
             try:
                 fd = os.open(SHM_DIR, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
             except OSError:
@@ -72,11 +76,7 @@ class _Token:
         return False
 
     def _make_named(self, announce):
-        for _ in range(8):
-            id_ = int.from_bytes(os.urandom(8), "little")
-            if id_ == 0:
-                continue
-            path = SHM_DIR + token_name(id_)
+        for id_, path in self._candidates():
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileExistsError:
