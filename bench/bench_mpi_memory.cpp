@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
       for (std::size_t i = 0; i < n; ++i)
         copy[i] = std::uint16_t(i);
       sum_priv = checksum(copy.begin(), copy.end());
+      MPI_Barrier(node.comm());
       priv = node_pss(node.comm(), base);
     }
     MPI_Barrier(MPI_COMM_WORLD);
@@ -70,6 +71,7 @@ int main(int argc, char** argv) {
           stack.data()[i] = std::uint16_t(i);
       stack.barrier();
       sum_shared = checksum(stack.begin(), stack.end());
+      MPI_Barrier(node.comm());  // every rank has read it all before any measures
       shared = node_pss(node.comm(), base);
       stack.barrier();
     }

@@ -48,10 +48,21 @@ int world_rank = 0, world_size = 1;
 
 // The most bytes one MPI call carries: MPI counts are int.
 // SHMARRAY_MPI_MAX_CHUNK lowers it, so that tests split small transfers.
+// Every rank uses rank 0's value (mpirun need not pass the environment to
+// other nodes): set once, after MPI_Init, by agree_on_chunk().
+std::size_t g_max_chunk = std::size_t(INT_MAX);
+
 std::size_t max_chunk() {
-  if (const char* v = std::getenv("SHMARRAY_MPI_MAX_CHUNK"))
-    if (const long long n = std::atoll(v); n > 0 && n <= INT_MAX) return std::size_t(n);
-  return std::size_t(INT_MAX);
+  return g_max_chunk;
+}
+
+void agree_on_chunk() {
+  long long n = INT_MAX;
+  if (world_rank == 0)
+    if (const char* v = std::getenv("SHMARRAY_MPI_MAX_CHUNK"))
+      if (const long long c = std::atoll(v); c > 0 && c <= INT_MAX) n = c;
+  MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+  g_max_chunk = std::size_t(n);
 }
 
 void send_bytes(const void* p, std::size_t n, int dest, int tag, MPI_Comm c) {
@@ -91,6 +102,15 @@ void reduce_chunked(void* data, std::size_t n, std::size_t size, MPI_Datatype t,
   }
 }
 
+// The maximum with stages.hpp's rule: a NaN wins (MPI_MAX does not say).
+template <class T>
+void max_nan_wins(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const T*>(in);
+  auto* b = static_cast<T*>(inout);
+  for (int i = 0; i < *len; ++i)
+    if (b[i] < a[i] || a[i] != a[i]) b[i] = a[i];
+}
+
 // Merges partial moments: MPI's inout = in (+) inout, in rank order.
 void merge_moments(void* in, void* inout, int* len, MPI_Datatype*) {
   auto* a = static_cast<st::moments*>(in);
@@ -124,9 +144,16 @@ void load(const st::job_options& o, const std::vector<st::spot>& spots, std::siz
   }
 }
 
+template <class T, class FirstOf, class Stage>
+int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::size_t first,
+            std::size_t nf, std::vector<std::pair<std::string, double>>& times, Stage& stage,
+            sm::node_array<T>& stack, sm::node_array<T>& processed, sm::node_array<T>& pmax,
+            sm::node_array<float>& work, sm::node_array<st::moments>& acc,
+            clock_type::time_point t_all);
+
 template <class T>
 int run(const st::job_options& o, const sm::node& n) {
-  const std::size_t F = o.info.frames, H = o.info.height, W = o.info.width, frame = H * W;
+  const std::size_t F = o.info.frames, H = o.info.height, W = o.info.width;
   const std::size_t nodes = std::size_t(n.count()), me = std::size_t(n.index());
   auto first_of = [&](std::size_t i) { return F * i / nodes; };
   const std::size_t first = first_of(me), nf = first_of(me + 1) - first;
@@ -142,6 +169,24 @@ int run(const st::job_options& o, const sm::node& n) {
   sm::node_array<T> stack(n, {nf, H, W}), processed(n, {nf, H, W}), pmax(n, {H, W});
   sm::node_array<float> work(n, {nf, H, W});
   sm::node_array<st::moments> acc(n, {H, W});
+  // From here a failure must end the job before the arrays go: freeing a
+  // window is collective, and the other ranks would wait for this one.
+  try {
+    return work_on(o, n, first_of, first, nf, times, stage, stack, processed, pmax, work, acc,
+                   t_all);
+  } catch (const std::exception& e) {
+    fail(e.what());
+  }
+}
+
+template <class T, class FirstOf, class Stage>
+int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::size_t first,
+            std::size_t nf, std::vector<std::pair<std::string, double>>& times, Stage& stage,
+            sm::node_array<T>& stack, sm::node_array<T>& processed, sm::node_array<T>& pmax,
+            sm::node_array<float>& work, sm::node_array<st::moments>& acc,
+            clock_type::time_point t_all) {
+  const std::size_t F = o.info.frames, H = o.info.height, W = o.info.width, frame = H * W;
+  const std::size_t nodes = std::size_t(n.count());
 
   // Rank 0 makes each node's frames and sends them, once, to that node's leader.
   stage(o.input.empty() ? "synthesize" : "read", [&] {
@@ -199,8 +244,12 @@ int run(const st::job_options& o, const sm::node& n) {
       st::accumulate_rows(processed.data(), nf, H, W, b, e - b, pmax.data(), acc.data() + b * W);
     }
     pmax.barrier();
+    acc.barrier();  // every rank's moments, seen by the leader
     if (n.rank() == 0) {
-      reduce_chunked(pmax.data(), frame, sizeof(T), mpi_type<T>(), MPI_MAX, n.leaders());
+      MPI_Op max_op;
+      MPI_Op_create(&max_nan_wins<T>, 1, &max_op);
+      reduce_chunked(pmax.data(), frame, sizeof(T), mpi_type<T>(), max_op, n.leaders());
+      MPI_Op_free(&max_op);
       MPI_Datatype mt;
       MPI_Type_contiguous(int(sizeof(st::moments)), MPI_BYTE, &mt);
       MPI_Type_commit(&mt);
@@ -309,6 +358,7 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  agree_on_chunk();
   st::job_options o;
   int rc = -1;
   {
@@ -358,7 +408,7 @@ int main(int argc, char** argv) {
     o.info.height = shape[1];
     o.info.width = shape[2];
     o.info.type = static_cast<st::pixel>(shape[3]);
-    if (!o.scratch.empty()) st::prepare_directories(o);  // made absolute, as on rank 0
+    if (world_rank != 0 && !o.scratch.empty()) st::check_scratch(o);  // as on rank 0
     int code = 1;
     {
       sm::node n(MPI_COMM_WORLD);

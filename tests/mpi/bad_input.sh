@@ -4,9 +4,18 @@
 dir=$1 mpi=$2
 shift 2
 before=$(ls -A /dev/shm | sort)
-"$@" 2 "$mpi" "$dir/no-such-file.tif" -o "$dir/bad" 2>&1
+"$@" 2 "$mpi" "$dir/no-such-file.tif" -o "$dir/bad" < /dev/null 2>&1
 rc=$?
 [ $rc -ne 0 ] && echo "exit $rc"
 sleep 0.5
 [ "$(ls -A /dev/shm | sort)" = "$before" ] && echo "/dev/shm as it was"
+# a failure after the windows exist (rank 0 cannot write its output): the
+# job still ends, with the message, never waiting in a collective free
+mkdir -p "$dir/blocked/processed.tif"
+"$@" 2 "$mpi" --synthetic 9,40,50 -o "$dir/blocked" < /dev/null 2>&1
+rc=$?
+[ $rc -ne 0 ] && echo "late failure: exit $rc"
+sleep 0.5
+[ "$(ls -A /dev/shm | sort)" = "$before" ] && echo "/dev/shm as it was again"
+rm -rf "$dir/blocked"
 exit 0

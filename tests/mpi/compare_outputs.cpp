@@ -28,6 +28,16 @@ std::vector<float> floats(const std::string& p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--make-nan-stack") {
+    // a float stack with a NaN and an infinity, for the maximum's rule
+    std::vector<float> v(6 * 8 * 10);
+    for (std::size_t i = 0; i < v.size(); ++i)
+      v[i] = float(i % 37) - 5.f;
+    v[3] = std::nanf("");
+    v[8 * 10 * 4 + 5] = INFINITY;
+    st::write_tiff(argv[2], v.data(), 6, 8, 10);
+    return 0;
+  }
   if (argc != 3) return 2;
   const std::string a = argv[1], b = argv[2];
   for (const char* f : {"/processed.tif", "/max.tif"})

@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <initializer_list>
 #include <memory>
 #include <stdexcept>
@@ -100,13 +101,21 @@ class node {
   explicit node(MPI_Comm comm = MPI_COMM_WORLD) : c_(std::make_shared<detail::comms>()) {
     int world = 0;
     detail::check(MPI_Comm_rank(comm, &world), "MPI_Comm_rank");
-    if (const int per = detail::ranks_per_node_override()) {
-      detail::check(MPI_Comm_split(comm, world / per, world, &c_->node), "MPI_Comm_split");
+    // Rank 0's setting holds for all (mpirun need not pass the environment
+    // to other hosts), and simulated nodes never span real ones.
+    int per = world == 0 ? detail::ranks_per_node_override() : 0;
+    detail::check(MPI_Bcast(&per, 1, MPI_INT, 0, comm), "MPI_Bcast");
+    detail::check(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, world, MPI_INFO_NULL, &c_->node),
+                  "MPI_Comm_split_type");
+    if (per > 0) {
+      int host_rank = 0;
+      MPI_Comm_rank(c_->node, &host_rank);
+      MPI_Comm host = c_->node;
+      c_->node = MPI_COMM_NULL;
+      const int rc = MPI_Comm_split(host, host_rank / per, world, &c_->node);
+      MPI_Comm_free(&host);
+      detail::check(rc, "MPI_Comm_split");
       simulated_ = true;
-    } else {
-      detail::check(
-          MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, world, MPI_INFO_NULL, &c_->node),
-          "MPI_Comm_split_type");
     }
     MPI_Comm_rank(c_->node, &rank_);
     MPI_Comm_size(c_->node, &size_);
@@ -143,15 +152,19 @@ namespace detail {
 // with the last handle on every rank of the node).
 struct window_state {
   MPI_Win data = MPI_WIN_NULL, lock = MPI_WIN_NULL;
+  bool epoch = false;  // MPI_Win_lock_all holds on data
   std::byte* base = nullptr;
   node where;
   explicit window_state(const node& n) : where(n) {}
   window_state(const window_state&) = delete;
   window_state& operator=(const window_state&) = delete;
   ~window_state() {
-    if (finalized()) return;
+    // Freeing is collective: a handle dropped while an exception unwinds
+    // this rank alone would wait for ranks that never come. Then the
+    // window is left to MPI_Abort or MPI_Finalize.
+    if (finalized() || std::uncaught_exceptions() > 0) return;
     if (data != MPI_WIN_NULL) {
-      MPI_Win_unlock_all(data);
+      if (epoch) MPI_Win_unlock_all(data);
       MPI_Win_free(&data);
     }
     if (lock != MPI_WIN_NULL) MPI_Win_free(&lock);
@@ -228,11 +241,15 @@ class node_array {
         (alignment - reinterpret_cast<std::uintptr_t>(base) % alignment) % alignment;
     detail::check(MPI_Bcast(&offset, 1, MPI_UNSIGNED_LONG, 0, n.comm()), "MPI_Bcast");
     std::byte* data = s->base + offset;
-    if (reinterpret_cast<std::uintptr_t>(data) % alignment != 0)
+    // Every rank must find its start aligned; all agree before any throws.
+    int aligned = reinterpret_cast<std::uintptr_t>(data) % alignment == 0, all = 0;
+    detail::check(MPI_Allreduce(&aligned, &all, 1, MPI_INT, MPI_MIN, n.comm()), "MPI_Allreduce");
+    if (!all)
       throw error(
-          "shmarray: this rank maps the node's window at an address that is not "
+          "shmarray: a rank maps the node's window at an address that is not "
           "64-byte aligned where rank 0's is; the array cannot claim its alignment");
     detail::check(MPI_Win_lock_all(MPI_MODE_NOCHECK, s->data), "MPI_Win_lock_all");
+    s->epoch = true;
     detail::check(MPI_Win_allocate_shared(0, 1, MPI_INFO_NULL, n.comm(), &base, &s->lock),
                   "MPI_Win_allocate_shared");
     state_ = std::move(s);
@@ -291,7 +308,12 @@ class node_array {
     detail::check(MPI_Barrier(state_->where.comm()), "MPI_Barrier");
     sync();
   }
-  // A node-wide lock, for read-modify-write of shared data (not collective).
+  // A node-wide lock, for read-modify-write of shared data (not collective):
+  // an exclusive passive-target lock on a window of its own. MPI promises
+  // that exclusive locks on one window exclude each other; that they also
+  // order the accesses to this array's memory is what Open MPI's
+  // shared-memory windows do (the lock is taken eagerly), which the tests
+  // check, and not a promise of every MPI.
   node_lock lock() const {
     detail::check(MPI_Win_lock(MPI_LOCK_EXCLUSIVE, 0, 0, state_->lock), "MPI_Win_lock");
     sync();  // what the last holder wrote, seen

@@ -110,16 +110,20 @@ class command_line {
   std::string steps_ = "background,blur,normalize", dims_, refused_j_;
 };
 
+// Checks the scratch directory, if any, and makes its path absolute.
+inline void check_scratch(job_options& o) {
+  if (o.scratch.empty()) return;
+  struct stat sb {};
+  if (::stat(o.scratch.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode))
+    throw std::runtime_error("--scratch " + o.scratch + ": not a directory");
+  o.scratch = std::filesystem::absolute(o.scratch).lexically_normal().string();
+  if (o.scratch.size() > 1 && o.scratch.back() == '/') o.scratch.pop_back();
+}
+
 // Checks the scratch directory (made absolute), and makes and checks the
 // output directory, before any work. Throws std::runtime_error.
 inline void prepare_directories(job_options& o) {
-  if (!o.scratch.empty()) {
-    struct stat sb {};
-    if (::stat(o.scratch.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode))
-      throw std::runtime_error("--scratch " + o.scratch + ": not a directory");
-    o.scratch = std::filesystem::absolute(o.scratch).lexically_normal().string();
-    if (o.scratch.size() > 1 && o.scratch.back() == '/') o.scratch.pop_back();
-  }
+  check_scratch(o);
   std::error_code ec;
   std::filesystem::create_directories(o.outdir, ec);
   if (ec || !std::filesystem::is_directory(o.outdir) ||
