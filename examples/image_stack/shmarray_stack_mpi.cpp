@@ -266,25 +266,32 @@ int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::
     }
   });
 
-  // The processed frames to rank 0, which writes the files.
-  std::vector<T> all;
-  if (world_rank == 0) {
-    all.resize(F * frame);
-    std::copy(processed.begin(), processed.end(), all.begin());
-    for (std::size_t i = 1; i < nodes; ++i)
-      recv_bytes(all.data() + first_of(i) * frame,
-                 (first_of(i + 1) - first_of(i)) * frame * sizeof(T), int(i), 2, n.leaders());
-  } else if (n.rank() == 0) {
-    send_bytes(processed.data(), nf * frame * sizeof(T), 0, 2, n.leaders());
-  }
+  // Rank 0 writes the files. The processed frames of the other nodes come
+  // to it one page at a time, as it writes them: it never holds the whole
+  // stack (which may be larger than any one machine).
   const double processing = std::chrono::duration<double>(clock_type::now() - t_all).count();
+  if (world_rank != 0 && n.rank() == 0) {
+    for (std::size_t k = 0; k < nf; ++k)
+      send_bytes(processed.data() + k * frame, frame * sizeof(T), 0, 2, n.leaders());
+  }
   if (world_rank == 0) {
     const auto t0 = clock_type::now();
     st::write_options wo;
     if (const char* env = std::getenv("SHMARRAY_STACK_BIGTIFF_ABOVE"))
       wo.bigtiff_above = std::strtoull(env, nullptr, 10);
     const std::string out = o.outdir + "/";
-    st::write_tiff(out + "processed.tif", all.data(), F, H, W, wo);
+    std::vector<T> page(frame);
+    std::size_t from = 0;  // the node whose frames come next
+    st::write_tiff_pages<T>(
+        out + "processed.tif", F, H, W,
+        [&](std::size_t k) -> const T* {
+          if (k < first_of(1)) return processed.data() + k * frame;  // this node's own
+          while (k >= first_of(from + 1))
+            ++from;
+          recv_bytes(page.data(), frame * sizeof(T), int(from), 2, n.leaders());
+          return page.data();
+        },
+        wo);
     st::write_tiff(out + "max.tif", pmax.data(), 1, H, W);
     st::write_tiff(out + "mean.tif", mean.data(), 1, H, W);
     st::write_tiff(out + "std.tif", sd.data(), 1, H, W);

@@ -300,9 +300,10 @@ struct write_options {
   std::uint64_t bigtiff_above = 0xFFFFFFFFull - (1u << 20);
 };
 
-// The pages of write_tiff, into an open TIFF.
-template <class T>
-void write_pages(TIFF* f, const std::string& path, const T* data, std::size_t frames,
+// The pages of write_tiff, into an open TIFF: page(k) gives page k's
+// pixels, valid until the next call.
+template <class T, class Page>
+void write_pages(TIFF* f, const std::string& path, Page&& page, std::size_t frames,
                  std::size_t height, std::size_t width, const write_options& o) {
   const std::size_t row_bytes = width * sizeof(T);
   std::vector<unsigned char> tile, swapped;
@@ -324,7 +325,7 @@ void write_pages(TIFF* f, const std::string& path, const T* data, std::size_t fr
                    std::uint16_t(std::min<std::size_t>(frames, 65535)));
     }
     const unsigned char* frame =
-        reinterpret_cast<const unsigned char*>(data) + k * height * row_bytes;
+        reinterpret_cast<const unsigned char*>(static_cast<const T*>(page(k)));
     const std::string where = "page " + std::to_string(k + 1);
     if (o.tile) {
       TIFFSetField(f, TIFFTAG_TILEWIDTH, o.tile);
@@ -370,18 +371,29 @@ void write_pages(TIFF* f, const std::string& path, const T* data, std::size_t fr
   if (TIFFFlush(f) != 1) detail::fail(path, "cannot be written (disk full?)");
 }
 
-// Writes `frames` pages of height x width pixels of T from `data`.
-template <class T>
-void write_tiff(const std::string& path, const T* data, std::size_t frames, std::size_t height,
-                std::size_t width, const write_options& o = {}) {
+// Writes `frames` pages of height x width pixels of T, page k from
+// page(k) (a const T*, valid until the next call), one page at a time: a
+// writer that streams pages holds one at a time.
+template <class T, class Page>
+void write_tiff_pages(const std::string& path, std::size_t frames, std::size_t height,
+                      std::size_t width, Page&& page, const write_options& o = {}) {
   const std::uint64_t expected =
       std::uint64_t(frames) * height * width * sizeof(T) + std::uint64_t(frames) * 1024 + 1024;
   const bool big = expected > o.bigtiff_above;
   std::string mode = big ? "w8" : "w";
   if (o.big_endian) mode += 'b';
   write_then_rename(path, [&](const std::string& tmp) {
-    write_pages(detail::open_tiff(tmp, mode.c_str()).get(), tmp, data, frames, height, width, o);
+    write_pages<T>(detail::open_tiff(tmp, mode.c_str()).get(), tmp, page, frames, height, width, o);
   });
+}
+
+// Writes `frames` pages of height x width pixels of T from `data`.
+template <class T>
+void write_tiff(const std::string& path, const T* data, std::size_t frames, std::size_t height,
+                std::size_t width, const write_options& o = {}) {
+  const std::size_t frame = height * width;
+  write_tiff_pages<T>(
+      path, frames, height, width, [data, frame](std::size_t k) { return data + k * frame; }, o);
 }
 
 }  // namespace shmarray::stack
