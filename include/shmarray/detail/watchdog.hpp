@@ -89,17 +89,10 @@ class watchdog {
   // helper (said once on stderr).
   void add(char kind, const std::string& name, dev_t dev, ino_t ino, std::uint64_t token) noexcept {
     std::lock_guard<std::mutex> g(mu_);
-    adopt_process();
-    if (fd_ < 0 && !start()) return;
-    settle(false);
-    if (fd_ < 0) return;
+    if (!connected()) return;
     std::string rec;
     token_record(rec, token);
-    rec.push_back('R');
-    rec.push_back(kind);
-    watchdog_wire::put_u64(rec, std::uint64_t(dev));
-    watchdog_wire::put_u64(rec, std::uint64_t(ino));
-    watchdog_wire::put_name(rec, name);
+    object_record(rec, 'R', kind, name, dev, ino);
     send(rec);
   }
 
@@ -108,10 +101,7 @@ class watchdog {
   // moment it exists, is one send.
   void prepare(std::uint64_t token) noexcept {
     std::lock_guard<std::mutex> g(mu_);
-    adopt_process();
-    if (fd_ < 0 && !start()) return;
-    settle(false);
-    if (fd_ < 0) return;
+    if (!connected()) return;
     std::string rec;
     token_record(rec, token);
     if (!rec.empty()) send(rec);
@@ -133,11 +123,7 @@ class watchdog {
     settle(false);
     if (fd_ < 0) return;
     std::string rec;
-    rec.push_back('U');
-    rec.push_back(kind);
-    watchdog_wire::put_u64(rec, std::uint64_t(dev));
-    watchdog_wire::put_u64(rec, std::uint64_t(ino));
-    watchdog_wire::put_name(rec, name);
+    object_record(rec, 'U', kind, name, dev, ino);
     send(rec);
   }
 
@@ -179,6 +165,24 @@ class watchdog {
     token_sent_ = 0;
     tried_ = false;
     pid_ = ::getpid();
+  }
+
+  // This process's helper, started if need be; false where there is none.
+  bool connected() noexcept {
+    adopt_process();
+    if (fd_ < 0 && !start()) return false;
+    settle(false);
+    return fd_ >= 0;
+  }
+
+  // Appends an 'R' (register) or 'U' (unregister) record of one object.
+  static void object_record(std::string& rec, char op, char kind, const std::string& name,
+                            dev_t dev, ino_t ino) {
+    rec.push_back(op);
+    rec.push_back(kind);
+    watchdog_wire::put_u64(rec, std::uint64_t(dev));
+    watchdog_wire::put_u64(rec, std::uint64_t(ino));
+    watchdog_wire::put_name(rec, name);
   }
 
   // Appends the 'T' record for `token` unless the helper has it already.
