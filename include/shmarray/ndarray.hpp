@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/array_view.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
 #include "lock.hpp"
@@ -59,14 +60,19 @@ inline std::shared_ptr<array_state> share(segment seg, bool with_record) {
 // unmapped when the last copy goes; handles survive fork(). Constness is
 // shallow, as in std::span: ndarray<const T> is the read-only handle.
 template <class T>
-class ndarray {
+class ndarray : public detail::array_view<T> {
+  using base = detail::array_view<T>;
+  using base::data_;
+  using base::order_;
+  using base::set_view;
+  using base::shape_;
+  using base::size_;
+
  public:
-  using value_type = std::remove_cv_t<T>;
-  using element_type = T;
-  using size_type = std::size_t;
-  using pointer = T*;
-  using reference = T&;
-  using iterator = T*;
+  using base::begin;
+  using base::end;
+  using base::ndim;
+  using typename base::value_type;
 
   // Bytes to which data() is aligned: the data starts a page-aligned mapping.
   static constexpr std::size_t alignment = 64;
@@ -140,26 +146,11 @@ class ndarray {
   // A read-only view of a writable handle.
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
   ndarray(const ndarray<U>& other)  // NOLINT(google-explicit-constructor): like T* to const T*
-      : state_(other.state_),
-        data_(other.data_),
-        shape_(other.shape_),
-        strides_(other.strides_),
-        order_(other.order_),
-        size_(other.size_) {}
+      : base(other), state_(other.state_) {}
 
   // False for a default-constructed handle, which refers to no array.
   explicit operator bool() const noexcept { return state_ != nullptr; }
 
-  T* data() const noexcept { return data_; }
-  const shape_type& shape() const noexcept { return shape_; }
-  std::size_t shape(std::size_t axis) const { return shape_.at(axis); }
-  // Strides in elements (not bytes), derived from the shape and the order.
-  const strides_type& strides() const noexcept { return strides_; }
-  std::size_t ndim() const noexcept { return shape_.size(); }
-  std::size_t size() const noexcept { return size_; }
-  std::size_t nbytes() const noexcept { return size_ * sizeof(T); }
-  bool empty() const noexcept { return size_ == 0; }
-  order storage_order() const noexcept { return order_; }
   // The segment's name ("/name", a file path, or "" for anonymous memory).
   const std::string& name() const {
     static const std::string none;
@@ -177,17 +168,6 @@ class ndarray {
     return state_->seg;
   }
 
-  // Unchecked element access, one index per axis.
-  template <class... I>
-  T& operator()(I... idx) const noexcept {
-    static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
-    assert(sizeof...(I) == ndim() && "shmarray: one index per axis");
-    std::ptrdiff_t off = 0;
-    std::size_t axis = 0;
-    ((off += std::ptrdiff_t(idx) * strides_[axis++]), ...);
-    return data_[off];
-  }
-
   // Bounds-checked element access: std::out_of_range on a wrong index count
   // or an index outside its axis.
   template <class... I>
@@ -200,10 +180,6 @@ class ndarray {
     (check_index(idx, axis++), ...);
     return (*this)(idx...);
   }
-
-  // Iteration over every element, in storage order.
-  T* begin() const noexcept { return data_; }
-  T* end() const noexcept { return data_ + size_; }
 
   template <class U = T>
   void fill(const value_type& v) const {
@@ -304,16 +280,6 @@ class ndarray {
     set_view(reinterpret_cast<T*>(state_->seg.data()), info.shape, info.order);
   }
 
-  void set_view(T* data, shape_type shape, order o) {
-    data_ = data;
-    shape_ = std::move(shape);
-    order_ = o;
-    strides_ = detail::packed_strides(shape_, o);
-    size_ = 1;
-    for (auto e : shape_)
-      size_ *= e;
-  }
-
   template <class I>
   void check_index(I i, std::size_t axis) const {
     if constexpr (std::is_signed_v<I>) {
@@ -335,11 +301,6 @@ class ndarray {
   }
 
   std::shared_ptr<detail::array_state> state_;
-  T* data_ = nullptr;
-  shape_type shape_;
-  strides_type strides_;
-  order order_ = order::row_major;
-  std::size_t size_ = 0;
 };
 
 }  // namespace shmarray

@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include <shmarray/detail/array_view.hpp>
 #include <shmarray/errors.hpp>
 #include <shmarray/shape.hpp>
 
@@ -208,21 +209,24 @@ class node_lock {
 // node; copies are cheap handles. The last handle frees the window, which
 // is collective: drop the arrays on every rank of the node together.
 template <class T>
-class node_array {
+class node_array : public shmarray::detail::array_view<T> {
+  using base = shmarray::detail::array_view<T>;
+  using base::data_;
+  using base::order_;
+  using base::set_view;
+  using base::size_;
+
  public:
-  using value_type = std::remove_cv_t<T>;
-  using element_type = T;
-  using size_type = std::size_t;
-  using pointer = T*;
-  using reference = T&;
-  using iterator = T*;
+  using base::begin;
+  using base::end;
+  using typename base::value_type;
   // The data starts 64-byte aligned (checked on every rank: the window's
   // base need not be, so the data starts a few bytes into it).
   static constexpr std::size_t alignment = 64;
 
   node_array() = default;
 
-  node_array(const node& n, const shape_type& shape, order o = order::row_major) : order_(o) {
+  node_array(const node& n, const shape_type& shape, order o = order::row_major) {
     static_assert(std::is_trivially_copyable_v<value_type>,
                   "shmarray::mpi::node_array holds trivially copyable elements");
     const std::size_t nbytes = shmarray::detail::checked_nbytes(sizeof(T), shape, "a node array");
@@ -253,22 +257,12 @@ class node_array {
     detail::check(MPI_Win_allocate_shared(0, 1, MPI_INFO_NULL, n.comm(), &base, &s->lock),
                   "MPI_Win_allocate_shared");
     state_ = std::move(s);
-    data_ = reinterpret_cast<T*>(data);
-    set_shape(shape);
+    set_view(reinterpret_cast<T*>(data), shape, o);
     if (n.rank() == 0) std::fill(begin(), end(), value_type{});
     barrier();
   }
 
   explicit operator bool() const noexcept { return state_ != nullptr; }
-  T* data() const noexcept { return data_; }
-  const shape_type& shape() const noexcept { return shape_; }
-  std::size_t shape(std::size_t axis) const { return shape_.at(axis); }
-  const strides_type& strides() const noexcept { return strides_; }
-  std::size_t ndim() const noexcept { return shape_.size(); }
-  std::size_t size() const noexcept { return size_; }
-  std::size_t nbytes() const noexcept { return size_ * sizeof(T); }
-  bool empty() const noexcept { return size_ == 0; }
-  order storage_order() const noexcept { return order_; }
   const std::string& name() const {
     static const std::string n = "a node-shared MPI array";
     return n;
@@ -276,20 +270,9 @@ class node_array {
   std::shared_ptr<const void> keep_alive() const noexcept { return state_; }
   const node& where() const { return state_->where; }
 
-  template <class... I>
-  T& operator()(I... idx) const noexcept {
-    static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
-    std::ptrdiff_t off = 0;
-    std::size_t axis = 0;
-    ((off += std::ptrdiff_t(idx) * strides_[axis++]), ...);
-    return data_[off];
-  }
-  T* begin() const noexcept { return data_; }
-  T* end() const noexcept { return data_ + size_; }
-
   node_array reshape(const std::vector<std::ptrdiff_t>& spec) const {
     node_array r = *this;
-    r.set_shape(shmarray::detail::reshaped(spec, size_, sizeof(T), name()));
+    r.set_view(data_, shmarray::detail::reshaped(spec, size_, sizeof(T), name()), order_);
     return r;
   }
   node_array reshape(std::initializer_list<std::ptrdiff_t> spec) const {
@@ -321,20 +304,7 @@ class node_array {
   }
 
  private:
-  void set_shape(shape_type shape) {
-    shape_ = std::move(shape);
-    strides_ = shmarray::detail::packed_strides(shape_, order_);
-    size_ = 1;
-    for (auto e : shape_)
-      size_ *= e;
-  }
-
   std::shared_ptr<detail::window_state> state_;
-  T* data_ = nullptr;
-  shape_type shape_;
-  strides_type strides_;
-  order order_ = order::row_major;
-  std::size_t size_ = 0;
 };
 
 }  // namespace shmarray::mpi
