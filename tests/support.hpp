@@ -296,6 +296,23 @@ inline bool ends(pid_t pid) {
   return !running(pid);
 }
 
+// Waits up to 5 s until every thread of pid has exited, so that all its
+// descriptors are closed: its leader may show as a zombie while another
+// thread of it is still on its way out, holding them.
+inline bool exited_whole(pid_t pid) {
+  for (int i = 0; i < 5000; ++i, ::usleep(1000)) {
+    if (running(pid)) continue;
+    DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+    if (!d) return true;  // reaped
+    int threads = 0;
+    while (const dirent* e = ::readdir(d))
+      threads += e->d_name[0] != '.';
+    ::closedir(d);
+    if (threads <= 1) return true;
+  }
+  return false;
+}
+
 inline bool exited_with(int status, int code) {
   return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == code;
 }

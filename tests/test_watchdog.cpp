@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <set>
 #include <shmarray/shmarray.hpp>
 #include <string>
 #include <thread>
@@ -252,34 +253,226 @@ TEST_CASE("an owner killed while a large array is being filled leaks nothing") {
 }
 
 TEST_CASE("without a helper, a process's first named segment collects what dead owners left") {
+  // In a private /dev/shm: no other process's helper collects them first.
+  const auto run = test::in_small_tmpfs("/dev/shm", "4m", [](auto say) {
+    test::names names;
+    auto no_helper_here = [] {
+      ::setenv("SHMARRAY_HELPER", "", 1);
+      const int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 2);  // the warning that there is no helper
+    };
+    // A dead owner without a watchdog leaves two segments, and a kept one.
+    const int died = test::in_child([&] {
+      no_helper_here();
+      manager m(names.options());
+      auto a = m.from_shape<int>({4});
+      auto b = m.from_shape<int>({4});
+      create_options keep;
+      keep.keep = true;
+      auto k = m.from_shape<int>({4}, keep);
+      ::raise(SIGKILL);
+      return 1;
+    });
+    if (!test::killed_by(died, SIGKILL) || names.left().size() != 3) {
+      say("the owner did not leave three segments");
+      return 1;
+    }
+    // A later process without a helper makes its first named segment.
+    const int later = test::in_child([&] {
+      no_helper_here();
+      manager m(names.options());
+      auto mine = m.from_shape<int>({4});
+      // what is left: its own, and the kept one (never collected)
+      return names.left().size() == 2 && names.exists(mine.name()) ? 0 : 1;
+    });
+    if (!test::exited_with(later, 0)) say("the later process did not collect them; ");
+    // the kept one: the later process's own went with its manager
+    if (names.left().size() != 1) say("left: " + std::to_string(names.left().size()));
+    return test::exited_with(later, 0) && names.left().size() == 1 ? 0 : 1;
+  });
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
+}
+
+namespace {
+
+// A fresh cgroup v2 of this test's (removed on destruction), or none where
+// cgroup v2 with cgroup.kill is not here.
+struct scratch_cgroup {
+  std::string dir;
+  scratch_cgroup() {
+    for (const char* root : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+      const std::string d = std::string(root) + "/shmarray-test-" + std::to_string(::getpid());
+      if (::mkdir(d.c_str(), 0755) != 0) continue;
+      if (::access((d + "/cgroup.kill").c_str(), W_OK) == 0) {
+        dir = d;
+        return;
+      }
+      ::rmdir(d.c_str());
+    }
+  }
+  ~scratch_cgroup() {
+    if (!dir.empty()) ::rmdir(dir.c_str());
+  }
+  bool write(const std::string& file, const std::string& text) const {
+    const int fd = ::open((dir + "/" + file).c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
+    ::close(fd);
+    return ok;
+  }
+  bool empty() const {
+    const int fd = ::open((dir + "/cgroup.procs").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return true;
+    const std::string procs = test::read_all(fd);
+    ::close(fd);
+    return procs.empty();
+  }
+};
+
+// What /dev/shm holds, "." and ".." aside.
+std::set<std::string> in_shm() {
+  auto all = test::shm_names("");
+  all.erase(".");
+  all.erase("..");
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a cgroup killed whole (owner and helper at once) is collected by the next helper or gc") {
+  if (no_helper()) return;
+  if (::geteuid() != 0) {
+    std::printf("SHMARRAY-SKIP: needs root to make a cgroup\n");
+    return;
+  }
+  for (const bool by_gc : {false, true}) {
+    scratch_cgroup cg;
+    if (cg.dir.empty()) {
+      std::printf("SHMARRAY-SKIP: no cgroup v2 with cgroup.kill here\n");
+      return;
+    }
+    // In a private /dev/shm: what the next helper collects is ours alone.
+    const auto run = test::in_small_tmpfs("/dev/shm", "16m", [&](auto say) {
+      int ready[2];
+      if (::pipe(ready) != 0) return 1;
+      const pid_t owner = ::fork();
+      if (owner == 0) {
+        // Into the cgroup before its first named array: the helper, spawned
+        // then, is in it too, as under systemd, Slurm or Kubernetes.
+        if (!cg.write("cgroup.procs", "0")) ::_exit(2);
+        manager m;
+        auto a = m.from_shape<float>({1024});
+        auto b = m.from_shape<int>({16}, test::raw());
+        const pid_t helper = detail::watchdog::get().helper_pid();
+        (void)!::write(ready[1], &helper, sizeof helper);
+        for (;;)
+          ::pause();
+      }
+      ::close(ready[1]);
+      pid_t helper = 0;
+      if (::read(ready[0], &helper, sizeof helper) != sizeof helper || helper <= 0) {
+        say("the owner did not start its helper");
+        return 1;
+      }
+      ::close(ready[0]);
+      const auto made = in_shm();  // two arrays and a token
+      if (!cg.write("cgroup.kill", "1")) {
+        say("cgroup.kill failed");
+        return 1;
+      }
+      test::reap(owner);
+      if (!test::eventually([&] { return cg.empty(); })) {
+        say("the cgroup did not empty");
+        return 1;
+      }
+      if (in_shm() != made || made.size() != 3) {
+        say("the leftovers are not as made");
+        return 1;
+      }
+      if (by_gc) {
+        const auto gc = test::run_program(detail::find_helper().c_str(), {"gc"});
+        say(gc.out);
+      } else {
+        // The next program: its helper collects in the background.
+        const int st = test::in_child([] {
+          manager m;
+          auto c = m.from_shape<int>({4});
+          return test::eventually([] { return in_shm().size() == 2; }) ? 0 : 1;  // c and its token
+        });
+        if (!test::exited_with(st, 0)) say("the next helper did not collect; ");
+      }
+      if (!test::eventually([] { return in_shm().empty(); })) {
+        std::string left;
+        for (const auto& n : in_shm())
+          left += n + " ";
+        say("left: " + left);
+        return 1;
+      }
+      return 0;
+    });
+    if (run.skipped()) return;
+    INFO((by_gc ? "shmarray gc: " : "the next helper: ") << run.said);
+    CHECK(run.ok());
+  }
+}
+
+TEST_CASE("a helper killed alone is replaced at the next array and told everything") {
+  if (no_helper()) return;
   test::names names;
-  auto no_helper_here = [] {
-    ::setenv("SHMARRAY_HELPER", "", 1);
-    const int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 2);  // the warning that there is no helper
-  };
-  // A dead owner without a watchdog leaves two segments, and a kept one.
-  const int died = test::in_child([&] {
-    no_helper_here();
+  char dir[] = "/tmp/shmarray_wd_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string path = std::string(dir) + "/array.bin";
+  report* r = shared_report();
+  const int status = test::in_child([&] {
     manager m(names.options());
-    auto a = m.from_shape<int>({4});
-    auto b = m.from_shape<int>({4});
-    create_options keep;
-    keep.keep = true;
-    auto k = m.from_shape<int>({4}, keep);
+    auto a = m.from_shape<double>({64});
+    auto f = m.from_shape<float>({8}, file(path));
+    const pid_t first = detail::watchdog::get().helper_pid();
+    ::kill(first, SIGKILL);  // what an OOM killer or a careless pkill does
+    if (!test::exited_whole(first)) return 2;
+    auto b = m.from_shape<double>({64});  // notices, and starts another
+    r->helper = detail::watchdog::get().helper_pid();
+    r->ready = r->helper > 0 && r->helper != first ? 1 : 3;
     ::raise(SIGKILL);
     return 1;
   });
-  CHECK(test::killed_by(died, SIGKILL));
-  REQUIRE(names.left().size() == 3);
-  // A later process without a helper makes its first named segment.
-  const int later = test::in_child([&] {
-    no_helper_here();
-    manager m(names.options());
-    auto mine = m.from_shape<int>({4});
-    // what is left: its own, and the kept one (never collected)
-    return names.left().size() == 2 && names.exists(mine.name()) ? 0 : 1;
+  CHECK(test::killed_by(status, SIGKILL));
+  CHECK(r->ready.load() == 1);
+  CHECK(cleaned(names));  // a, made before the first helper died, too
+  struct stat st {};
+  CHECK(::stat(path.c_str(), &st) != 0);
+  CHECK(test::ends(r->helper));
+  ::rmdir(dir);
+}
+
+TEST_CASE("a file backing with a long path is cleaned up whole; a path too long is refused") {
+  if (no_helper()) return;
+  char dir[] = "/tmp/shmarray_wd_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  // 4,050 bytes of path in directories of 200: past the 4,000 bytes the
+  // helper's protocol once cut names to.
+  std::string path = dir;
+  while (path.size() < 3800) {
+    path += "/" + std::string(200, 'd');
+    REQUIRE(::mkdir(path.c_str(), 0700) == 0);
+  }
+  const std::string deep = path + "/" + std::string(4050 - path.size() - 1, 'f');
+  REQUIRE(deep.size() == 4050);
+  const int status = test::in_child([&] {
+    manager m;
+    auto f = m.from_shape<float>({8}, file(deep));
+    ::raise(SIGKILL);
+    return 1;
   });
-  CHECK(test::exited_with(later, 0));
-  CHECK(names.left().size() == 1);  // the kept one: the later process's own went with its manager
+  CHECK(test::killed_by(status, SIGKILL));
+  struct stat st {};
+  CHECK(test::eventually([&] { return ::stat(deep.c_str(), &st) != 0; }, 3000));
+  // A path the kernel could not open: refused before anything exists.
+  const std::string too_long = path + "/" + std::string(300, 'g');
+  manager m;
+  CHECK_THROWS_AS(m.from_shape<float>({8}, file(too_long)), invalid_name);
+  CHECK(std::system((std::string("rm -rf ") + dir).c_str()) == 0);
 }

@@ -18,6 +18,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <shmarray/detail/wire.hpp>
 #include <shmarray/inspect.hpp>
 #include <shmarray/shmarray.hpp>
 #include <sstream>
@@ -248,8 +249,12 @@ int cmd_gc(bool dry_run) {
     switch (c.what) {
       case shmarray::collected::kind::segment:
         if (!dry_run && !c.removed) return;  // removed or replaced meanwhile
-        std::printf("%s %s (owner %lld is gone)\n", dry_run ? "would remove" : "removed",
-                    name.c_str(), (long long)c.owner_pid);
+        if (c.token.empty())
+          std::printf("%s %s (owner %lld is gone)\n", dry_run ? "would remove" : "removed",
+                      name.c_str(), (long long)c.owner_pid);
+        else
+          std::printf("%s %s (its owner's token %s says so, and nobody holds it)\n",
+                      dry_run ? "would remove" : "removed", name.c_str(), shown(c.token).c_str());
         break;
       case shmarray::collected::kind::token:
         std::printf("%s owner token %s (nobody holds it)\n", dry_run ? "would remove" : "removed",
@@ -273,35 +278,6 @@ struct registered {
   dev_t dev;
   ino_t ino;
 };
-
-// Reads exactly n bytes; false at end-of-file (the owner is gone).
-bool read_exact(int fd, void* out, std::size_t n) {
-  auto* p = static_cast<char*>(out);
-  while (n) {
-    const ssize_t got = ::read(fd, p, n);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return false;
-    p += got;
-    n -= std::size_t(got);
-  }
-  return true;
-}
-
-bool read_u64(int fd, std::uint64_t& v) {
-  unsigned char b[8];
-  if (!read_exact(fd, b, 8)) return false;
-  v = 0;
-  for (int i = 7; i >= 0; --i)
-    v = v << 8 | b[i];
-  return true;
-}
-
-bool read_name(int fd, std::string& name) {
-  unsigned char len[2];
-  if (!read_exact(fd, len, 2)) return false;
-  name.resize(std::size_t(len[0]) | std::size_t(len[1]) << 8);
-  return name.empty() || read_exact(fd, name.data(), name.size());
-}
 
 // Unlinks a registered object if its name still names it.
 void unlink_if_same(const registered& r) {
@@ -376,34 +352,33 @@ struct watched_token {
     return kind + std::to_string(dev) + ':' + std::to_string(ino) + ':' + name;
   };
   std::vector<watched_token> tokens;
-  for (;;) {
-    char op = 0;
-    if (!read_exact(3, &op, 1)) break;
-    if (op == 'T') {
-      std::uint64_t id = 0;
-      if (!read_u64(3, id)) break;
-      tokens.push_back({id});
-    } else if (op == 'R') {
-      registered r{};
-      std::uint64_t dev = 0, ino = 0;
-      if (!read_exact(3, &r.kind, 1) || !read_u64(3, dev) || !read_u64(3, ino) ||
-          !read_name(3, r.name))
+  std::string in;  // what has come and is not parsed yet
+  for (bool open = true; open;) {
+    char buf[4096];
+    const ssize_t got = ::read(3, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;  // the owner is gone
+    in.append(buf, std::size_t(got));
+    std::size_t at = 0;
+    for (sd::wire::record r;;) {
+      const std::size_t n = sd::wire::parse(in.data() + at, in.size() - at, r);
+      if (n == sd::wire::incomplete) break;
+      if (n == sd::wire::invalid) {  // not the protocol: the end (the owner's sends fail)
+        open = false;
         break;
-      r.dev = dev_t(dev);
-      r.ino = ino_t(ino);
-      live[key(r.kind, r.name, dev, ino)] = r;
-      for (auto& t : tokens)  // named by now: the owner names a token before its segments
-        t.try_open();
-    } else if (op == 'U') {
-      char kind = 0;
-      std::string name;
-      std::uint64_t dev = 0, ino = 0;
-      if (!read_exact(3, &kind, 1) || !read_u64(3, dev) || !read_u64(3, ino) || !read_name(3, name))
-        break;
-      live.erase(key(kind, name, dev, ino));
-    } else {
-      break;  // not the protocol: the end (closing below makes the owner's sends fail)
+      }
+      at += n;
+      if (r.op == 'T') {
+        tokens.push_back({r.id});
+      } else if (r.op == 'R') {
+        live[key(r.kind, r.name, r.dev, r.ino)] = {r.kind, r.name, dev_t(r.dev), ino_t(r.ino)};
+        for (auto& t : tokens)  // named by now: the owner names a token before its segments
+          t.try_open();
+      } else {
+        live.erase(key(r.kind, r.name, r.dev, r.ino));
+      }
     }
+    in.erase(0, at);
   }
   ::close(3);
   // The owner has gone (or closed its end). Its token is released when the

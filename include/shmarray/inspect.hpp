@@ -23,6 +23,7 @@
 #include "backing.hpp"
 #include "detail/os.hpp"
 #include "detail/token.hpp"
+#include "detail/wire.hpp"
 #include "errors.hpp"
 #include "metadata.hpp"
 
@@ -207,6 +208,54 @@ inline bool unlink_if_same(const std::string& bare, dev_t device, ino_t inode) n
   return ::unlink(path.c_str()) == 0;
 }
 
+// The objects a token's journal (`fd`, of `size` bytes) still names: its
+// 'R' records less its 'U' records, up to the first record that is not
+// whole (the owner died writing it). Read with pread; at most 16 MiB.
+inline std::vector<wire::record> journal_of(int fd, std::size_t size) {
+  std::string bytes(std::min<std::size_t>(size, 16u << 20), '\0');
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::pread(fd, &bytes[got], bytes.size() - got, off_t(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += std::size_t(n);
+  }
+  std::vector<wire::record> live;
+  for (std::size_t at = 0; at < got;) {
+    wire::record r;
+    const std::size_t n = wire::parse(bytes.data() + at, got - at, r);
+    if (n == wire::incomplete || n == wire::invalid || r.op == 'T') break;
+    at += n;
+    if (r.op == 'R') {
+      live.push_back(std::move(r));
+      continue;
+    }
+    for (auto it = live.begin(); it != live.end(); ++it)
+      if (it->kind == r.kind && it->dev == r.dev && it->ino == r.ino && it->name == r.name) {
+        live.erase(it);
+        break;
+      }
+  }
+  return live;
+}
+
+// Where a journal's object is, and whether it is still the object named
+// there, made by the token's user (`owner`): a journal names objects by
+// their name, device and inode, and only its owner's are ever removed, so a
+// token forged by another user can make gc remove nothing but its own.
+inline std::string journal_path(const wire::record& r) {
+  return r.kind == 's' ? std::string(shm_dir) + r.name : r.name;
+}
+inline bool journal_object_is_there(const wire::record& r, uid_t owner) {
+  if (r.name.empty() || (r.kind == 's' && r.name.find('/', 1) != std::string::npos) ||
+      r.name[0] != '/' || r.name.find('\0') != std::string::npos)
+    return false;
+  struct stat st {};
+  return ::lstat(journal_path(r).c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+         std::uint64_t(st.st_dev) == r.dev && std::uint64_t(st.st_ino) == r.ino &&
+         st.st_uid == owner;
+}
+
 }  // namespace detail
 
 // Inspects /dev/shm/NAME: any bytes but '/', with or without the leading
@@ -265,13 +314,15 @@ inline std::vector<object_entry> list_objects(bool all = false) {
   return out;
 }
 
-// What collect_dead found: a dead owner's segment, a token nobody holds, or
-// a segment left alone because its owner's token cannot be read.
+// What collect_dead found: a dead owner's segment (found by its record, or
+// named by its token's journal: then `token` says which), a token nobody
+// holds, or a segment left alone because its owner's token cannot be read.
 struct collected {
   enum class kind { segment, token, skipped };
   kind what = kind::segment;
-  std::string name;
-  std::int64_t owner_pid = 0;  // a segment's
+  std::string name;            // "/name" in /dev/shm, or a file backing's path
+  std::int64_t owner_pid = 0;  // a segment's, from its record (0: from a journal)
+  std::string token;           // the journal's token, for a segment it named
   bool removed = false;
   std::string why;  // skipped: the reason
 };
@@ -279,10 +330,11 @@ struct collected {
 // Finds the shmarray segments in /dev/shm whose owner is gone (the record
 // validates, and its token is free or missing, or it comes from an earlier
 // boot) and removes each unless `dry_run`, only while its name still names
-// the object inspected; then removes the tokens nobody holds. Calls
-// seen(const collected&) for each. Raw segments, kept ones (no token),
-// those whose token cannot be read and anything that is not a shmarray
-// segment are never touched.
+// the object inspected; then, for each token nobody holds, what its journal
+// still names (raw segments and file backings, which no record tells of:
+// what a helper that died with its owner did not remove), then the token.
+// Calls seen(const collected&) for each. Kept segments (no token), those
+// whose token cannot be read, and anything no token names are never touched.
 template <class Seen>
 void collect_dead(bool dry_run, Seen&& seen) {
   std::vector<std::uint64_t> tokens;
@@ -311,14 +363,31 @@ void collect_dead(bool dry_run, Seen&& seen) {
     }
   }
   for (const auto id : tokens) {
-    collected c;
-    c.what = collected::kind::token;
-    c.name = detail::token_name(id);
+    const std::string token = detail::token_name(id);
+    auto journal = [&](int fd, const struct stat& st) {
+      for (const auto& r : detail::journal_of(fd, std::size_t(st.st_size))) {
+        if (!detail::journal_object_is_there(r, st.st_uid)) continue;
+        collected c;
+        c.name = r.name;
+        c.token = token;
+        c.removed = !dry_run && ::unlink(detail::journal_path(r).c_str()) == 0;
+        seen(c);
+      }
+    };
     if (dry_run) {
-      if (detail::token_state(id, false) != detail::owner_state::dead) continue;
-    } else if (!detail::remove_token_if_dead(id)) {
+      const int fd = ::shm_open(token.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+      if (fd < 0) continue;
+      detail::fd_guard close_fd{fd};
+      struct stat st {};
+      if (detail::token_lock_state(fd) != detail::owner_state::dead || ::fstat(fd, &st) != 0)
+        continue;
+      journal(fd, st);
+    } else if (!detail::remove_token_if_dead(id, journal)) {
       continue;
     }
+    collected c;
+    c.what = collected::kind::token;
+    c.name = token;
     c.removed = !dry_run;
     seen(c);
   }

@@ -182,7 +182,8 @@ class manager {
     for (int attempt = 0;; ++attempt) {
       const posix_shm name = generate_name(self);
       try {
-        watch_request watch{'s', name.name(), 0, false};
+        claimed_token token;
+        watch_request watch{'s', name.name(), token.id, false};
         detail::initial_bytes init;
         init.created = &watch_created;
         init.context = &watch;
@@ -191,11 +192,12 @@ class manager {
         detail::scope_exit undo([&] { remove_quietly(name); });
         std::lock_guard<std::mutex> g(st().mu);
         void* p = seg.data();
-        st().owned.push_back(
-            {name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode(), false, 's'});
+        st().owned.push_back({name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode(),
+                              token.counted, 's'});
         st().allocations.emplace(p, std::move(seg));
         unwatch.dismiss();
         undo.dismiss();
+        token.hand_over();
         return p;
       } catch (const already_exists&) {
         if (attempt == 16) throw;
@@ -241,6 +243,36 @@ class manager {
     } catch (...) {
     }
   }
+
+  // One reference to this process's owner token, for a named segment that
+  // the manager owns (raw ones included: the token's journal names them),
+  // announced to the watchdog and then named; released on destruction
+  // unless kept. `id` is what a record names; 0 where no token could be made.
+  struct claimed_token {
+    std::uint64_t id = 0;
+    bool counted = false;
+    claimed_token() {
+      id = detail::owner_token::get().acquire();
+      counted = id != 0;
+      detail::watchdog::get().prepare(id);
+      // The token is named only once the watchdog knows it (see acquire); a
+      // new one (the old one lost) is announced in turn.
+      while (id) {
+        const std::uint64_t named = detail::owner_token::get().publish(id);
+        if (named == id) break;
+        id = named;
+        if (id) detail::watchdog::get().prepare(id);
+      }
+      if (!detail::watchdog::get().running()) collect_once();
+    }
+    claimed_token(const claimed_token&) = delete;
+    claimed_token& operator=(const claimed_token&) = delete;
+    ~claimed_token() {
+      if (counted) detail::owner_token::get().release();
+    }
+    // The reference now belongs to the segment made, released with it.
+    void hand_over() noexcept { counted = false; }
+  };
 
   // What the watchdog is told when a new object exists (see create).
   struct watch_request {
@@ -312,36 +344,24 @@ class manager {
     if (!o.raw && !detail::segment_bytes(nbytes, total))
       throw invalid_shape(detail::message(
           backing.name(), "cannot hold " + std::to_string(nbytes) + " bytes and a record"));
-    // A managed named segment with a record names its owner's token, so
-    // that `shmarray gc` can tell when the owner is gone; a kept one names
-    // none and is never collected.
-    std::uint64_t token = 0;
+    // A managed named segment holds a reference to its owner's token; one
+    // with a record names it there, so that `shmarray gc` can tell when the
+    // owner is gone, and the token's journal names them all. A kept one
+    // names none and is never collected.
+    std::optional<claimed_token> token;
     if constexpr (detail::is_named<Backing>::value)
-      if (!o.raw && !o.keep) token = detail::owner_token::get().acquire();
-    const bool counted = token != 0;  // one reference, released with the segment
-    auto untoken = detail::scope_exit([&] {
-      if (counted) detail::owner_token::get().release();
-    });
+      if (!o.keep) token.emplace();
+    const std::uint64_t token_id = token ? token->id : 0;
     // The watchdog learns of the object as soon as it exists, before it is
     // filled, so an owner killed while a large array is filled leaks nothing.
-    watch_request watch{kind_of<Backing>(), {}, token, false};
+    watch_request watch{kind_of<Backing>(), {}, token_id, false};
     detail::initial_bytes init{data, data ? nbytes : std::size_t{0}};
     if constexpr (detail::is_named<Backing>::value) {
       if (!o.keep) {
         watch.name = backing.name();
         init.created = &watch_created;
         init.context = &watch;
-        detail::watchdog::get().prepare(token);
-        if (!detail::watchdog::get().running()) collect_once();
       }
-    }
-    // The token is named only once the watchdog knows it (see acquire); a
-    // new one (the old one lost) is announced in turn.
-    while (token) {
-      const std::uint64_t named = detail::owner_token::get().publish(token);
-      if (named == token) break;
-      token = watch.token = named;
-      if (token) detail::watchdog::get().prepare(token);
     }
     auto unwatch = detail::scope_exit([&] { watch.undo(); });
     segment seg(create_only, backing, std::size_t(total), o.map, init);
@@ -349,18 +369,18 @@ class manager {
     std::optional<segment_info> info;
     if (!o.raw) {
       info = detail::new_info(dtype_of<T>(), shape, o.order, nbytes, self);
-      info->owner_token = token;
+      info->owner_token = token_id;
       detail::write_record(seg.data(), seg.size(), *info, seg.name());
     }
     if constexpr (detail::is_named<Backing>::value) {
       if (!o.keep) {
         std::lock_guard<std::mutex> g(st().mu);
         st().owned.push_back({seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode(),
-                              counted, kind_of<Backing>()});
+                              token->counted, kind_of<Backing>()});
       }
     }
     unwatch.dismiss();
-    untoken.dismiss();
+    if (token) token->hand_over();
     undo.dismiss();
     return ndarray<T>(detail::trusted_t{}, std::move(seg), info ? &*info : nullptr, shape, o.order);
   }

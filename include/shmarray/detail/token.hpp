@@ -120,6 +120,30 @@ class owner_token {
     return refs_ ? id_ : 0;
   }
 
+  // The token's journal: what its owner has registered with the watchdog,
+  // as the helper's own 'R' and 'U' records, so that when owner and helper
+  // die at once (a cgroup killed whole) gc can do the helper's work. Appends
+  // `rec` to the journal of token `id`, or with `rewrite` makes `rec` the
+  // whole journal; false where `id` is not this process's token now (the
+  // caller then writes the whole journal to the new one). Best effort: a
+  // write that fails (a full /dev/shm) leaves the helper to do its work.
+  bool journal(std::uint64_t id, const std::string& rec, bool rewrite) noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    if (pid_ != ::getpid() || refs_ == 0 || id == 0 || id != id_ || fd_ < 0) return false;
+    if (rewrite) journal_bytes_ = 0;
+    const ssize_t n =
+        rec.empty() ? 0 : ::pwrite(fd_, rec.data(), rec.size(), off_t(journal_bytes_));
+    if (n == ssize_t(rec.size())) journal_bytes_ += rec.size();
+    if (rewrite || n != ssize_t(rec.size())) (void)!::ftruncate(fd_, off_t(journal_bytes_));
+    return true;
+  }
+
+  // The journal's size now, for deciding when to rewrite it.
+  std::size_t journal_bytes() {
+    std::lock_guard<std::mutex> g(mu_);
+    return journal_bytes_;
+  }
+
  private:
   owner_token() {
     ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
@@ -131,6 +155,7 @@ class owner_token {
                        t.fd_ = -1;
                        t.id_ = 0;
                        t.refs_ = 0;
+                       t.journal_bytes_ = 0;
                        t.named_ = false;
                        t.pid_ = ::getpid();
                        t.mu_.unlock();
@@ -143,6 +168,7 @@ class owner_token {
     fd_ = -1;
     id_ = 0;
     refs_ = 0;
+    journal_bytes_ = 0;
     named_ = false;
     pid_ = ::getpid();
   }
@@ -161,6 +187,7 @@ class owner_token {
   // Another token in place of the current one, for the references held.
   // On failure the id is 0 until the last reference goes.
   void replace() noexcept {
+    journal_bytes_ = 0;
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
     named_ = false;
@@ -174,6 +201,7 @@ class owner_token {
   // Locked before it has a name: no process, gc included, ever sees this
   // token unlocked while its owner lives. Named by publish(id).
   bool make() {
+    journal_bytes_ = 0;
     if (const int tmp = unnamed_ok_ ? open_unnamed("/dev/shm") : -1; tmp >= 0) {
       const std::uint64_t id = fresh_id();
       // 0600 whatever the umask: this user's helper and gc must open it.
@@ -241,6 +269,7 @@ class owner_token {
   }
 
   void drop() noexcept {
+    journal_bytes_ = 0;
     if (named_) ::shm_unlink(token_name(id_).c_str());
     named_ = false;
     if (fd_ >= 0) ::close(fd_);
@@ -263,6 +292,7 @@ class owner_token {
   int fd_ = -1;
   std::uint64_t id_ = 0;
   std::size_t refs_ = 0;
+  std::size_t journal_bytes_ = 0;
   bool named_ = false;      // linked under its name in /dev/shm
   bool unnamed_ok_ = true;  // unnamed tokens can be linked here
   bool said_ = false;
@@ -309,8 +339,10 @@ inline owner_state token_state(std::uint64_t id, bool other_boot, int* err = nul
 
 // Removes token `id` if nobody holds it: takes the exclusive lock first and
 // removes the name while holding it, and only if the name still names the
-// object locked. True if removed.
-inline bool remove_token_if_dead(std::uint64_t id) noexcept {
+// object locked; while_locked(fd, st) runs just before, holding the lock
+// (gc collects what the token's journal names then). True if removed.
+template <class F>
+inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked) noexcept {
   const std::string name = token_name(id);
   const int fd = ::shm_open(name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
   if (fd < 0) return false;
@@ -319,11 +351,20 @@ inline bool remove_token_if_dead(std::uint64_t id) noexcept {
     struct stat locked {
     }, named{};
     if (::fstat(fd, &locked) == 0 && ::stat(("/dev/shm" + name).c_str(), &named) == 0 &&
-        locked.st_ino == named.st_ino && locked.st_dev == named.st_dev)
+        locked.st_ino == named.st_ino && locked.st_dev == named.st_dev) {
+      try {
+        while_locked(fd, locked);
+      } catch (...) {
+      }
       removed = ::shm_unlink(name.c_str()) == 0;
+    }
   }
   ::close(fd);  // and the lock with it
   return removed;
+}
+
+inline bool remove_token_if_dead(std::uint64_t id) noexcept {
+  return remove_token_if_dead(id, [](int, const struct stat&) {});
 }
 
 }  // namespace shmarray::detail

@@ -33,32 +33,14 @@
 #include <vector>
 
 #include "os.hpp"
+#include "token.hpp"
+#include "wire.hpp"
 
 extern char** environ;
 
 namespace shmarray::detail {
 
-// The helper's protocol, little-endian, each record sent whole under the
-// watchdog's mutex:
-//   'T' u64 token id                       the owner's token
-//   'R' kind u64 dev u64 ino u16 len name  register a segment (kind 's': shm, 'f': file)
-//   'U' kind u64 dev u64 ino u16 len name  unregister that object (not another under the name)
-// A name is never cut short: POSIX names are at most 256 bytes and a file
-// backing refuses a path the kernel could not open (PATH_MAX), so every
-// name the library can create fits the u16 length.
-namespace watchdog_wire {
-inline void put_u64(std::string& s, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i)
-    s.push_back(char(v >> (8 * i)));
-}
-inline void put_name(std::string& s, const std::string& name) {
-  static_assert(PATH_MAX <= 0xFFFF, "a path's length must fit the protocol's u16");
-  const std::size_t n = name.size();
-  s.push_back(char(n & 0xff));
-  s.push_back(char(n >> 8));
-  s.append(name);
-}
-}  // namespace watchdog_wire
+// The records sent to the helper are detail/wire.hpp's.
 
 // Where the helper is: $SHMARRAY_HELPER (empty: no helper), the path the
 // build recorded (SHMARRAY_HELPER), then `shmarray` on PATH.
@@ -97,15 +79,18 @@ class watchdog {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
     if (token) token_ = token;
+    std::string rec;
     try {
       registered_.push_back({kind, name, dev, ino});
-    } catch (...) {  // out of memory: still registered with this helper, not with a restarted one
+      object_record(rec, 'R', kind, name, dev, ino);
+    } catch (...) {  // out of memory: nothing more can be done
+      return;
     }
+    journal(rec);
     if (!connected()) return;
-    std::string rec;
-    token_record(rec, token);
-    object_record(rec, 'R', kind, name, dev, ino);
-    send(rec);
+    std::string head;
+    token_record(head, token);
+    send(head + rec);
   }
 
   // Before a named segment is created: starts the helper if need be and
@@ -139,11 +124,16 @@ class watchdog {
         registered_.erase(it);
         break;
       }
+    std::string rec;
+    try {
+      object_record(rec, 'U', kind, name, dev, ino);
+    } catch (...) {
+      return;
+    }
+    journal(rec);
     if (fd_ < 0) return;
     settle(false);
     if (fd_ < 0) return;
-    std::string rec;
-    object_record(rec, 'U', kind, name, dev, ino);
     send(rec);
   }
 
@@ -168,7 +158,7 @@ class watchdog {
                        w.mid_ = 0;  // the parent's child, not ours
                        w.ack_got_ = 0;
                        w.helper_ = 0;
-                       w.token_sent_ = w.token_ = 0;
+                       w.token_sent_ = w.token_ = w.journaled_ = 0;
                        w.registered_.clear();  // the parent's, not ours
                        w.tried_ = w.lost_ = false;
                        w.pid_ = ::getpid();
@@ -183,7 +173,7 @@ class watchdog {
     mid_ = 0;
     ack_got_ = 0;
     helper_ = 0;
-    token_sent_ = token_ = 0;
+    token_sent_ = token_ = journaled_ = 0;
     registered_.clear();
     tried_ = lost_ = false;
     pid_ = ::getpid();
@@ -237,22 +227,42 @@ class watchdog {
     }
   }
 
-  // Appends an 'R' (register) or 'U' (unregister) record of one object.
   static void object_record(std::string& rec, char op, char kind, const std::string& name,
                             dev_t dev, ino_t ino) {
-    rec.push_back(op);
-    rec.push_back(kind);
-    watchdog_wire::put_u64(rec, std::uint64_t(dev));
-    watchdog_wire::put_u64(rec, std::uint64_t(ino));
-    watchdog_wire::put_name(rec, name);
+    wire::object_record(rec, op, kind, name, dev, ino);
   }
 
   // Appends the 'T' record for `token` unless the helper has it already.
   void token_record(std::string& rec, std::uint64_t token) {
     if (!token || token == token_sent_) return;
-    rec.push_back('T');
-    watchdog_wire::put_u64(rec, token);
+    wire::token_record(rec, token);
     token_sent_ = token;
+  }
+
+  // Keeps the owner token's journal in step with what is registered (see
+  // owner_token::journal): appends `rec`; writes it whole to a new token,
+  // and rewrites it when it has grown to four times what is still live.
+  void journal(const std::string& rec) noexcept {
+    if (!token_) return;
+    try {
+      owner_token& t = owner_token::get();
+      if (journaled_ == token_ && t.journal(token_, rec, false)) {
+        const std::size_t bytes = t.journal_bytes();
+        if (bytes < (64u << 10) || bytes < 4 * live_bytes()) return;
+      }
+      std::string all;
+      for (const auto& r : registered_)
+        object_record(all, 'R', r.kind, r.name, r.dev, r.ino);
+      journaled_ = t.journal(token_, all, true) ? token_ : 0;
+    } catch (...) {  // out of memory: the helper still knows
+    }
+  }
+
+  std::size_t live_bytes() const noexcept {
+    std::size_t n = 0;
+    for (const auto& r : registered_)
+      n += 20 + r.name.size();
+    return n;
   }
 
   void send(const std::string& rec) noexcept {
@@ -386,7 +396,8 @@ class watchdog {
   std::size_t ack_got_ = 0;
   std::string helper_path_;
   std::uint64_t token_sent_ = 0;
-  std::uint64_t token_ = 0;  // the owner's token, for a new helper
+  std::uint64_t token_ = 0;      // the owner's token, for a new helper
+  std::uint64_t journaled_ = 0;  // the token whose journal holds registered_
   // What this process has registered and not yet unregistered.
   struct registration {
     char kind;
