@@ -1,4 +1,5 @@
 #include <catch2/catch.hpp>
+#include <cstring>
 
 #include <memory>
 #include <new>
@@ -121,4 +122,22 @@ TEST_CASE("a named allocator's memory has a name its manager removes") {
     CHECK(m.names().size() == 1);
   }
   CHECK(names.left().empty());
+}
+
+TEST_CASE("a named allocator on a full /dev/shm throws a std::bad_alloc with the reason") {
+  const auto run = test::in_small_tmpfs("/dev/shm", "1m", [](auto say) {
+    manager m;
+    std::vector<char, allocator<char, posix_shm>> v{allocator<char, posix_shm>(m)};
+    try {
+      v.reserve(std::size_t(8) << 20);
+      say("reserved 8 MiB in a 1 MiB /dev/shm");
+      return 1;
+    } catch (const std::bad_alloc& e) {  // what containers and their callers catch
+      say(e.what());
+      return std::strstr(e.what(), "needs 8388608 bytes, but /dev/shm has") ? 0 : 2;
+    }
+  });
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
 }

@@ -222,3 +222,26 @@ TEST_CASE("a forged mutex in a record is corrupt_metadata, not a lock that hangs
   CHECK(names.left().empty());
 }
 #endif
+
+#if defined(__GLIBC__)
+TEST_CASE(
+    "a mutex overwritten after attach is corrupt_metadata at lock(), never a locked garbage") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<int>({1});
+    auto b = ndarray<int>::attach(a.name());  // checked here, and fine
+    auto* mutex = detail::record_mutex(detail::record_of(
+        const_cast<std::byte*>(b.mapped_segment().data()), b.mapped_segment().size()));
+    // Any writer of the segment can do this after the attach (glibc then
+    // writes through the robust list's pointers at unlock).
+    mutex->__data.__kind = 0;
+    mutex->__data.__lock = 123456;
+    CHECK_THROWS_AS(b.lock(), corrupt_metadata);
+    CHECK_THROWS_AS(b.try_lock(), corrupt_metadata);
+    CHECK_THROWS_AS(b.try_lock_for(std::chrono::milliseconds(10)), corrupt_metadata);
+    CHECK_THROWS_WITH(a.lock(), Catch::Contains("overwritten"));
+  }
+  CHECK(names.left().empty());
+}
+#endif

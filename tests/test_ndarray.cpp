@@ -1,4 +1,5 @@
 #include <catch2/catch.hpp>
+#include <cstring>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -396,5 +397,60 @@ TEST_CASE("a segment removed while others map it stays theirs; a new attach find
     CHECK(test::exited_with(status, 0));
     CHECK_THROWS_AS(ndarray<double>::attach(name), not_found);
   }  // the manager's end finds the name gone, and leaves it so
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a segment of exactly the shape's bytes is raw with that shape, whatever it holds") {
+  test::names names;
+  {
+    manager m(names.options());
+    // User data whose last 512 bytes look like a record (its magic first).
+    auto a = m.from_shape<std::uint8_t>({4096}, test::raw());
+    std::memcpy(a.data() + 4096 - 512, "SHMARRAY", 8);
+    auto raw = ndarray<std::uint8_t>::attach(a.name(), {4096});
+    CHECK_FALSE(raw.has_metadata());
+    CHECK(raw.size() == 4096);
+    CHECK(raw(4096 - 512) == 'S');
+    auto wrapped = ndarray<const std::uint8_t>(
+        segment(open_only, posix_shm(a.name()), access_mode::read_only), {64, 64});
+    CHECK_FALSE(wrapped.has_metadata());
+    // Any other shape of its bytes' size is raw too; another size is not.
+    CHECK(ndarray<std::uint8_t>::attach(a.name(), {2048, 2}).size() == 4096);
+    // Another size: not raw, so its tail is read as a record (one in the
+    // making, here, with its magic and no version yet).
+    attach_options once;
+    once.wait = std::chrono::milliseconds(0);
+    CHECK_THROWS_AS(ndarray<std::uint8_t>::attach(a.name(), {4000}, order::row_major, once),
+                    not_ready);
+    std::memset(a.data() + 4096 - 512, 0, 8);
+    CHECK_THROWS_AS(ndarray<std::uint8_t>::attach(a.name(), {4000}), shape_mismatch);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a bool array holding a byte that is not 0 or 1 is refused as bool, read as uint8_t") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto b = m.from_shape<bool>({64});
+    b(3) = true;
+    CHECK(ndarray<const bool>::attach(b.name())(3));
+    // Another writer (Python, C, a bug) puts a 2 where a bool must be 0 or 1:
+    // reading it as bool would be undefined behaviour.
+    auto bytes = ndarray<std::uint8_t>::attach(b.name());  // |b1 seen as its bytes
+    CHECK(bytes(3) == 1);
+    bytes(17) = 2;
+    CHECK_THROWS_AS(ndarray<bool>::attach(b.name()), dtype_mismatch);
+    CHECK_THROWS_WITH(
+        ndarray<const bool>::attach(b.name()),
+        Catch::Contains("byte 2 at offset 17") && Catch::Contains("attach it as std::uint8_t"));
+    CHECK_THROWS_AS(ndarray<std::int8_t>::attach(b.name()), dtype_mismatch);  // |i1 is not |b1
+    bytes(17) = 1;
+    CHECK(ndarray<bool>::attach(b.name())(17));
+    // Raw segments viewed as bool are checked the same way.
+    auto r = m.from_shape<std::uint8_t>({8}, test::raw());
+    r(7) = 255;
+    CHECK_THROWS_AS(ndarray<bool>::attach(r.name(), {8}), dtype_mismatch);
+  }
   CHECK(names.left().empty());
 }

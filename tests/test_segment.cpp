@@ -355,3 +355,54 @@ TEST_CASE("a new segment gets its name only once it is sized and filled") {
   ::rmdir(dir);
   CHECK(names.left().empty());
 }
+
+TEST_CASE(
+    "names are printable UTF-8: control characters and bytes that are not UTF-8 are refused") {
+  for (const std::string& bad :
+       {std::string("x\ny"), std::string("tab\there"), std::string("esc\x1b[31m"),
+        std::string("del\x7f"), std::string("bad\xff"), std::string("c1\xc2\x9b"),
+        std::string("overlong\xc0\xaf"), std::string("surrogate\xed\xa0\x80"),
+        std::string("cut\xe2\x82"), std::string("big\xf4\x90\x80\x80")}) {
+    CAPTURE(detail::escaped(bad));
+    CHECK_THROWS_AS(posix_shm(bad), invalid_name);
+    CHECK_THROWS_AS(ndarray<int>::attach(bad), invalid_name);
+    try {
+      posix_shm p(bad);
+    } catch (const invalid_name& e) {
+      const std::string what = e.what();
+      CHECK(detail::unprintable_at(what) == std::string::npos);  // the message is escaped
+      CHECK_THAT(what, Catch::Contains("at byte"));
+    }
+  }
+  for (const std::string& good : {std::string("caf\xc3\xa9"), std::string("a b"),
+                                  std::string("\xe2\x82\xac"), std::string("\xf0\x9f\x90\x8d")})
+    CHECK_NOTHROW(posix_shm(good));
+  CHECK(detail::escaped("x\ny a\\b\x1b\xff\xc2\x9b\xc3\xa9") ==
+        "x\\ny\\ a\\\\b\\033\\377\\302\\233\xc3\xa9");
+  CHECK(detail::json_quoted("x\ny\"\xff\x7f\xc3\xa9") == "\"x\\ny\\\"\\udcff\\u007f\xc3\xa9\"");
+}
+
+TEST_CASE("no inode left in /dev/shm is out_of_space, as no byte left is") {
+  const auto run = test::in_small_tmpfs("/dev/shm", "1m,nr_inodes=8", [](auto say) {
+    for (int i = 0;; ++i) {  // take every inode there is
+      const int fd =
+          ::open(("/dev/shm/fill" + std::to_string(i)).c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+      if (fd < 0) break;
+      ::close(fd);
+    }
+    try {
+      segment s(create_only, posix_shm("/no_inode"), 4096);
+      say("created a segment with no inode left");
+      return 1;
+    } catch (const out_of_space& e) {
+      say(e.what());
+      return std::strstr(e.what(), "inodes free") ? 0 : 2;
+    } catch (const std::exception& e) {
+      say(std::string("not out_of_space: ") + e.what());
+      return 3;
+    }
+  });
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
+}

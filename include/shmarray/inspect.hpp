@@ -284,8 +284,16 @@ inline object_entry inspect(std::string_view name) {
           detail::message(e.name, "is " + detail::file_kind(st.st_mode) + ", not a regular file"));
     fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-      if (errno == ENOENT) throw not_found(detail::message(e.name, "was removed meanwhile"));
-      detail::throw_os_error(errno, e.name, "cannot be read");
+      const int err = errno;
+      if (err == ENOENT) throw not_found(detail::message(e.name, "was removed meanwhile"));
+      if (const auto id = detail::token_id_of(bare)) {  // a token still, whoever's it is
+        e.status = object_status::owner_token;
+        e.token = id;
+        e.owner = owner_status::unreadable;
+        e.owner_error = detail::token_unreadable(id, err);
+        return e;
+      }
+      detail::throw_os_error(err, e.name, "cannot be read");
     }
     detail::fd_guard close_fd{fd};
     detail::inspect_fd(fd, e, detail::token_id_of(bare));
