@@ -33,7 +33,7 @@ def _owner_fields(row, state, why):
         row["owner_error"] = why
 
 
-def _token_row(raw, name, st, id_):
+def _token_row(name, st, id_):
     """The row of an owner token (listed with all=True)."""
     row = {"name": name, "bytes": st.st_size, "shmarray": False, "status": "owner token"}
     state, why = _owner.token_state(id_)
@@ -41,10 +41,10 @@ def _token_row(raw, name, st, id_):
     return row
 
 
-def _inspect(raw, name, st):
-    """The row of one object (`raw` its name in /dev/shm, `st` its lstat),
-    or None if it has gone or is no longer a regular file."""
-    row = {"name": name, "bytes": st.st_size, "shmarray": False, "status": "ok"}
+def _inspect(raw, name):
+    """The row of one object (`raw` its name in /dev/shm), or None if it
+    has gone or is no longer a regular file."""
+    row = {"name": name, "bytes": 0, "shmarray": False, "status": "ok"}  # 0 until opened
     try:
         fd = os.open(s.SHM_DIR.encode() + b"/" + raw,
                      os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -119,9 +119,9 @@ def list(all=False):  # noqa: A001 (the module's public name)
         token = _owner.token_id_of(raw)
         if token:
             if all:
-                out.append(_token_row(raw, name, st, token))
+                out.append(_token_row(name, st, token))
             continue
-        row = _inspect(raw, name, st)
+        row = _inspect(raw, name)
         if row is not None and (all or row["shmarray"] or row["status"] == "no access"):
             out.append(row)
     return out

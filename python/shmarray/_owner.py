@@ -161,7 +161,7 @@ def token_state(id_, other_boot=False):
     except BlockingIOError:
         return "alive", None
     except OSError as err:
-        return "unreadable", f"its owner token {name} cannot be locked: {err.strerror}"
+        return "unreadable", f"its owner token {name} cannot be read: {err.strerror}"
     finally:
         os.close(fd)
 
