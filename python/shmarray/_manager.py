@@ -13,7 +13,7 @@ from . import _segments as s
 from ._names import escape
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-NAME_ATTEMPTS = 16  # generated names tried before a taken name is an error
+NAME_ATTEMPTS = 17  # a generated name, then up to 16 others when one is taken
 
 
 def random_part():
