@@ -7,6 +7,7 @@ Reliability section."""
 
 import fcntl
 import os
+import select
 import shutil
 import signal
 import socket
@@ -240,12 +241,11 @@ class _Watchdog:
         self.sock, self.ack, self.helper_pid, self.token_sent = a, r, 0, 0
         return True
 
-    def _settle(self, wait=0.0):
-        """Reads the helper's pid once it has said it runs (waiting up to
-        `wait` seconds); a helper that ends its hello without one is given up."""
+    def _settle(self):
+        """Reads the helper's pid once it has said it runs; a helper that
+        ends its hello without one is given up."""
         if self.ack >= 0:
-            import select
-            if select.select([self.ack], [], [], wait)[0]:
+            if select.select([self.ack], [], [], 0)[0]:
                 data = os.read(self.ack, 4)
                 os.close(self.ack)
                 self.ack = -1
@@ -268,7 +268,6 @@ class _Watchdog:
 
     def _hung_up(self):
         """Whether the helper's end of the socket is gone (it never writes)."""
-        import select
         p = select.poll()
         p.register(self.sock.fileno(), select.POLLIN | select.POLLRDHUP)
         for _, ev in p.poll(0):
@@ -338,13 +337,6 @@ class _Watchdog:
         with _mu:
             self._fresh()
             return self.sock is not None
-
-    def helper(self, wait=2.0):
-        """The pid of the helper watching this process (0: none)."""
-        with _mu:
-            self._fresh()
-            self._settle(wait)
-            return self.helper_pid if self.sock is not None else 0
 
     def _fresh(self):
         if self.pid != os.getpid():
