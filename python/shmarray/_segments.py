@@ -85,6 +85,9 @@ class Mapping(mmap.mmap):
                                 prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
         except OSError as err:
             raise _os_error(err, name, "could not be mapped") from None
+        except ValueError:  # CPython's mmap checks the size again: it shrank meanwhile
+            raise e.TruncatedSegment(f"{escape(name)}: was {size} bytes when checked, and was "
+                                     "shortened before it could be mapped") from None
         m.segment_name, m.info, m.device, m.inode = name, info, device, inode
         m.writable = writable
         return m

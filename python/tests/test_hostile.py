@@ -481,3 +481,55 @@ def test_list_is_shmarray_ls_json_row_for_row_for_any_name(listing):
                 if p["status"] != "ok":
                     p.pop("error", None), c.pop("error", None)  # the wording differs
                 assert p == c, (who, flag)
+
+
+# As nobody: a file of its own, resized without end between 1 MiB, where it
+# ends in a valid record, and 4 KiB (the issue's loop that killed `shmarray ls`).
+RESIZER = """
+import os, sys, time
+from shmarray import _format as f
+rec, checksum = f.new_record("|u1", ((1 << 20) - 512,), "C")
+tail = rec + checksum + bytes(128)
+tail = tail[:f.OFF_READY] + f.READY + tail[f.OFF_READY + 4:]
+fd = os.open("/dev/shm/flap", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    os.ftruncate(fd, 1 << 20)
+    os.pwrite(fd, tail, (1 << 20) - 512)
+    os.ftruncate(fd, 4096)
+"""
+
+# As root, meanwhile: list() and attach() of it, counting what each raised.
+INSPECTOR = """
+import collections, json, sys, numpy as np, shmarray
+seen = collections.Counter()
+for i in range(int(sys.argv[1])):
+    for call in (lambda: shmarray.list(all=True), lambda: shmarray.attach("/flap", timeout=0),
+                 lambda: shmarray.attach("/flap", readonly=True, timeout=0),
+                 lambda: shmarray.attach_raw("/flap", (4096,), np.uint8)):
+        try:
+            call()
+            seen["ok"] += 1
+        except shmarray.Error as err:
+            seen[type(err).__name__] += 1
+        except Exception as err:
+            seen["NOT A SHMARRAY ERROR: " + type(err).__name__ + ": " + str(err)] += 1
+print(json.dumps(seen))
+"""
+
+
+def test_a_file_resized_without_end_by_another_user_gives_typed_errors_only():
+    """Issue 19, case 1, for the module (which read with pread already): no
+    death by signal and nothing but shmarray's typed errors."""
+    out, _ = in_private_shm(code("""
+        resizer = subprocess.Popen(nobody_cmd(RESIZER) + ["20"], stdout=subprocess.PIPE, text=True)
+        assert resizer.stdout.readline().strip() == "ready"
+        r = subprocess.run([PY, "-c", INSPECTOR, "3000"], capture_output=True, text=True)
+        resizer.kill()
+        resizer.wait()
+        result({"rc": r.returncode, "seen": json.loads(r.stdout) if r.stdout else r.stderr})
+    """, RESIZER=RESIZER, INSPECTOR=INSPECTOR))
+    assert out["rc"] == 0, out  # no death by signal
+    assert not [k for k in out["seen"] if k.startswith("NOT")], out["seen"]
+    assert out["seen"].get("ok", 0) > 0 and out["seen"].get("TruncatedSegment", 0) > 0
