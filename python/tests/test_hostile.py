@@ -397,10 +397,12 @@ r = as_nobody(LIST)
 assert r.returncode == 0, r.stderr
 rows["nobody"] = json.loads(r.stdout)
 clis = {who: [cli(False, who), cli(True, who)] for who in ("root", "nobody")} if CLI else {}
+text = subprocess.run([CLI, "ls", "-a"], capture_output=True).stdout if CLI else b""
+text = text.decode("utf-8", "backslashreplace")
 raw_names = sorted(os.listdir(b"/dev/shm"))
 live.stdin.close()
 live.wait()
-result({"rows": rows, "cli": clis, "raw": [n.decode("utf-8", "surrogateescape") for n in raw_names],
+result({"rows": rows, "cli": clis, "text": text, "raw": [n.decode("utf-8", "surrogateescape") for n in raw_names],
         "live": [shown, hidden], "dead": [dead, dead_token],
         "token": [n.decode() for n in raw_names if n.startswith(b".shmarray-owner-")
                   and n != b".shmarray-owner-xyz"]})
@@ -533,3 +535,16 @@ def test_a_file_resized_without_end_by_another_user_gives_typed_errors_only():
     assert out["rc"] == 0, out  # no death by signal
     assert not [k for k in out["seen"] if k.startswith("NOT")], out["seen"]
     assert out["seen"].get("ok", 0) > 0 and out["seen"].get("TruncatedSegment", 0) > 0
+
+
+def test_shmarray_ls_escapes_names_as_the_module_does(listing):
+    if not CLI:
+        pytest.skip("SHMARRAY_CLI is not set: run through CTest")
+    from shmarray._names import escape
+    text = listing["text"]
+    rows = listing["rows"]["root"][1]
+    lines = text.splitlines()
+    assert len(lines) == len(rows) + 1, text  # a header, then one line a row: none forged
+    assert all(line.isprintable() for line in lines), text  # no control byte, no ESC
+    for r in rows:
+        assert escape(r["name"]) in text, (escape(r["name"]), text)
