@@ -352,6 +352,10 @@ HOSTILE_NAMES = [b"bad\xff", b"x\ny", b"\x1b[31mred", "c1\u009bq".encode(), b"a 
 LISTING = """
 import stat
 import numpy as np, shmarray
+# first the programs that may start a helper (which collects dead owners'
+# leftovers as it starts), then the owner that dies
+subprocess.run([GOLDEN, "make", "/kept", "<i2", "C", "7"], check=True)
+os.chmod("/dev/shm/kept", 0o644)
 live = subprocess.Popen([PY, "-c", LIVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                         text=True)
 shown, hidden = json.loads(live.stdout.readline())
@@ -360,8 +364,6 @@ env = dict(os.environ, SHMARRAY_HELPER="")
 r = subprocess.run([PY, "-c", DEAD], capture_output=True, text=True, env=env)
 dead, dead_token = json.loads(r.stdout)
 os.chmod("/dev/shm" + dead, 0o644)
-subprocess.run([GOLDEN, "make", "/kept", "<i2", "C", "7"], check=True)
-os.chmod("/dev/shm/kept", 0o644)
 with open("/dev/shm/kept", "rb") as fh:
     seg = fh.read()
 for raw in [n.encode("latin-1") if isinstance(n, str) else n for n in HOSTILE]:
