@@ -2,6 +2,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -230,6 +231,51 @@ inline program_run run_program(const char* path, const std::vector<std::string>&
   r.status = reap(pid);
   r.code = WIFEXITED(r.status) ? WEXITSTATUS(r.status) : 128 + WTERMSIG(r.status);
   return r;
+}
+
+// Starts the program at `path` with `args` and goes on: its pid (reap it).
+// Its stdin and stderr are /dev/null; its stdout goes to `out` if given.
+inline pid_t start_program(const char* path, const std::vector<std::string>& args, int out = -1) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0);
+    ::dup2(out >= 0 ? out : null, 1);
+    ::dup2(null, 2);
+    std::vector<char*> argv{const_cast<char*>(path)};
+    for (const auto& a : args)
+      argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(path, argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Another local user: the command `argv` run as nobody, through setpriv.
+inline const char* setpriv = "/usr/bin/setpriv";
+inline std::vector<std::string> as_nobody(std::vector<std::string> argv) {
+  argv.insert(argv.begin(), {"--reuid=nobody", "--regid=nogroup", "--clear-groups"});
+  return argv;
+}
+
+// Whether this test can act as another user (root, with setpriv); if not,
+// prints the skip marker.
+inline bool can_act_as_nobody() {
+  if (::geteuid() == 0 && ::access(setpriv, X_OK) == 0) return true;
+  std::printf("SHMARRAY-SKIP: needs root and %s to act as another user\n", setpriv);
+  return false;
+}
+
+// Waits up to `ms` milliseconds for pred() to hold.
+template <class P>
+bool eventually(P&& pred, int ms = 5000) {
+  for (int i = 0; i < ms; ++i) {
+    if (pred()) return true;
+    ::usleep(1000);
+  }
+  return pred();
 }
 
 // True while pid runs: it exists and is not a zombie waiting for its parent.

@@ -112,7 +112,8 @@ TEST_CASE("shmarray rm removes segments, and leaves what is not one alone") {
     ::close(fd);
     const auto refused = cli({"rm", other});
     CHECK(refused.code == 1);
-    CHECK_THAT(refused.err, Contains("is not a shmarray segment; not removed"));
+    CHECK_THAT(refused.err, Contains("is not a shmarray segment (its 4096 bytes do not end in a "
+                                     "shmarray record); not removed"));
     CHECK(names.exists(other));
     CHECK(cli({"ls"}).out.find(other) == std::string::npos);  // ls shows shmarray's only
     CHECK(cli({"ls", "--all"}).out.find(other) != std::string::npos);
@@ -128,7 +129,11 @@ TEST_CASE("shmarray rm removes segments, and leaves what is not one alone") {
 
 TEST_CASE("shmarray: usage errors exit 2, --help and --version exit 0") {
   CHECK(cli({}).code == 2);
-  CHECK(cli({"frobnicate"}).code == 2);
+  const auto unknown = cli({"frobnicate"});
+  CHECK(unknown.code == 2);
+  CHECK(unknown.err ==
+        "shmarray: unknown command \"frobnicate\" (the commands are ls, info, rm and gc; "
+        "shmarray --help says more)\n");
   CHECK(cli({"info"}).code == 2);
   CHECK(cli({"ls", "--bogus"}).code == 2);
   const auto help = cli({"--help"});
@@ -195,7 +200,8 @@ TEST_CASE("shmarray gc removes what a killed owner left, and nothing else") {
 
     const auto gc = cli({"gc"});
     CHECK(gc.code == 0);
-    CHECK_THAT(gc.out, Contains("removed " + a) && Contains("removed " + b));
+    CHECK_THAT(gc.out, Contains("removed " + a) && Contains("removed " + b) &&
+                           Contains("removed owner token " + token + " (nobody holds it)"));
     CHECK(!names.exists(a));
     CHECK(!names.exists(b));
     CHECK(test::shm_names(token.substr(1)).empty());  // the dead token went too
@@ -206,4 +212,69 @@ TEST_CASE("shmarray gc removes what a killed owner left, and nothing else") {
     posix_shm(other).remove();
   }
   CHECK(names.left().empty());
+}
+
+TEST_CASE("shmarray gc says when there is nothing to do") {
+  // Nothing dead here: every owner of this test's is alive, and gc says so
+  // rather than nothing (other tests' dead leftovers may be there to remove).
+  const auto gc = cli({"gc", "-n"});
+  CHECK(gc.code == 0);
+  CHECK_FALSE(gc.out.empty());
+  const auto run = test::in_small_tmpfs("/dev/shm", "1m", [](auto say) {
+    const auto r = cli({"gc"});
+    const auto dry = cli({"gc", "--dry-run"});
+    say(r.out + "|" + dry.out);
+    return r.out == "nothing to remove\n" && dry.out == "nothing would be removed\n" ? 0 : 1;
+  });
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
+}
+
+TEST_CASE("shmarray ls -a lists the owner tokens, and rm keeps a live owner's") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<int>({4});
+    const std::string token = detail::token_name(detail::owner_token::get().id());
+    const auto all = cli({"ls", "-a"});
+    CHECK_THAT(all.out, Catch::Matches("(.|\n)*\n" + token + " .* yes .* owner token\n(.|\n)*"));
+    CHECK(cli({"ls"}).out.find(token) == std::string::npos);
+    CHECK_THAT(cli({"ls", "-a", "--json"}).out,
+               Contains("{\"name\": \"" + token +
+                        "\", \"bytes\": 0, \"shmarray\": false, \"status\": \"owner token\", "
+                        "\"owner\": \"alive\"}"));
+    CHECK_THAT(cli({"info", token}).out, Contains("owner token: of a process that is alive"));
+    const auto rm = cli({"rm", "-f", token});
+    CHECK(rm.code == 1);
+    CHECK_THAT(rm.err, Contains("is the owner token of a live process; not removed"));
+    CHECK(test::shm_names(token.substr(1)).size() == 1);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("shmarray info and rm say what an empty object or a FIFO is") {
+  test::names names;
+  const std::string empty = names("empty");
+  const int fd = ::shm_open(empty.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  const auto info = cli({"info", empty});
+  CHECK(info.code == 1);
+  CHECK(info.err == "shmarray info: segment \"" + empty +
+                        "\" is empty (0 bytes): not a shmarray segment, or one still being "
+                        "created\n");
+  const auto rm = cli({"rm", empty});
+  CHECK(rm.code == 1);
+  CHECK_THAT(rm.err, Contains("is empty (0 bytes)") && Contains("not removed"));
+  CHECK(cli({"rm", "-f", empty}).code == 0);
+  CHECK(names.left().empty());
+  // A FIFO where a segment might be: not opened (it would block), said.
+  const std::string fifo = "/dev/shm/" + names("fifo").substr(1);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const auto f = cli({"info", names("fifo")});
+  CHECK(f.code == 1);
+  CHECK_THAT(f.err, Contains("is a FIFO, not a regular file"));
+  CHECK(cli({"ls", "-a"}).out.find(names("fifo")) == std::string::npos);  // regular files only
+  ::unlink(fifo.c_str());
 }

@@ -1,7 +1,10 @@
 // The shmarray command: list, inspect and remove shmarray segments in
-// /dev/shm. Reads records exactly as an attach does (the same validation),
-// read-only, and never touches what is not a shmarray segment unless told to.
+// /dev/shm. Stands on shmarray/inspect.hpp: records are read with pread and
+// validated exactly as an attach validates them, nothing is ever mapped, and
+// every name it prints is escaped, so that no object in /dev/shm, whoever
+// made it, can crash it or forge its output.
 #include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,83 +16,54 @@
 #include <cstring>
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <optional>
-#include <shmarray/detail/gc.hpp>
+#include <shmarray/inspect.hpp>
 #include <shmarray/shmarray.hpp>
 #include <sstream>
 #include <string>
-#include <typeinfo>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
 namespace {
 
 namespace sd = shmarray::detail;
-
-// What one object in /dev/shm is.
-struct entry {
-  std::string name;         // "/name"
-  std::uint64_t bytes = 0;  // the object's size
-  bool shmarray = false;    // ends in a record with the magic
-  std::string status = "ok";
-  std::string error;  // the typed error's message, when status is not ok
-  shmarray::segment_info info;
-  std::uint32_t lock_state = 0;
-  sd::owner_state owner = sd::owner_state::unknown;
-  dev_t device = 0;
-  ino_t inode = 0;
-};
+using shmarray::object_entry;
+using shmarray::object_status;
+using shmarray::owner_status;
 
 // An error's message without the library's own "shmarray: " prefix, which
 // the command's prefix replaces.
-std::string text(const std::exception& e) {
-  std::string t = e.what();
+std::string text(const std::string& what) {
   const std::string p = "shmarray: ";
-  return t.compare(0, p.size(), p) == 0 ? t.substr(p.size()) : t;
+  return what.compare(0, p.size(), p) == 0 ? what.substr(p.size()) : what;
+}
+std::string text(const std::exception& e) {
+  return text(std::string(e.what()));
 }
 
-// The error's kind as a word for `status`.
-std::string status_of(const shmarray::error& e) {
-  if (dynamic_cast<const shmarray::not_ready*>(&e)) return "being created";
-  if (dynamic_cast<const shmarray::version_mismatch*>(&e)) return "unknown version";
-  if (dynamic_cast<const shmarray::truncated_segment*>(&e)) return "truncated";
-  if (dynamic_cast<const shmarray::corrupt_metadata*>(&e)) return "corrupt";
-  if (dynamic_cast<const shmarray::access_denied*>(&e)) return "no access";
-  if (dynamic_cast<const shmarray::not_found*>(&e)) return "gone";
-  return "unreadable";
+// A name as it is printed: escaped (see detail/text.hpp).
+std::string shown(const std::string& name) {
+  return sd::escaped(name);
 }
 
 bool same_boot(const shmarray::segment_info& i) {
   return i.boot_id == sd::boot_id();
 }
 
-// Opens `name` read-only and reads its record as an attach would. Throws
-// not_found (and invalid_name) only; every other problem is in the entry.
-entry inspect(const std::string& name) {
-  entry e;
-  const shmarray::posix_shm backing(name);
-  e.name = backing.name();
-  try {
-    shmarray::segment seg(shmarray::open_only, backing, shmarray::access_mode::read_only);
-    e.bytes = seg.size();
-    e.device = seg.device();
-    e.inode = seg.inode();
-    const std::byte* rec = sd::record_of(seg.data(), seg.size());
-    e.shmarray = rec && sd::has_magic(rec);
-    e.info = sd::read_record(seg.data(), seg.size(), e.name);
-    e.lock_state = sd::load_acquire(rec, shmarray::format::off_lock_state);
-    e.owner = sd::owner_of(e.info);
-  } catch (const shmarray::not_found&) {
-    throw;
-  } catch (const shmarray::error& x) {
-    e.status = status_of(x);
-    e.error = text(x);
+const char* alive_word(owner_status o) {
+  switch (o) {
+    case owner_status::alive:
+      return "yes";
+    case owner_status::gone:
+      return "no";
+    case owner_status::untracked:
+      return "?";
+    case owner_status::unreadable:
+      break;
   }
-  return e;
-}
-
-const char* owner_word(sd::owner_state o) {
-  return o == sd::owner_state::alive ? "yes" : o == sd::owner_state::dead ? "no" : "?";
+  return "unreadable";
 }
 
 std::string shape_text(const shmarray::shape_type& s) {
@@ -109,71 +83,42 @@ std::string time_text(std::uint64_t ns) {
   return buf;
 }
 
-std::string json_string(const std::string& s) {
-  std::string o = "\"";
-  for (const char c : s) {
-    switch (c) {
-      case '"':
-        o += "\\\"";
-        break;
-      case '\\':
-        o += "\\\\";
-        break;
-      case '\n':
-        o += "\\n";
-        break;
-      case '\t':
-        o += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          o += buf;
-        } else {
-          o += c;
-        }
-    }
-  }
-  return o + "\"";
-}
-
-std::string json(const entry& e) {
+std::string json(const object_entry& e) {
   std::ostringstream o;
-  o << "{\"name\": " << json_string(e.name) << ", \"bytes\": " << e.bytes
+  o << "{\"name\": " << sd::json_quoted(e.name) << ", \"bytes\": " << e.bytes
     << ", \"shmarray\": " << (e.shmarray ? "true" : "false")
-    << ", \"status\": " << json_string(e.status);
-  if (e.status == "ok") {
+    << ", \"status\": " << sd::json_quoted(to_string(e.status));
+  auto owner = [&] {
+    o << ", \"owner\": \"" << to_string(e.owner) << "\"";
+    if (e.owner == owner_status::unreadable)
+      o << ", \"owner_error\": " << sd::json_quoted(text(e.owner_error));
+  };
+  if (e.status == object_status::ok) {
     const auto& i = e.info;
-    o << ", \"dtype\": " << json_string(i.dtype) << ", \"itemsize\": " << i.itemsize
+    o << ", \"dtype\": " << sd::json_quoted(i.dtype) << ", \"itemsize\": " << i.itemsize
       << ", \"shape\": [";
     for (std::size_t k = 0; k < i.shape.size(); ++k)
       o << (k ? ", " : "") << i.shape[k];
     o << "], \"order\": \"" << char(i.order) << "\", \"data_nbytes\": " << i.data_nbytes
       << ", \"owner_pid\": " << i.owner_pid << ", \"created_ns\": " << i.created_ns
-      << ", \"created\": " << json_string(time_text(i.created_ns))
+      << ", \"created\": " << sd::json_quoted(time_text(i.created_ns))
       << ", \"same_boot\": " << (same_boot(i) ? "true" : "false")
-      << ", \"lock\": " << (e.lock_state == shmarray::format::lock_ready ? "true" : "false")
-      << ", \"owner_alive\": "
-      << (e.owner == sd::owner_state::alive  ? "true"
-          : e.owner == sd::owner_state::dead ? "false"
-                                             : "null");
+      << ", \"lock\": " << (e.lock_ready ? "true" : "false") << ", \"owner_alive\": "
+      << (e.owner == owner_status::alive  ? "true"
+          : e.owner == owner_status::gone ? "false"
+                                          : "null");
+    owner();
+  } else if (e.status == object_status::owner_token) {
+    owner();
   } else {
-    o << ", \"error\": " << json_string(e.error);
+    o << ", \"error\": " << sd::json_quoted(text(e.error));
   }
   o << "}";
   return o.str();
 }
 
 int cmd_ls(bool as_json, bool all) {
-  std::vector<entry> rows;
-  for (const auto& n : sd::shm_object_names()) {
-    try {
-      entry e = inspect(n);
-      if (e.shmarray || all) rows.push_back(std::move(e));
-    } catch (const shmarray::error&) {  // removed meanwhile, or a name shm_open refuses
-    }
-  }
+  const std::vector<object_entry> rows = shmarray::list_objects(all);
   if (as_json) {
     std::cout << "[";
     for (std::size_t k = 0; k < rows.size(); ++k)
@@ -181,39 +126,60 @@ int cmd_ls(bool as_json, bool all) {
     std::cout << "]\n";
     return 0;
   }
-  std::printf("%-32s %-6s %-18s %-5s %12s %8s %-5s  %-20s  %s\n", "NAME", "DTYPE", "SHAPE", "ORDER",
-              "BYTES", "OWNER", "ALIVE", "CREATED", "STATUS");
+  std::printf("%-32s %-6s %-18s %-5s %12s %8s %-10s  %-20s  %s\n", "NAME", "DTYPE", "SHAPE",
+              "ORDER", "BYTES", "OWNER", "ALIVE", "CREATED", "STATUS");
   for (const auto& e : rows) {
-    if (e.status == "ok")
-      std::printf("%-32s %-6s %-18s %-5c %12llu %8lld %-5s  %-20s  %s\n", e.name.c_str(),
+    const std::string name = shown(e.name);
+    if (e.status == object_status::ok)
+      std::printf("%-32s %-6s %-18s %-5c %12llu %8lld %-10s  %-20s  %s\n", name.c_str(),
                   e.info.dtype.c_str(), shape_text(e.info.shape).c_str(), char(e.info.order),
-                  (unsigned long long)e.bytes, (long long)e.info.owner_pid, owner_word(e.owner),
+                  (unsigned long long)e.bytes, (long long)e.info.owner_pid, alive_word(e.owner),
                   time_text(e.info.created_ns).c_str(),
                   same_boot(e.info) ? "ok" : "ok (from an earlier boot)");
     else
-      std::printf("%-32s %-6s %-18s %-5s %12llu %8s %-5s  %-20s  %s\n", e.name.c_str(), "-", "-",
-                  "-", (unsigned long long)e.bytes, "-", "-", "-",
-                  e.shmarray ? e.status.c_str() : "not a shmarray segment");
+      std::printf("%-32s %-6s %-18s %-5s %12llu %8s %-10s  %-20s  %s\n", name.c_str(), "-", "-",
+                  "-", (unsigned long long)e.bytes, "-",
+                  e.status == object_status::owner_token ? alive_word(e.owner) : "-", "-",
+                  e.shmarray || e.status == object_status::no_access ||
+                          e.status == object_status::owner_token
+                      ? to_string(e.status)
+                      : "not a shmarray segment");
   }
   return 0;
 }
 
+// What an object that is not a readable shmarray segment is, for info and rm.
+std::string not_a_segment(const object_entry& e) {
+  if (e.status == object_status::no_access)
+    return text(e.error) + " (it may be another user's segment)";
+  if (e.shmarray || e.bytes == 0) return text(e.error);  // (an empty object: it says so)
+  return "segment \"" + shown(e.name) + "\" is not a shmarray segment (its " +
+         std::to_string(e.bytes) + (e.bytes == 1 ? " byte does" : " bytes do") +
+         " not end in a shmarray record)";
+}
+
 int cmd_info(const std::string& name, bool as_json) {
-  entry e;
+  object_entry e;
   try {
-    e = inspect(name);
+    e = shmarray::inspect(name);
   } catch (const shmarray::error& x) {
     std::fprintf(stderr, "shmarray info: %s\n", text(x).c_str());
     return 1;
   }
   if (as_json) {
     std::cout << json(e) << "\n";
-    return e.status == "ok" ? 0 : 1;
+    return e.status == object_status::ok || e.status == object_status::owner_token ? 0 : 1;
   }
-  if (e.status != "ok") {
-    std::fprintf(
-        stderr, "shmarray info: %s\n",
-        e.shmarray ? e.error.c_str() : (e.name + " is not a shmarray segment (no record)").c_str());
+  if (e.status == object_status::owner_token) {
+    std::printf("name:        %s\n", shown(e.name).c_str());
+    std::printf("owner token: of a process that is %s\n",
+                e.owner == owner_status::alive  ? "alive (its lock is held)"
+                : e.owner == owner_status::gone ? "gone (nobody holds it: shmarray gc removes it)"
+                                                : text(e.owner_error).c_str());
+    return 0;
+  }
+  if (e.status != object_status::ok) {
+    std::fprintf(stderr, "shmarray info: %s\n", not_a_segment(e).c_str());
     return 1;
   }
   const auto& i = e.info;
@@ -221,7 +187,7 @@ int cmd_info(const std::string& name, bool as_json) {
   std::string st;
   for (std::size_t k = 0; k < strides.size(); ++k)
     st += (k ? ", " : "") + std::to_string(strides[k] * std::ptrdiff_t(i.itemsize));
-  std::printf("name:        %s\n", e.name.c_str());
+  std::printf("name:        %s\n", shown(e.name).c_str());
   std::printf("dtype:       %s (%zu bytes an element)\n", i.dtype.c_str(), i.itemsize);
   std::printf("shape:       %s (rank %zu)\n", shape_text(i.shape).c_str(), i.shape.size());
   std::printf("order:       %c (%s)\n", char(i.order),
@@ -231,13 +197,14 @@ int cmd_info(const std::string& name, bool as_json) {
               (unsigned long long)e.bytes);
   std::printf("owner pid:   %lld%s\n", (long long)i.owner_pid,
               same_boot(i) ? "" : " (on an earlier boot)");
-  std::printf("owner:       %s\n", e.owner == sd::owner_state::alive ? "alive (its token is held)"
-                                   : e.owner == sd::owner_state::dead
-                                       ? "gone (its token is free): shmarray gc removes this"
-                                       : "not tracked (kept, or made without a manager)");
+  const std::string unreadable = "unknown: " + text(e.owner_error);
+  std::printf("owner:       %s\n",
+              e.owner == owner_status::alive  ? "alive (its token is held)"
+              : e.owner == owner_status::gone ? "gone (its token is free): shmarray gc removes this"
+              : e.owner == owner_status::untracked ? "not tracked (kept, or made without a manager)"
+                                                   : unreadable.c_str());
   std::printf("created:     %s\n", time_text(i.created_ns).c_str());
-  std::printf("lock:        %s\n",
-              e.lock_state == shmarray::format::lock_ready ? "ready" : "not yet used");
+  std::printf("lock:        %s\n", e.lock_ready ? "ready" : "not yet used");
   return 0;
 }
 
@@ -245,16 +212,25 @@ int cmd_rm(const std::vector<std::string>& names, bool force) {
   int rc = 0;
   for (const auto& n : names) {
     try {
-      const entry e = inspect(n);
-      if (!e.shmarray && !force) {
+      const object_entry e = shmarray::inspect(n);
+      if (e.status == object_status::owner_token && e.owner == owner_status::alive) {
         std::fprintf(stderr,
-                     "shmarray rm: %s is not a shmarray segment; not removed (--force removes "
-                     "it anyway)\n",
-                     e.name.c_str());
+                     "shmarray rm: %s is the owner token of a live process; not removed (without "
+                     "it, gc would take that process's segments for a dead owner's)\n",
+                     shown(e.name).c_str());
         rc = 1;
         continue;
       }
-      shmarray::posix_shm(n).remove();
+      const bool segment = e.shmarray || e.status == object_status::owner_token;
+      if (!segment && !force) {
+        std::fprintf(stderr, "shmarray rm: %s; not removed (--force removes it anyway)\n",
+                     not_a_segment(e).c_str());
+        rc = 1;
+        continue;
+      }
+      const std::string path = std::string(sd::shm_dir) + e.name;
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+        sd::throw_os_error(errno, e.name, "could not be removed");
     } catch (const shmarray::error& x) {
       std::fprintf(stderr, "shmarray rm: %s\n", text(x).c_str());
       rc = 1;
@@ -263,13 +239,29 @@ int cmd_rm(const std::vector<std::string>& names, bool force) {
   return rc;
 }
 
-// Removes the segments whose owner is gone, then the tokens nobody holds.
+// Removes the segments whose owner is gone, then the tokens nobody holds,
+// saying what it did, and that there was nothing to do when there was not.
 int cmd_gc(bool dry_run) {
-  sd::collect_dead(dry_run, [&](const sd::dead_segment& d, bool removed) {
-    if (dry_run || removed)
-      std::printf("%s %s (owner %lld is gone)\n", dry_run ? "would remove" : "removed",
-                  d.name.c_str(), (long long)d.owner_pid);
+  int said = 0;
+  shmarray::collect_dead(dry_run, [&](const shmarray::collected& c) {
+    const std::string name = shown(c.name);
+    switch (c.what) {
+      case shmarray::collected::kind::segment:
+        if (!dry_run && !c.removed) return;  // removed or replaced meanwhile
+        std::printf("%s %s (owner %lld is gone)\n", dry_run ? "would remove" : "removed",
+                    name.c_str(), (long long)c.owner_pid);
+        break;
+      case shmarray::collected::kind::token:
+        std::printf("%s owner token %s (nobody holds it)\n", dry_run ? "would remove" : "removed",
+                    name.c_str());
+        break;
+      case shmarray::collected::kind::skipped:
+        std::printf("left %s alone: %s\n", name.c_str(), text(c.why).c_str());
+        break;
+    }
+    ++said;
   });
+  if (!said) std::printf("%s\n", dry_run ? "nothing would be removed" : "nothing to remove");
   return 0;
 }
 
@@ -315,12 +307,36 @@ bool read_name(int fd, std::string& name) {
 void unlink_if_same(const registered& r) {
   struct stat st {};
   const std::string path = r.kind == 's' ? "/dev/shm" + r.name : r.name;
-  if (::stat(path.c_str(), &st) != 0 || st.st_dev != r.dev || st.st_ino != r.ino) return;
-  if (r.kind == 's')
-    ::shm_unlink(r.name.c_str());
-  else
-    ::unlink(r.name.c_str());
+  if (::lstat(path.c_str(), &st) != 0 || st.st_dev != r.dev || st.st_ino != r.ino) return;
+  ::unlink(path.c_str());
 }
+
+// One owner token the helper was told of, and its own descriptor of it,
+// opened once the token has its name (the owner names it after telling us).
+struct watched_token {
+  std::uint64_t id;
+  int fd = -1;
+  void try_open() {
+    if (fd < 0)
+      fd = ::open(("/dev/shm" + sd::token_name(id)).c_str(),
+                  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  }
+  // Waits until no process holds the token. Through our own descriptor, a
+  // shared lock taken blocking: it is granted when the owner's exclusive
+  // lock goes, whoever held the name meanwhile. Without one (the owner died
+  // before naming it, or it cannot be opened), by its name: anything but
+  // "dead" counts as alive, for removing a live owner's segment is the one
+  // thing a watchdog must never do.
+  void wait_until_free() {
+    if (fd >= 0) {
+      while (::flock(fd, LOCK_SH) != 0)
+        if (errno != EINTR) break;
+      return;
+    }
+    while (sd::token_state(id, false) != sd::owner_state::dead)
+      ::usleep(20000);
+  }
+};
 
 // The helper's life: fd 3 is the owner's socket, fd 4 where it says it runs.
 [[noreturn]] void watchdog_main() {
@@ -342,6 +358,16 @@ void unlink_if_same(const registered& r) {
   (void)!::write(4, &self, sizeof self);
   ::close(4);
 
+  // What owners that died with their helper left (a cgroup killed whole, as
+  // systemd, Slurm and Kubernetes stop jobs), collected in the background:
+  // never on the owner's path, and this helper's owner is alive meanwhile.
+  std::thread([] {
+    try {
+      shmarray::collect_dead(false, [](const shmarray::collected&) {});
+    } catch (...) {
+    }
+  }).detach();
+
   // By kind, name, device and inode: one name may be registered for two
   // objects of the owner's at once (a creation that failed on a name it
   // already holds unregisters only its own).
@@ -349,14 +375,14 @@ void unlink_if_same(const registered& r) {
   auto key = [](char kind, const std::string& name, std::uint64_t dev, std::uint64_t ino) {
     return kind + std::to_string(dev) + ':' + std::to_string(ino) + ':' + name;
   };
-  std::vector<std::uint64_t> tokens;
+  std::vector<watched_token> tokens;
   for (;;) {
     char op = 0;
     if (!read_exact(3, &op, 1)) break;
     if (op == 'T') {
       std::uint64_t id = 0;
       if (!read_u64(3, id)) break;
-      tokens.push_back(id);
+      tokens.push_back({id});
     } else if (op == 'R') {
       registered r{};
       std::uint64_t dev = 0, ino = 0;
@@ -366,6 +392,8 @@ void unlink_if_same(const registered& r) {
       r.dev = dev_t(dev);
       r.ino = ino_t(ino);
       live[key(r.kind, r.name, dev, ino)] = r;
+      for (auto& t : tokens)  // named by now: the owner names a token before its segments
+        t.try_open();
     } else if (op == 'U') {
       char kind = 0;
       std::string name;
@@ -380,15 +408,14 @@ void unlink_if_same(const registered& r) {
   ::close(3);
   // The owner has gone (or closed its end). Its token is released when the
   // last process holding it is: wait for that, then clean up.
-  // (Anything but "dead" counts as alive: removing a live owner's segment
-  // is the one thing a watchdog must never do.)
-  for (const auto id : tokens)
-    while (sd::token_state(id, false) != sd::owner_state::dead)
-      ::usleep(20000);
+  for (auto& t : tokens)
+    t.wait_until_free();
   for (const auto& [key, r] : live)
     unlink_if_same(r);
-  for (const auto id : tokens)
-    sd::remove_token_if_dead(id);
+  for (auto& t : tokens) {
+    if (t.fd >= 0) ::close(t.fd);  // (and the shared lock with it, before removing)
+    sd::remove_token_if_dead(t.id);
+  }
   ::_exit(0);
 }
 
@@ -396,6 +423,16 @@ void unlink_if_same(const registered& r) {
 
 int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "__watchdog") == 0) watchdog_main();
+  if (argc >= 2 && argv[1][0] != '-') {
+    const std::string cmd = argv[1];
+    if (cmd != "ls" && cmd != "info" && cmd != "gc" && cmd != "rm") {
+      std::fprintf(stderr,
+                   "shmarray: unknown command \"%s\" (the commands are ls, info, rm and gc; "
+                   "shmarray --help says more)\n",
+                   shown(cmd).c_str());
+      return 2;
+    }
+  }
   CLI::App app{"shmarray: list, inspect and remove shmarray segments in /dev/shm", "shmarray"};
   app.set_version_flag("--version", std::string("shmarray ") + SHMARRAY_VERSION);
   app.require_subcommand(1);
@@ -406,10 +443,14 @@ int main(int argc, char** argv) {
 
   auto* ls = app.add_subcommand("ls", "list the shmarray segments in /dev/shm");
   ls->add_flag("--json", as_json, "print a JSON array, one object per segment");
-  ls->add_flag("-a,--all", all, "also list objects that are not shmarray segments");
+  ls->add_flag("-a,--all", all,
+               "also list objects that are not shmarray segments, and the owner tokens");
 
   auto* info = app.add_subcommand("info", "print the metadata of one segment");
-  info->add_option("NAME", name, "the segment's name, with or without its leading /")->required();
+  info->add_option("NAME", name,
+                   "the segment's name, with or without its leading / (any bytes: quote a "
+                   "name ls shows escaped as $'...')")
+      ->required();
   info->add_flag("--json", as_json, "print a JSON object");
 
   bool dry_run = false;

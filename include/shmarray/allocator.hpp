@@ -91,9 +91,15 @@ class allocator<T, posix_shm> {
   allocator(const allocator<U, posix_shm>& o) noexcept  // NOLINT(google-explicit-constructor)
       : m_(&o.owner()) {}
 
+  // Throws shmarray::bad_alloc (a std::bad_alloc, as containers expect)
+  // with the reason, out_of_space's message where /dev/shm is full.
   T* allocate(std::size_t n) {
     if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
-    return static_cast<T*>(m_->allocate_bytes(n == 0 ? 1 : n * sizeof(T)));
+    try {
+      return static_cast<T*>(m_->allocate_bytes(n == 0 ? 1 : n * sizeof(T)));
+    } catch (const error& e) {
+      throw shmarray::bad_alloc(e.what());
+    }
   }
   void deallocate(T* p, std::size_t) noexcept { m_->deallocate_bytes(p); }
 

@@ -121,7 +121,10 @@ inline huge_pages_status shmem_huge_setting() {
 // Populates the page tables of a mapping.
 inline void populate(void* p, std::size_t n, bool writable) {
   if (::madvise(p, n, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0) return;
-  // Kernels before 5.14 lack MADV_POPULATE_*: touch one byte per page.
+  // Kernels before 5.14 lack MADV_POPULATE_* (EINVAL): touch one byte per
+  // page. Any other failure (EFAULT: the object shrank under the mapping)
+  // leaves the pages to fault in, where touching them now would be a SIGBUS.
+  if (errno != EINVAL) return;
   const volatile char* c = static_cast<const char*>(p);
   for (std::size_t off = 0; off < n; off += page_size())
     (void)c[off];
@@ -167,6 +170,12 @@ struct initial_bytes {
 // a SIGBUS later.
 inline mapping create_mapping(int fd, std::string_view name, std::size_t size, bool shmem,
                               space where, const map_options& o, initial_bytes init) {
+  // A full file system is said with the space free before this attempt:
+  // the new object (unnamed, or named by us a moment ago) is emptied first.
+  auto full = [&] {
+    (void)!::ftruncate(fd, 0);
+    throw_out_of_space(fd, name, size, where);
+  };
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
   if (init.created) init.created(init.context, st.st_dev, st.st_ino);
@@ -176,7 +185,7 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
   // pwrite grows a file as it goes: size it first, so no reader sees a
   // partial size. (fallocate alone sets the size in one step.)
   if (init.size > 0 && ::ftruncate(fd, off_t(size)) != 0) {
-    if (errno == EFBIG || errno == ENOSPC) throw_out_of_space(fd, name, size, where);
+    if (errno == EFBIG || errno == ENOSPC) full();
     throw_os_error(errno, name, "could not be sized to " + std::to_string(size) + " bytes");
   }
   const auto* src = static_cast<const char*>(init.data);
@@ -184,7 +193,7 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
     const ssize_t n =
         ::pwrite(fd, src + done, std::min<std::size_t>(init.size - done, 1u << 30), off_t(done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == ENOSPC || errno == ENOMEM)) throw_out_of_space(fd, name, size, where);
+    if (n < 0 && (errno == ENOSPC || errno == ENOMEM)) full();
     if (n <= 0) throw_os_error(n < 0 ? errno : EIO, name, "could not be written");
     done += std::size_t(n);
   }
@@ -193,7 +202,7 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
     do  // tmpfs gives up with EINTR when a signal is pending
       rc = ::posix_fallocate(fd, off_t(init.size), off_t(size - init.size));
     while (rc == EINTR);
-    if (rc == ENOSPC || rc == ENOMEM) throw_out_of_space(fd, name, size, where);
+    if (rc == ENOSPC || rc == ENOMEM) full();
     if (rc != 0) throw_os_error(rc, name, "could not reserve " + std::to_string(size) + " bytes");
   }
   mapping m;
@@ -205,26 +214,78 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
   return m;
 }
 
-// Maps the whole of an existing object, after checking its real size.
-inline mapping open_mapping(int fd, std::string_view name, bool writable, bool shmem,
-                            const map_options& o) {
+// What an object that is not a regular file is, for a message.
+inline std::string file_kind(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFDIR:
+      return "a directory";
+    case S_IFIFO:
+      return "a FIFO";
+    case S_IFSOCK:
+      return "a socket";
+    case S_IFCHR:
+      return "a character device";
+    case S_IFBLK:
+      return "a block device";
+    case S_IFLNK:
+      return "a symbolic link";
+  }
+  return "not a regular file";
+}
+
+// Whether an object has holes: pages no one has reserved yet, which a
+// write on a full file system would meet as a SIGBUS.
+inline bool is_sparse(const struct stat& st) noexcept {
+  return std::uint64_t(st.st_blocks) * 512u < std::uint64_t(st.st_size);
+}
+
+// Reserves the holes of an object others made (they may only have sized it,
+// as multiprocessing.shared_memory does), so that writing to it can never
+// meet a full file system. fallocate(2) itself, keeping the size: never
+// posix_fallocate, whose fallback writes zeros into a live segment.
+inline void reserve_holes(int fd, std::string_view name, std::size_t size, space where) {
+  int rc;
+  while ((rc = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, off_t(size))) != 0 && errno == EINTR) {
+  }
+  if (rc == 0 || errno == EOPNOTSUPP) return;  // (a file system without fallocate: nothing to do)
+  if (errno == ENOSPC || errno == ENOMEM)
+    throw_out_of_space(fd, name, size, where,
+                       "is sparse (made by sizing alone), and its pages are reserved before a "
+                       "writable attach so that no write meets a full file system: it ");
+  throw_os_error(errno, name, "could not have its pages reserved");
+}
+
+// Maps the whole of an existing object of a regular file, after checking
+// its real size. `check(fd, size)` runs before anything is mapped: what it
+// reads it reads with pread, so an object that another process shrinks
+// meanwhile is an error there, never a SIGBUS. A writable mapping of a
+// sparse object reserves its holes first.
+template <class Check>
+inline mapping open_mapping(int fd, std::string_view name, bool writable, bool shmem, space where,
+                            const map_options& o, Check&& check) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
   if (!S_ISREG(st.st_mode))
-    throw access_denied(
-        message(name, "is not a regular file (mode " + std::to_string(st.st_mode & S_IFMT) + ")"));
+    throw access_denied(message(name, "is " + file_kind(st.st_mode) + ", not a regular file"));
   if (st.st_size == 0)
     throw not_ready(message(name, "is empty: it is still being created, or holds nothing"));
+  const std::size_t size = std::size_t(st.st_size);
+  check(fd, size);
+  if (writable && is_sparse(st)) reserve_holes(fd, name, size, where);
   mapping m;
   m.name = std::string(name);
   m.writable = writable;
   m.device = st.st_dev;
   m.inode = st.st_ino;
-  m.region =
-      map_region({fd, writable ? bip::read_write : bip::read_only}, std::size_t(st.st_size), name);
+  m.region = map_region({fd, writable ? bip::read_write : bip::read_only}, size, name);
   tune(m, o, shmem);
   return m;
 }
+
+// A check before mapping that checks nothing.
+struct no_check {
+  void operator()(int, std::size_t) const noexcept {}
+};
 
 // What the named backings share: create exclusively, open without blocking
 // (a FIFO planted under the name must not hang the caller), and remove.
@@ -251,6 +312,7 @@ class named_backing {
     const int fd = self().open_fd(O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT)
       throw not_found(message(name(), "cannot be created: its directory does not exist"));
+    if (fd < 0 && errno == ENOSPC) throw_cannot_create(self().directory(), name(), Derived::where);
     if (fd < 0) throw_os_error(errno, name(), "could not be created");
     fd_guard close_fd{fd};
     scope_exit undo([&] { self().unlink_name(); });
@@ -259,12 +321,22 @@ class named_backing {
     return m;
   }
 
-  mapping open(access_mode a, const map_options& o) const {
+  // Opens the object without following a symbolic link, runs check(fd,
+  // size) on it before anything is mapped (see open_mapping), and maps it.
+  template <class Check = no_check>
+  mapping open(access_mode a, const map_options& o, Check&& check = {}) const {
     const bool writable = a == access_mode::read_write;
-    const int fd = self().open_fd((writable ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
+    const int fd =
+        self().open_fd((writable ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ELOOP)
+      throw access_denied(
+          message(name(),
+                  "is a symbolic link, which shmarray does not follow (another user may have "
+                  "planted it); to attach through a link on purpose, resolve it yourself "
+                  "(realpath) and attach the path it names"));
     if (fd < 0) throw_os_error(errno, name(), "could not be opened");
     fd_guard close_fd{fd};
-    return open_mapping(fd, name(), writable, self().shmem(fd), o);
+    return open_mapping(fd, name(), writable, self().shmem(fd), Derived::where, o, check);
   }
 
   // Unlinks the name; false if there was nothing to remove. Mappings stay valid.
@@ -340,7 +412,16 @@ class posix_shm : public detail::named_backing<posix_shm> {
     else if (bare == "." || bare == "..")
       why = "is a directory name";
     else if (bare.size() > NAME_MAX)
-      why = "is longer than 255 characters";
+      why = "is longer than 255 bytes";
+    std::string control;
+    if (!why) {
+      if (const auto at = detail::unprintable_at(bare); at != bare.npos) {
+        control = "holds a control character or a byte that is not UTF-8 at byte " +
+                  std::to_string(at + (bare.size() < name.size())) +
+                  " (names are printable UTF-8, so that no name can forge what lists print)";
+        why = control.c_str();
+      }
+    }
     if (why)
       throw invalid_name(detail::message(name, std::string("is not a valid name: it ") + why));
     return "/" + std::string(bare);
@@ -386,11 +467,21 @@ class file : public detail::named_backing<file> {
     if (path.empty()) throw invalid_name("shmarray: a file backing needs a path");
     if (path.find('\0') != path.npos)
       throw invalid_name(detail::message(path, "is not a valid path: it holds a NUL character"));
-    if (path[0] == '/') return std::string(path);
-    char cwd[PATH_MAX];
-    if (!::getcwd(cwd, sizeof cwd))
-      detail::throw_os_error(errno, path, "cannot be made absolute (getcwd failed)");
-    return std::string(cwd) + "/" + std::string(path);
+    std::string out(path);
+    if (path[0] != '/') {
+      char cwd[PATH_MAX];
+      if (!::getcwd(cwd, sizeof cwd))
+        detail::throw_os_error(errno, path, "cannot be made absolute (getcwd failed)");
+      out = std::string(cwd) + "/" + out;
+    }
+    // What the kernel cannot open cannot be registered with the watchdog
+    // either: refused here, before anything exists.
+    if (out.size() >= PATH_MAX)
+      throw invalid_name(detail::message(out.substr(0, 64) + "...",
+                                         "is not a valid path: its " + std::to_string(out.size()) +
+                                             " bytes are more than the " +
+                                             std::to_string(PATH_MAX - 1) + " a path may have"));
+    return out;
   }
 
   std::string path_;

@@ -4,11 +4,14 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "detail/text.hpp"
 
 namespace shmarray {
 
@@ -136,6 +139,18 @@ class system_error : public error {
   int code_;
 };
 
+// What shmarray::allocator throws when its shared memory cannot be had
+// (out_of_space, a refused name): a std::bad_alloc, as containers and
+// their callers expect of an allocator, with that error's message.
+class bad_alloc : public std::bad_alloc {
+ public:
+  explicit bad_alloc(const std::string& what) : what_(what) {}
+  const char* what() const noexcept override { return what_.what(); }
+
+ private:
+  std::runtime_error what_;  // copies without throwing, as an exception must
+};
+
 // Forking workers from a process that runs other threads was refused: the
 // workers would get only the calling thread, and any lock another thread
 // held (an OpenMP runtime's, malloc's) would stay locked in them forever.
@@ -197,13 +212,11 @@ class worker_error : public error {
 
 namespace detail {
 
-// `segment "/name"`, or `anonymous segment` for memory without a name.
+// `segment "/name"`, or `anonymous segment` for memory without a name. The
+// name is escaped (detail/text.hpp): a message can never be forged by one.
 inline std::string describe(std::string_view name) {
   if (name.empty()) return "anonymous segment";
-  std::string s = "segment \"";
-  s.append(name.data(), name.size());
-  s += '"';
-  return s;
+  return "segment \"" + escaped(name) + '"';
 }
 
 inline std::string message(std::string_view name, std::string_view text) {

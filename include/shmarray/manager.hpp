@@ -2,6 +2,7 @@
 // their names' life. The counterpart of SharedMemoryManager.
 #pragma once
 
+#include <sys/random.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -20,12 +21,12 @@
 #include <vector>
 
 #include "backing.hpp"
-#include "detail/gc.hpp"
 #include "detail/os.hpp"
 #include "detail/token.hpp"
 #include "detail/watchdog.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
+#include "inspect.hpp"
 #include "metadata.hpp"
 #include "ndarray.hpp"
 #include "segment.hpp"
@@ -46,7 +47,7 @@ struct create_options {
 };
 
 struct manager_options {
-  // Generated names are prefix + pid + '_' + salt + '_' + counter.
+  // Generated names are prefix + pid + '_' + 10 random base-36 characters.
   std::string prefix = "shmarray_";
 };
 
@@ -62,6 +63,18 @@ inline void append_number(std::string& s, std::uint64_t v, unsigned radix) {
   } while (v);
   while (n)
     s += digits[--n];
+}
+
+// 10 base-36 characters (51 bits) from the kernel's random source, new for
+// every name: another user who sees one name cannot plant the next.
+inline void append_random(std::string& s) {
+  std::uint64_t v = 0;
+  if (::getrandom(&v, sizeof v, 0) != ssize_t(sizeof v)) {
+    std::random_device rd;  // getrandom unavailable (seccomp?): the same source, by another way
+    v = std::uint64_t(rd()) << 32 | rd();
+  }
+  for (int i = 0; i < 10; ++i, v /= 36)
+    s += "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36];
 }
 
 }  // namespace detail
@@ -135,17 +148,12 @@ class manager {
     return ndarray<T>::attach(name, shape, o, opts);
   }
 
-  // A fresh name: prefix, owner pid, a per-process salt and a counter. With
-  // the default prefix it is at most 30 characters long, '/' included.
+  // A fresh name: prefix, owner pid and a random part of its own. With the
+  // default prefix it is at most 28 characters long, '/' included.
   posix_shm generate_name() const { return generate_name(::getpid()); }
 
  private:
   posix_shm generate_name(pid_t self) const {
-    static std::atomic<std::uint64_t> counter{0};
-    static const std::uint64_t salt = [] {  // 5 base-36 digits
-      std::random_device rd;
-      return 1679616 + rd() % (60466176 - 1679616);
-    }();
     const std::string& prefix = st().prefix;
     std::string name;
     name.reserve(prefix.size() + 32);
@@ -153,9 +161,7 @@ class manager {
     name += prefix;
     detail::append_number(name, std::uint64_t(self), 10);
     name += '_';
-    detail::append_number(name, salt, 36);
-    name += '_';
-    detail::append_number(name, counter.fetch_add(1, std::memory_order_relaxed) % 2176782336u, 36);
+    detail::append_random(name);
     return posix_shm(name);
   }
 
@@ -231,7 +237,7 @@ class manager {
     static std::atomic<bool> done{false};
     if (done.exchange(true)) return;
     try {
-      detail::collect_dead(false, [](const detail::dead_segment&, bool) {});
+      collect_dead(false, [](const collected&) {});
     } catch (...) {
     }
   }
@@ -279,8 +285,7 @@ class manager {
     }
   }
 
-  // Creates under a generated name, trying the next one if a stale segment
-  // of an earlier process with this pid holds it.
+  // Creates under a generated name, trying another if the name is taken.
   template <class T>
   ndarray<T> create(const shape_type& shape, const create_options& o, const void* data) {
     const pid_t self = ::getpid();

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -100,13 +101,17 @@ inline bool segment_bytes(std::uint64_t data_nbytes, std::uint64_t& out) noexcep
   return true;
 }
 
+// Whether a segment of `size` bytes can end in a record.
+inline bool record_fits(std::size_t size) noexcept {
+  return size >= format::record_size &&
+         (size - format::record_size) % format::record_alignment == 0;
+}
+
 // The record of a segment of `size` bytes: its last 512 bytes, or nullptr
 // where the size cannot end in a record.
 template <class Byte>
 inline Byte* record_of(Byte* base, std::size_t size) noexcept {
-  if (size < format::record_size || (size - format::record_size) % format::record_alignment)
-    return nullptr;
-  return base + (size - format::record_size);
+  return record_fits(size) ? base + (size - format::record_size) : nullptr;
 }
 
 inline bool all_zero(const std::byte* p, std::size_t n) noexcept {
@@ -171,43 +176,42 @@ inline std::string reserved_text(std::size_t offset, std::byte value) {
          std::to_string(std::to_integer<int>(value)) + ", expected 0";
 }
 
-// Reads and validates the record of a mapped segment, in the order
-// docs/FORMAT.md gives. Throws not_ready, version_mismatch, corrupt_metadata
-// or truncated_segment; never trusts a field before it is checked.
-inline segment_info read_record(const std::byte* base, std::size_t size, std::string_view name) {
-  const std::byte* at = record_of(base, size);
-  if (!at)
-    corrupt(name, "its " + std::to_string(size) +
-                      " bytes cannot end in a shmarray record (is it a raw segment? attach it "
-                      "with an explicit shape)");
-  if (!has_magic(at)) {
-    bool zero = true;
-    for (std::size_t i = 0; i < sizeof format::magic; ++i)
-      zero = zero && at[i] == std::byte{0};
-    if (zero)
+// The message for a size that cannot end in a record.
+[[noreturn]] inline void no_record_fits(std::string_view name, std::size_t size) {
+  corrupt(name, "its " + std::to_string(size) +
+                    " bytes cannot end in a shmarray record (is it a raw segment? attach it "
+                    "with an explicit shape)");
+}
+
+// Validates a private copy of the record (`rec`, format::record_size bytes)
+// of a segment of `size` bytes, in the order docs/FORMAT.md gives. Throws
+// not_ready, version_mismatch, corrupt_metadata or truncated_segment; never
+// trusts a field before it is checked. The copy's ready word must be one
+// read before the rest (see read_record and read_record_at).
+inline segment_info validate_record(const std::byte* rec, std::size_t size, std::string_view name) {
+  if (!record_fits(size)) no_record_fits(name, size);
+  if (!has_magic(rec)) {
+    if (all_zero(rec + format::off_magic, sizeof format::magic))
       throw not_ready(message(name,
                               "has no shmarray record yet: it is still being created, or it is "
                               "a raw segment (attach it with an explicit shape)"));
     corrupt(name, "bad magic (is it a raw segment? attach it with an explicit shape)");
   }
-  const auto v = load_le<std::uint32_t>(at + format::off_version);
+  const auto v = load_le<std::uint32_t>(rec + format::off_version);
   if (v == 0) throw not_ready(message(name, "is still being created (its version is not set)"));
   if (v != format::version)
     throw version_mismatch(message(name, "has format version " + std::to_string(v) +
                                              ", this reader knows version " +
                                              std::to_string(format::version)));
-  if (load_acquire(at, format::off_ready) != format::ready_value)
+  if (load_le<std::uint32_t>(rec + format::off_ready) != format::ready_value)
     throw not_ready(message(name, "is still being created (its ready word is not set)"));
 
-  // Validate a private copy, so that nothing can change between check and use.
-  std::byte rec[format::checksummed];
-  std::memcpy(rec, at, sizeof rec);
   if (const auto rs = load_le<std::uint32_t>(rec + format::off_record_size);
       rs != format::record_size)
     corrupt(name, "record size " + std::to_string(rs) + ", expected " +
                       std::to_string(format::record_size));
-  const auto stored = load_le<std::uint32_t>(at + format::off_checksum);
-  if (const auto computed = crc32(rec, sizeof rec); computed != stored)
+  const auto stored = load_le<std::uint32_t>(rec + format::off_checksum);
+  if (const auto computed = crc32(rec, format::checksummed); computed != stored)
     corrupt(name, "checksum " + std::to_string(stored) + ", computed " + std::to_string(computed));
 
   segment_info info;
@@ -275,6 +279,56 @@ inline segment_info read_record(const std::byte* base, std::size_t size, std::st
   info.owner_token = load_le<std::uint64_t>(rec + format::off_owner_token);
   std::memcpy(info.boot_id.data(), rec + format::off_boot_id, info.boot_id.size());
   return info;
+}
+
+// Reads and validates the record of a mapped segment: the ready word first
+// (acquire), then a private copy of the rest, so that nothing can change
+// between check and use and no field is older than the ready word.
+inline segment_info read_record(const std::byte* base, std::size_t size, std::string_view name) {
+  const std::byte* at = record_of(base, size);
+  if (!at) no_record_fits(name, size);
+  const std::uint32_t ready = load_acquire(at, format::off_ready);
+  std::byte rec[format::record_size];
+  std::memcpy(rec, at, sizeof rec);
+  store_le<std::uint32_t>(rec + format::off_ready, ready);
+  return validate_record(rec, size, name);
+}
+
+// Reads the record of an object of `size` bytes from its descriptor into
+// `rec` (format::record_size bytes) with pread, nothing mapped: an object
+// that another process shrinks meanwhile gives a short read, never a
+// SIGBUS. The ready word is read on its own before the rest, as above.
+// False when the object is shorter than `size` now.
+inline bool read_tail(int fd, std::size_t size, std::byte* rec) noexcept {
+  if (size < format::record_size) return false;
+  const off_t at = off_t(size - format::record_size);
+  auto read_at = [fd](void* p, std::size_t n, off_t off) {
+    for (std::size_t done = 0; done < n;) {
+      const ssize_t got = ::pread(fd, static_cast<char*>(p) + done, n - done, off + off_t(done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) return false;
+      done += std::size_t(got);
+    }
+    return true;
+  };
+  std::byte ready[4];
+  if (!read_at(ready, sizeof ready, at + off_t(format::off_ready))) return false;
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (!read_at(rec, format::record_size, at)) return false;
+  std::memcpy(rec + format::off_ready, ready, sizeof ready);
+  return true;
+}
+
+// Reads (pread) and validates the record of the object behind `fd`, which
+// held `size` bytes when it was examined.
+inline segment_info read_record_at(int fd, std::size_t size, std::string_view name) {
+  if (!record_fits(size)) no_record_fits(name, size);
+  std::byte rec[format::record_size];
+  if (!read_tail(fd, size, rec))
+    throw truncated_segment(message(name, "shrank to fewer than its " + std::to_string(size) +
+                                              " bytes while its record was read (another "
+                                              "process is resizing it)"));
+  return validate_record(rec, size, name);
 }
 
 // Whether a mutex in the record is of the kind shmarray makes: a forged or

@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -88,55 +90,71 @@ class ndarray : public detail::array_view<T> {
   explicit ndarray(segment seg) {
     check_access(seg);
     const auto info = detail::read_record(seg.data(), seg.size(), seg.name());
+    check_dtype(info, seg.name());
     adopt(std::move(seg), info);
   }
 
   // Wraps a segment with an explicit shape, as SharedNDArray(shm, shape,
-  // dtype) does: a raw segment must hold exactly the bytes of the shape; a
-  // segment with a record must agree with it.
+  // dtype) does: a segment that holds exactly the bytes of the shape is raw,
+  // whatever those bytes are; any other must carry a record that agrees.
   ndarray(segment seg, const shape_arg& shape_in, order o = order::row_major) {
     const shape_type& shape = shape_in;
     check_access(seg);
     const std::size_t nbytes = detail::checked_nbytes(sizeof(T), shape, seg.name());
-    const std::byte* rec = detail::record_of(seg.data(), seg.size());
-    std::uint64_t with_record = 0;
-    if (detail::has_magic(rec) ||
-        (detail::segment_bytes(nbytes, with_record) && with_record == seg.size() &&
-         detail::all_zero(rec, sizeof format::magic))) {
-      // A record, or the place of one not written yet: read_record says which.
-      const auto info = detail::read_record(seg.data(), seg.size(), seg.name());
-      check_dtype(info, seg.name());
-      if (info.shape != shape || info.order != o)
-        throw shape_mismatch(
-            detail::message(seg.name(), "has shape " + to_string(info.shape) + " in " +
-                                            order_name(info.order) + " order, expected " +
-                                            to_string(shape) + " in " + order_name(o) + " order"));
-      adopt(std::move(seg), info);
-      return;
-    }
-    if (seg.size() != nbytes)
-      throw shape_mismatch(detail::message(seg.name(), "holds " + std::to_string(seg.size()) +
-                                                           " bytes, but shape " + to_string(shape) +
-                                                           " of " + std::string(dtype().str) +
-                                                           " takes " + std::to_string(nbytes)));
-    state_ = detail::share(std::move(seg), false);
-    set_view(reinterpret_cast<T*>(state_->seg.data()), shape, o);
+    std::byte rec[format::record_size];
+    const bool fits = detail::record_fits(seg.size());
+    if (fits) copy_record(seg.data(), seg.size(), rec);
+    const auto info = described(seg.size(), fits ? rec : nullptr, shape, o, nbytes, seg.name());
+    if (info)
+      adopt(std::move(seg), *info);
+    else
+      adopt_raw(std::move(seg), shape, o);
   }
 
-  // Attaches to a named segment (POSIX shared memory or a file) by its record.
+  // Attaches to a named segment (POSIX shared memory or a file) by its
+  // record. The record is read with pread and validated, and the dtype
+  // checked, before anything is mapped: an object that fails never is.
   template <class Backing, class = std::enable_if_t<detail::is_named<Backing>::value>>
   static ndarray attach(const Backing& backing, const attach_options& opts = {}) {
-    return retry_while_not_ready(opts, [&] { return ndarray(open(backing, opts)); });
+    return retry_while_not_ready(opts, [&] {
+      std::optional<segment_info> info;
+      segment seg(open_only, backing, mode, opts.map, [&](int fd, std::size_t size) {
+        info = detail::read_record_at(fd, size, backing.name());
+        check_dtype(*info, backing.name());
+      });
+      ndarray a;
+      a.adopt(std::move(seg), *info);
+      return a;
+    });
   }
   static ndarray attach(std::string_view name, const attach_options& opts = {}) {
     return attach(posix_shm(name), opts);
   }
 
-  // Attaches with an explicit shape (raw segments, or to check a record).
+  // Attaches with an explicit shape (raw segments, or to check a record),
+  // decided as the constructor above decides it, before anything is mapped.
   template <class Backing, class = std::enable_if_t<detail::is_named<Backing>::value>>
-  static ndarray attach(const Backing& backing, const shape_arg& shape, order o = order::row_major,
-                        const attach_options& opts = {}) {
-    return retry_while_not_ready(opts, [&] { return ndarray(open(backing, opts), shape, o); });
+  static ndarray attach(const Backing& backing, const shape_arg& shape_in,
+                        order o = order::row_major, const attach_options& opts = {}) {
+    const shape_type& shape = shape_in;
+    const std::size_t nbytes = detail::checked_nbytes(sizeof(T), shape, backing.name());
+    return retry_while_not_ready(opts, [&] {
+      std::optional<segment_info> info;
+      segment seg(open_only, backing, mode, opts.map, [&](int fd, std::size_t size) {
+        std::byte rec[format::record_size];
+        const bool fits = detail::record_fits(size) && size != nbytes;
+        if (fits && !detail::read_tail(fd, size, rec))
+          throw truncated_segment(detail::message(
+              backing.name(), "shrank while its record was read (another process resizes it)"));
+        info = described(size, fits ? rec : nullptr, shape, o, nbytes, backing.name());
+      });
+      ndarray a;
+      if (info)
+        a.adopt(std::move(seg), *info);
+      else
+        a.adopt_raw(std::move(seg), shape, o);
+      return a;
+    });
   }
   static ndarray attach(std::string_view name, const shape_arg& shape, order o = order::row_major,
                         const attach_options& opts = {}) {
@@ -238,11 +256,6 @@ class ndarray : public detail::array_view<T> {
   static constexpr access_mode mode =
       std::is_const_v<T> ? access_mode::read_only : access_mode::read_write;
 
-  template <class Backing>
-  static segment open(const Backing& backing, const attach_options& opts) {
-    return segment(open_only, backing, mode, opts.map);
-  }
-
   template <class F>
   static ndarray retry_while_not_ready(const attach_options& opts, F&& attempt) {
     const auto deadline = std::chrono::steady_clock::now() + opts.wait;
@@ -264,20 +277,86 @@ class ndarray : public detail::array_view<T> {
                           "ndarray<const T>"));
   }
 
+  // T's dtype, or |b1 seen as its bytes through uint8_t (see check_bools).
   static void check_dtype(const segment_info& info, std::string_view name) {
-    if (info.dtype != dtype().str)
-      throw dtype_mismatch(
-          detail::message(name, "holds " + info.dtype + ", expected " + std::string(dtype().str)));
+    if (info.dtype == dtype().str) return;
+    if (std::is_same_v<std::remove_const_t<T>, std::uint8_t> && info.dtype == dtype_of<bool>().str)
+      return;
+    throw dtype_mismatch(
+        detail::message(name, "holds " + info.dtype + ", expected " + std::string(dtype().str)));
+  }
+
+  // The copy of a mapped record that validate_record checks: the ready
+  // word read first, as read_record does.
+  static void copy_record(const std::byte* base, std::size_t size, std::byte* rec) {
+    const std::byte* at = detail::record_of(base, size);
+    const std::uint32_t ready = detail::load_acquire(at, format::off_ready);
+    std::memcpy(rec, at, format::record_size);
+    detail::store_le<std::uint32_t>(rec + format::off_ready, ready);
+  }
+
+  // What a segment of `size` bytes, its record copied to `rec` (nullptr
+  // where it has none), is when attached with an explicit shape: raw
+  // (nullopt) when it holds exactly the shape's bytes; else its record,
+  // which must agree with the shape, the order and T.
+  static std::optional<segment_info> described(std::size_t size, const std::byte* rec,
+                                               const shape_type& shape, order o, std::size_t nbytes,
+                                               std::string_view name) {
+    if (size == nbytes) return std::nullopt;
+    std::uint64_t with_record = 0;
+    const bool could_be = detail::segment_bytes(nbytes, with_record) && with_record == size;
+    // A record, or the place of one not written yet: validate_record says which.
+    if (rec && (detail::has_magic(rec) ||
+                (could_be && detail::all_zero(rec + format::off_magic, sizeof format::magic)))) {
+      auto info = detail::validate_record(rec, size, name);
+      check_dtype(info, name);
+      if (info.shape != shape || info.order != o)
+        throw shape_mismatch(detail::message(
+            name, "has shape " + to_string(info.shape) + " in " + order_name(info.order) +
+                      " order, expected " + to_string(shape) + " in " + order_name(o) + " order"));
+      return info;
+    }
+    throw shape_mismatch(detail::message(
+        name, "holds " + std::to_string(size) + " bytes, but shape " + to_string(shape) + " of " +
+                  std::string(dtype().str) + " takes " + std::to_string(nbytes)));
+  }
+
+  // A bool whose byte is neither 0 nor 1 is undefined behaviour to read, and
+  // any process that can write a segment can put one there: the bytes of a
+  // segment viewed as bool are checked when it is attached. (Whoever writes
+  // them later is trusted, as every writer of a segment is.)
+  static void check_bools(const segment& seg, std::size_t n) {
+    if constexpr (std::is_same_v<std::remove_const_t<T>, bool>) {
+      const auto* p = reinterpret_cast<const unsigned char*>(seg.data());
+      for (std::size_t i = 0; i < n; ++i)
+        if (p[i] > 1)
+          throw dtype_mismatch(detail::message(
+              seg.name(), "holds byte " + std::to_string(unsigned(p[i])) + " at offset " +
+                              std::to_string(i) +
+                              ", which is not a bool (0 or 1); attach it as std::uint8_t to "
+                              "read its bytes"));
+    } else {
+      (void)seg;
+      (void)n;
+    }
   }
 
   static const char* order_name(order o) { return o == order::row_major ? "C" : "F"; }
 
+  // Takes a segment whose record `info` has been validated (and its dtype checked).
   void adopt(segment seg, const segment_info& info) {
-    check_dtype(info, seg.name());
+    check_bools(seg, info.data_nbytes);
     std::byte* rec = detail::record_of(seg.data(), seg.size());
     if (seg.writable()) detail::refresh_lock(rec, seg.name());
     state_ = detail::share(std::move(seg), true);
     set_view(reinterpret_cast<T*>(state_->seg.data()), info.shape, info.order);
+  }
+
+  // Takes a raw segment that holds exactly the bytes of `shape`.
+  void adopt_raw(segment seg, const shape_type& shape, order o) {
+    check_bools(seg, seg.size());
+    state_ = detail::share(std::move(seg), false);
+    set_view(reinterpret_cast<T*>(state_->seg.data()), shape, o);
   }
 
   template <class I>
@@ -297,7 +376,13 @@ class ndarray : public detail::array_view<T> {
     if (!state_ || !state_->record)
       throw lock_error(detail::message(
           name(), "has no record, so it has no lock (raw segments carry only their data)"));
-    return detail::record_mutex(state_->record);
+    // Checked at every lock, not only at attach: any process that can
+    // write the segment can overwrite its mutex meanwhile, and glibc writes
+    // through the pointers a robust mutex holds.
+    pthread_mutex_t* m = detail::record_mutex(state_->record);
+    if (!detail::mutex_kind_ok(m))
+      detail::corrupt(name(), "its lock is not a robust process-shared mutex (it was overwritten)");
+    return m;
   }
 
   std::shared_ptr<detail::array_state> state_;

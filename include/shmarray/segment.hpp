@@ -38,6 +38,13 @@ class segment {
           const map_options& o = {})
       : m_(backing.open(a, o)) {}
 
+  // Opens once check(fd, size) has approved the object, before anything is
+  // mapped: it reads what it needs with pread (ndarray's attach validates
+  // the record there), so an object that fails it is never mapped.
+  template <class Backing, class Check>
+  segment(open_only_t, const Backing& backing, access_mode a, const map_options& o, Check&& check)
+      : m_(backing.open(a, o, std::forward<Check>(check))) {}
+
   segment(segment&&) noexcept = default;
   segment& operator=(segment&&) noexcept = default;
 

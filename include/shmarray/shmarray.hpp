@@ -5,6 +5,7 @@
 #include "backing.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
+#include "inspect.hpp"
 #include "lock.hpp"
 #include "manager.hpp"
 #include "metadata.hpp"

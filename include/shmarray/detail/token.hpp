@@ -176,7 +176,8 @@ class owner_token {
   bool make() {
     if (const int tmp = unnamed_ok_ ? open_unnamed("/dev/shm") : -1; tmp >= 0) {
       const std::uint64_t id = fresh_id();
-      if (id != 0 && ::flock(tmp, LOCK_EX | LOCK_NB) == 0) {
+      // 0600 whatever the umask: this user's helper and gc must open it.
+      if (id != 0 && ::fchmod(tmp, 0600) == 0 && ::flock(tmp, LOCK_EX | LOCK_NB) == 0) {
         fd_ = tmp;
         id_ = id;
         named_ = false;
@@ -197,6 +198,13 @@ class owner_token {
       if (fd < 0) {
         if (errno == EEXIST) continue;
         say_once(errno);
+        return false;
+      }
+      if (::fchmod(fd, 0600) != 0) {  // whatever the umask, as above
+        const int err = errno;
+        ::close(fd);
+        ::shm_unlink(name.c_str());
+        say_once(err);
         return false;
       }
       // Blocking: a reader (ls, gc) may hold a shared lock for a moment, or
@@ -260,23 +268,43 @@ class owner_token {
   bool said_ = false;
 };
 
-enum class owner_state { alive, dead, unknown };
+// unknown: no token to ask (kept or raw: never collected); unreadable: a
+// token exists but cannot be opened or locked here (its errno says why).
+enum class owner_state { alive, dead, unknown, unreadable };
+
+// Whether the process that holds the token open as `fd` is alive: the lock
+// is held (alive) or free (dead). A shared lock, through a descriptor of our
+// own: taken through the owner's, it would downgrade the owner's lock.
+inline owner_state token_lock_state(int fd, int* err = nullptr) noexcept {
+  const int r = ::flock(fd, LOCK_SH | LOCK_NB);
+  const int e = errno;
+  if (r == 0) {
+    ::flock(fd, LOCK_UN);
+    return owner_state::dead;
+  }
+  if (e == EWOULDBLOCK) return owner_state::alive;
+  if (err) *err = e;
+  return owner_state::unreadable;
+}
 
 // Whether the process that holds token `id` is alive: its token is gone or
 // its lock is free (dead), held (alive), or there is no token to ask
-// (unknown: a kept or raw segment, never collected). `other_boot`: the
+// (unknown: a kept or raw segment, never collected); unreadable where the
+// token cannot be opened or locked (`err` says why). `other_boot`: the
 // record comes from an earlier boot, whose processes are all gone.
-inline owner_state token_state(std::uint64_t id, bool other_boot) {
+inline owner_state token_state(std::uint64_t id, bool other_boot, int* err = nullptr) {
   if (id == 0) return owner_state::unknown;
   if (other_boot) return owner_state::dead;
   const int fd =
       ::shm_open(token_name(id).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
-  if (fd < 0) return errno == ENOENT ? owner_state::dead : owner_state::unknown;
-  const int r = ::flock(fd, LOCK_SH | LOCK_NB);
-  const int err = errno;
-  ::close(fd);  // and with it the shared lock, if it was taken
-  if (r == 0) return owner_state::dead;
-  return err == EWOULDBLOCK ? owner_state::alive : owner_state::unknown;
+  if (fd < 0) {
+    if (errno == ENOENT) return owner_state::dead;
+    if (err) *err = errno;
+    return owner_state::unreadable;
+  }
+  const owner_state state = token_lock_state(fd, err);
+  ::close(fd);
+  return state;
 }
 
 // Removes token `id` if nobody holds it: takes the exclusive lock first and

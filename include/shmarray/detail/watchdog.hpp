@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -37,20 +38,25 @@ extern char** environ;
 
 namespace shmarray::detail {
 
-// The helper's protocol: records of at most PIPE_BUF bytes, each sent whole.
+// The helper's protocol, little-endian, each record sent whole under the
+// watchdog's mutex:
 //   'T' u64 token id                       the owner's token
 //   'R' kind u64 dev u64 ino u16 len name  register a segment (kind 's': shm, 'f': file)
 //   'U' kind u64 dev u64 ino u16 len name  unregister that object (not another under the name)
+// A name is never cut short: POSIX names are at most 256 bytes and a file
+// backing refuses a path the kernel could not open (PATH_MAX), so every
+// name the library can create fits the u16 length.
 namespace watchdog_wire {
 inline void put_u64(std::string& s, std::uint64_t v) {
   for (int i = 0; i < 8; ++i)
     s.push_back(char(v >> (8 * i)));
 }
 inline void put_name(std::string& s, const std::string& name) {
-  const std::size_t n = std::min<std::size_t>(name.size(), 4000);
+  static_assert(PATH_MAX <= 0xFFFF, "a path's length must fit the protocol's u16");
+  const std::size_t n = name.size();
   s.push_back(char(n & 0xff));
   s.push_back(char(n >> 8));
-  s.append(name, 0, n);
+  s.append(name);
 }
 }  // namespace watchdog_wire
 
@@ -89,6 +95,12 @@ class watchdog {
   // helper (said once on stderr).
   void add(char kind, const std::string& name, dev_t dev, ino_t ino, std::uint64_t token) noexcept {
     std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    if (token) token_ = token;
+    try {
+      registered_.push_back({kind, name, dev, ino});
+    } catch (...) {  // out of memory: still registered with this helper, not with a restarted one
+    }
     if (!connected()) return;
     std::string rec;
     token_record(rec, token);
@@ -101,6 +113,8 @@ class watchdog {
   // moment it exists, is one send.
   void prepare(std::uint64_t token) noexcept {
     std::lock_guard<std::mutex> g(mu_);
+    adopt_process();
+    if (token) token_ = token;
     if (!connected()) return;
     std::string rec;
     token_record(rec, token);
@@ -119,7 +133,13 @@ class watchdog {
   // the same name stays registered.
   void remove(char kind, const std::string& name, dev_t dev, ino_t ino) noexcept {
     std::lock_guard<std::mutex> g(mu_);
-    if (pid_ != ::getpid() || fd_ < 0) return;
+    if (pid_ != ::getpid()) return;
+    for (auto it = registered_.begin(); it != registered_.end(); ++it)
+      if (it->kind == kind && it->dev == dev && it->ino == ino && it->name == name) {
+        registered_.erase(it);
+        break;
+      }
+    if (fd_ < 0) return;
     settle(false);
     if (fd_ < 0) return;
     std::string rec;
@@ -148,8 +168,9 @@ class watchdog {
                        w.mid_ = 0;  // the parent's child, not ours
                        w.ack_got_ = 0;
                        w.helper_ = 0;
-                       w.token_sent_ = 0;
-                       w.tried_ = false;
+                       w.token_sent_ = w.token_ = 0;
+                       w.registered_.clear();  // the parent's, not ours
+                       w.tried_ = w.lost_ = false;
                        w.pid_ = ::getpid();
                        w.mu_.unlock();
                      });
@@ -162,17 +183,58 @@ class watchdog {
     mid_ = 0;
     ack_got_ = 0;
     helper_ = 0;
-    token_sent_ = 0;
-    tried_ = false;
+    token_sent_ = token_ = 0;
+    registered_.clear();
+    tried_ = lost_ = false;
     pid_ = ::getpid();
   }
 
+  // Whether the helper has gone: it never writes, so a readable socket (end
+  // of file) or a hang-up means it died (killed alone, say).
+  bool helper_gone() const noexcept {
+    pollfd p{fd_, POLLIN | POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR));
+  }
+
   // This process's helper, started if need be; false where there is none.
+  // A helper that died is replaced, and the new one told the token and
+  // everything still registered: without that, the owner's death would
+  // leak every segment it still owns.
   bool connected() noexcept {
     adopt_process();
+    if (fd_ >= 0 && helper_gone()) lose();
+    if (fd_ < 0 && lost_) {
+      lost_ = false;
+      tried_ = false;
+      if (start()) resend();
+      return fd_ >= 0;
+    }
     if (fd_ < 0 && !start()) return false;
     settle(false);
     return fd_ >= 0;
+  }
+
+  // Forgets a helper that is gone (the next named segment starts another).
+  void lose() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    if (ack_ >= 0) ::close(ack_);
+    fd_ = ack_ = -1;
+    ack_got_ = 0;
+    helper_ = 0;
+    token_sent_ = 0;
+    lost_ = true;
+  }
+
+  // Tells a new helper what its predecessor knew.
+  void resend() noexcept {
+    try {
+      std::string rec;
+      token_record(rec, token_);
+      for (const auto& r : registered_)
+        object_record(rec, 'R', r.kind, r.name, r.dev, r.ino);
+      if (!rec.empty()) send(rec);
+    } catch (...) {  // out of memory: the token remains, for shmarray gc
+    }
   }
 
   // Appends an 'R' (register) or 'U' (unregister) record of one object.
@@ -199,10 +261,8 @@ class watchdog {
     while (left) {
       const ssize_t n = ::send(fd_, p, left, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {  // the helper is gone: the token remains, for shmarray gc
-        ::close(fd_);
-        fd_ = -1;
-        say_once("the watchdog helper stopped answering");
+      if (n <= 0) {  // the helper is gone: the next named segment starts another
+        lose();
         return;
       }
       p += n;
@@ -326,7 +386,17 @@ class watchdog {
   std::size_t ack_got_ = 0;
   std::string helper_path_;
   std::uint64_t token_sent_ = 0;
+  std::uint64_t token_ = 0;  // the owner's token, for a new helper
+  // What this process has registered and not yet unregistered.
+  struct registration {
+    char kind;
+    std::string name;
+    dev_t dev;
+    ino_t ino;
+  };
+  std::vector<registration> registered_;
   bool tried_ = false;
+  bool lost_ = false;  // the helper died: start another at the next segment
   bool said_ = false;
 };
 

@@ -1,0 +1,327 @@
+// shmarray: what is in /dev/shm. Lists its objects with their state,
+// inspects one, and collects what dead owners left: what the `shmarray`
+// command (ls, info, rm, gc), the watchdog helper and the library's own
+// collection pass stand on, as Python's shmarray.list() does.
+//
+// Anyone may put anything in /dev/shm, so nothing here maps what it
+// inspects: records are read with pread, and an object that another user
+// shrinks, forges or names with any bytes is a status, never a crash.
+#pragma once
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backing.hpp"
+#include "detail/os.hpp"
+#include "detail/token.hpp"
+#include "errors.hpp"
+#include "metadata.hpp"
+
+namespace shmarray {
+
+// Whether the owner of a segment (or of a token) is alive, as its owner
+// token tells: held (alive), free or missing (gone), none named (untracked:
+// a kept segment, never collected), or a token that cannot be read here.
+enum class owner_status { alive, gone, untracked, unreadable };
+
+inline const char* to_string(owner_status s) noexcept {
+  switch (s) {
+    case owner_status::alive:
+      return "alive";
+    case owner_status::gone:
+      return "gone";
+    case owner_status::untracked:
+      return "untracked";
+    case owner_status::unreadable:
+      break;
+  }
+  return "unreadable";
+}
+
+// What an object in /dev/shm is; the words are those of `shmarray ls`.
+enum class object_status {
+  ok,               // a valid shmarray segment
+  being_created,    // not_ready: empty, or its record is not complete yet
+  unknown_version,  // version_mismatch
+  truncated,        // truncated_segment
+  corrupt,          // corrupt_metadata (or no record at all: not a segment)
+  no_access,        // it cannot be opened here: it may be another user's segment
+  gone,             // removed while it was inspected
+  unreadable,       // any other failure (not a regular file, an I/O error)
+  owner_token,      // an owner token (listed with `all`)
+};
+
+inline const char* to_string(object_status s) noexcept {
+  switch (s) {
+    case object_status::ok:
+      return "ok";
+    case object_status::being_created:
+      return "being created";
+    case object_status::unknown_version:
+      return "unknown version";
+    case object_status::truncated:
+      return "truncated";
+    case object_status::corrupt:
+      return "corrupt";
+    case object_status::no_access:
+      return "no access";
+    case object_status::gone:
+      return "gone";
+    case object_status::owner_token:
+      return "owner token";
+    case object_status::unreadable:
+      break;
+  }
+  return "unreadable";
+}
+
+// One object in /dev/shm, as inspected.
+struct object_entry {
+  std::string name;         // "/name", its bytes as they are in the directory
+  std::uint64_t bytes = 0;  // the object's size
+  bool shmarray = false;    // its last 512 bytes start with a record's magic
+  object_status status = object_status::ok;
+  std::string error;  // the typed error's message, when status is not ok
+  segment_info info;  // when status is ok
+  bool lock_ready = false;
+  owner_status owner = owner_status::untracked;  // ok segments and tokens
+  std::string owner_error;                       // when owner is unreadable
+  std::uint64_t token = 0;                       // a token's id
+  dev_t device = 0;
+  ino_t inode = 0;
+};
+
+namespace detail {
+
+inline constexpr char shm_dir[] = "/dev/shm";
+
+// The name in /dev/shm of `name` (any bytes, with or without its leading
+// '/'): what `shmarray info` and `rm` accept, so that a user can inspect and
+// remove a hostile name that creation and attach would refuse.
+inline std::string any_shm_name(std::string_view name) {
+  const std::string_view bare = !name.empty() && name[0] == '/' ? name.substr(1) : name;
+  if (bare.empty() || bare == "." || bare == ".." || bare.find('/') != bare.npos ||
+      bare.find('\0') != bare.npos)
+    throw invalid_name(message(name, "is not a name in /dev/shm"));
+  return std::string(bare);
+}
+
+// Every regular file of /dev/shm (lstat: nothing followed) but semaphores
+// ("sem.*", not shm_open's), by name without its '/', sorted by bytes.
+inline std::vector<std::string> shm_files() {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(shm_dir);
+  if (!d) return out;
+  const int dfd = ::dirfd(d);
+  while (const dirent* de = ::readdir(d)) {
+    const std::string n = de->d_name;
+    if (n == "." || n == ".." || n.compare(0, 4, "sem.") == 0) continue;
+    struct stat st {};
+    if (de->d_type == DT_REG ||
+        (de->d_type == DT_UNKNOWN && ::fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+         S_ISREG(st.st_mode)))
+      out.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+inline owner_status owner_of(owner_state s) noexcept {
+  switch (s) {
+    case owner_state::alive:
+      return owner_status::alive;
+    case owner_state::dead:
+      return owner_status::gone;
+    case owner_state::unknown:
+      return owner_status::untracked;
+    case owner_state::unreadable:
+      break;
+  }
+  return owner_status::unreadable;
+}
+
+inline std::string token_unreadable(std::uint64_t id, int err) {
+  return "its owner token " + token_name(id) + " cannot be read: " + errno_text(err);
+}
+
+// The status word of a typed error met while inspecting.
+inline object_status status_of(const error& e) noexcept {
+  if (dynamic_cast<const not_ready*>(&e)) return object_status::being_created;
+  if (dynamic_cast<const version_mismatch*>(&e)) return object_status::unknown_version;
+  if (dynamic_cast<const truncated_segment*>(&e)) return object_status::truncated;
+  if (dynamic_cast<const corrupt_metadata*>(&e)) return object_status::corrupt;
+  if (dynamic_cast<const access_denied*>(&e)) return object_status::no_access;
+  if (dynamic_cast<const not_found*>(&e)) return object_status::gone;
+  return object_status::unreadable;
+}
+
+// Inspects the open object `fd` named `e.name` (a token if `token` is not 0).
+inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_os_error(errno, e.name, "could not be examined");
+  if (!S_ISREG(st.st_mode))
+    throw error(message(e.name, "is " + file_kind(st.st_mode) + ", not a regular file"));
+  e.bytes = std::uint64_t(st.st_size);
+  e.device = st.st_dev;
+  e.inode = st.st_ino;
+  if (token) {
+    e.status = object_status::owner_token;
+    e.token = token;
+    int err = 0;
+    e.owner = owner_of(token_lock_state(fd, &err));
+    if (e.owner == owner_status::unreadable) e.owner_error = token_unreadable(token, err);
+    return;
+  }
+  const std::size_t size = std::size_t(st.st_size);
+  if (size == 0)
+    throw not_ready(message(e.name,
+                            "is empty (0 bytes): not a shmarray segment, or one still "
+                            "being created"));
+  std::byte rec[format::record_size];
+  const bool read = record_fits(size) && read_tail(fd, size, rec);
+  e.shmarray = read && has_magic(rec);
+  e.info = read ? validate_record(rec, size, e.name) : read_record_at(fd, size, e.name);
+  e.lock_ready = load_le<std::uint32_t>(rec + format::off_lock_state) == format::lock_ready;
+  int err = 0;
+  e.owner = owner_of(token_state(e.info.owner_token, e.info.boot_id != boot_id(), &err));
+  if (e.owner == owner_status::unreadable)
+    e.owner_error = token_unreadable(e.info.owner_token, err);
+}
+
+// Unlinks /dev/shm/`bare` only while it still names the object `device`,
+// `inode` that was inspected: a name someone else has since reused is left.
+inline bool unlink_if_same(const std::string& bare, dev_t device, ino_t inode) noexcept {
+  const std::string path = std::string(shm_dir) + "/" + bare;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || st.st_dev != device || st.st_ino != inode) return false;
+  return ::unlink(path.c_str()) == 0;
+}
+
+}  // namespace detail
+
+// Inspects /dev/shm/NAME: any bytes but '/', with or without the leading
+// '/'. Reads with pread, never maps. Throws not_found where nothing has
+// that name, invalid_name where it cannot be one; every other problem is
+// the entry's status and error.
+inline object_entry inspect(std::string_view name) {
+  const std::string bare = detail::any_shm_name(name);
+  object_entry e;
+  e.name = "/" + bare;
+  const std::string path = std::string(detail::shm_dir) + e.name;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) throw not_found(detail::message(e.name, "does not exist"));
+    detail::throw_os_error(errno, e.name, "cannot be examined");
+  }
+  e.bytes = std::uint64_t(st.st_size);  // what lstat says, readable or not
+  e.device = st.st_dev;
+  e.inode = st.st_ino;
+  int fd = -1;
+  try {
+    // Never opened unless it is a regular file: a FIFO or a device is not
+    // a segment, and opening one may block or act.
+    if (!S_ISREG(st.st_mode))
+      throw error(
+          detail::message(e.name, "is " + detail::file_kind(st.st_mode) + ", not a regular file"));
+    fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) throw not_found(detail::message(e.name, "was removed meanwhile"));
+      detail::throw_os_error(errno, e.name, "cannot be read");
+    }
+    detail::fd_guard close_fd{fd};
+    detail::inspect_fd(fd, e, detail::token_id_of(bare));
+  } catch (const error& x) {
+    e.status = detail::status_of(x);
+    e.error = x.what();
+  }
+  return e;
+}
+
+// The objects of /dev/shm, sorted by name: the shmarray segments, and those
+// that cannot be opened here (no access: they may be segments); with `all`,
+// every regular file and the owner tokens too. Never a semaphore ("sem.*")
+// or anything but a regular file; an object removed meanwhile is left out.
+inline std::vector<object_entry> list_objects(bool all = false) {
+  std::vector<object_entry> out;
+  for (const auto& n : detail::shm_files()) {
+    if (!all && detail::token_id_of(n)) continue;
+    try {
+      object_entry e = inspect(n);
+      if (e.status == object_status::gone) continue;
+      if (all || e.shmarray || e.status == object_status::no_access) out.push_back(std::move(e));
+    } catch (const error&) {  // removed meanwhile
+    }
+  }
+  return out;
+}
+
+// What collect_dead found: a dead owner's segment, a token nobody holds, or
+// a segment left alone because its owner's token cannot be read.
+struct collected {
+  enum class kind { segment, token, skipped };
+  kind what = kind::segment;
+  std::string name;
+  std::int64_t owner_pid = 0;  // a segment's
+  bool removed = false;
+  std::string why;  // skipped: the reason
+};
+
+// Finds the shmarray segments in /dev/shm whose owner is gone (the record
+// validates, and its token is free or missing, or it comes from an earlier
+// boot) and removes each unless `dry_run`, only while its name still names
+// the object inspected; then removes the tokens nobody holds. Calls
+// seen(const collected&) for each. Raw segments, kept ones (no token),
+// those whose token cannot be read and anything that is not a shmarray
+// segment are never touched.
+template <class Seen>
+void collect_dead(bool dry_run, Seen&& seen) {
+  std::vector<std::uint64_t> tokens;
+  for (const auto& n : detail::shm_files()) {
+    if (const auto id = detail::token_id_of(n)) {
+      tokens.push_back(id);
+      continue;
+    }
+    object_entry e;
+    try {
+      e = inspect(n);
+    } catch (const error&) {
+      continue;
+    }
+    if (e.status != object_status::ok) continue;
+    collected c;
+    c.name = e.name;
+    c.owner_pid = e.info.owner_pid;
+    if (e.owner == owner_status::unreadable) {
+      c.what = collected::kind::skipped;
+      c.why = e.owner_error;
+      seen(c);
+    } else if (e.owner == owner_status::gone) {
+      c.removed = !dry_run && detail::unlink_if_same(n, e.device, e.inode);
+      seen(c);
+    }
+  }
+  for (const auto id : tokens) {
+    collected c;
+    c.what = collected::kind::token;
+    c.name = detail::token_name(id);
+    if (dry_run) {
+      if (detail::token_state(id, false) != detail::owner_state::dead) continue;
+    } else if (!detail::remove_token_if_dead(id)) {
+      continue;
+    }
+    c.removed = !dry_run;
+    seen(c);
+  }
+}
+
+}  // namespace shmarray

@@ -1,0 +1,418 @@
+// Another local user is an attacker: what they can do to shmarray's users
+// through /dev/shm and shared directories, and that none of it crashes a
+// reader, forges output, or makes a write land where it must not. The
+// attacker runs as nobody through setpriv (tests/hostile/actor.cpp, or
+// coreutils), inside a private mount namespace with a tmpfs of its own over
+// /dev/shm, so no other test's arrays are touched (root here; skipped
+// elsewhere).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <shmarray/detail/text.hpp>
+#include <shmarray/shmarray.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace shmarray;
+using Catch::Matchers::Contains;
+
+namespace {
+
+const char* const cli = SHMARRAY_CLI;
+const char* const actor = SHMARRAY_ACTOR;
+
+// What /dev/shm holds, "." and ".." aside.
+std::set<std::string> in_shm() {
+  auto all = test::shm_names("");
+  all.erase(".");
+  all.erase("..");
+  return all;
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// Runs `argv` as nobody to its end; its exit code (128 + signal if killed).
+int nobody(const std::vector<std::string>& argv) {
+  return test::run_program(test::setpriv, test::as_nobody(argv)).code;
+}
+
+// Runs fn(say) as root in a child with a private tmpfs of `size` over
+// /dev/shm; the test fails with what fn said unless fn returns 0.
+template <class F>
+void in_private_shm(const char* size, F&& fn) {
+  const auto r = test::in_small_tmpfs("/dev/shm", size, [&](auto say) {
+    try {
+      return fn(say);
+    } catch (const std::exception& e) {
+      say(std::string("threw: ") + e.what());
+      return 99;
+    }
+  });
+  if (r.skipped()) return;
+  INFO(r.said);
+  CHECK(r.ok());
+}
+
+}  // namespace
+
+TEST_CASE("another user resizing a file in /dev/shm kills no ls, info, gc, attach or collection") {
+  if (!test::can_act_as_nobody()) return;
+  in_private_shm("64m", [&](auto say) {
+    const pid_t attacker =
+        test::start_program(test::setpriv, test::as_nobody({actor, "resize", "hostile"}));
+    if (!test::eventually([] { return exists("/dev/shm/hostile"); })) {
+      say("the attacker did not start");
+      return 1;
+    }
+    std::map<std::string, int> runs, deaths;
+    auto count = [&](const std::string& what, int status) {
+      ++runs[what];
+      if (status < 0 || WIFSIGNALED(status)) ++deaths[what];
+    };
+    for (int i = 0; i < 200; ++i)
+      count("ls", test::run_program(cli, {"ls"}).status);
+    for (int i = 0; i < 100; ++i)
+      count("ls --json", test::run_program(cli, {"ls", "--json"}).status);
+    for (int i = 0; i < 150; ++i)
+      count("info", test::run_program(cli, {"info", "hostile"}).status);
+    for (int i = 0; i < 100; ++i)
+      count("gc", test::run_program(cli, {"gc"}).status);
+    // Attaches that fail validation (the wrong dtype) and read-only ones
+    // that pass it: neither touches the mapping.
+    for (int c = 0; c < 20; ++c)
+      count("attach", test::in_child([] {
+              for (int i = 0; i < 300; ++i) {
+                try {
+                  (void)ndarray<float>::attach("/hostile");
+                } catch (const error&) {
+                }
+                try {
+                  (void)ndarray<const std::uint8_t>::attach("/hostile");
+                } catch (const error&) {
+                }
+              }
+              return 0;
+            }));
+    // Programs without a helper: each one's first named array runs the
+    // collection pass over /dev/shm.
+    for (int c = 0; c < 100; ++c)
+      count("collection pass", test::in_child([] {
+              ::setenv("SHMARRAY_HELPER", "", 1);
+              const int null = ::open("/dev/null", O_WRONLY);
+              ::dup2(null, 2);  // its warning that there is no helper
+              manager m;
+              return m.from_shape<int>({4}).size() == 4 ? 0 : 1;
+            }));
+    ::kill(attacker, SIGKILL);
+    test::reap(attacker);
+    ::unlink("/dev/shm/hostile");
+    int died = 0;
+    std::ostringstream o;
+    for (const auto& [what, n] : runs) {
+      o << what << ": " << deaths[what] << " of " << n << " died by a signal; ";
+      died += deaths[what];
+    }
+    say(o.str());
+    return died == 0 ? 0 : 1;
+  });
+}
+
+TEST_CASE("a file backing never follows a symbolic link another user planted") {
+  if (!test::can_act_as_nobody()) return;
+  test::names names;
+  char tmpl[] = "/tmp/shmarray-hostile-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl));
+  const std::string dir = tmpl;
+  const std::string shared = dir + "/shared", secret = dir + "/secret";
+  REQUIRE(::mkdir(shared.c_str(), 0777) == 0);  // writable by all, no sticky bit
+  REQUIRE(::chmod(shared.c_str(), 0777) == 0);
+  REQUIRE(::chmod(dir.c_str(), 0755) == 0);
+  REQUIRE(::mkdir(secret.c_str(), 0700) == 0);
+  {
+    manager m(names.options());
+    create_options keep;
+    keep.keep = true;
+    auto target = m.from_shape<float>({16}, file(secret + "/data.bin"), keep);
+    target.fill(3.f);
+    // The attacker points a name the victim will use at the victim's own file.
+    const std::string link = shared + "/frames.bin";
+    REQUIRE(nobody({"/bin/ln", "-s", secret + "/data.bin", link}) == 0);
+    try {
+      (void)ndarray<float>::attach(file(link));
+      FAIL("the attach followed the link");
+    } catch (const access_denied& e) {
+      CHECK_THAT(e.what(), Contains("symbolic link") && Contains(link) && Contains("realpath"));
+    }
+    CHECK_THROWS_AS(ndarray<const float>::attach(file(link)), access_denied);
+    // Creation refuses it too, and the target is untouched.
+    CHECK_THROWS_AS(m.from_shape<float>({16}, file(link)), already_exists);
+    CHECK(ndarray<float>::attach(file(secret + "/data.bin"))(15) == 3.f);
+    // On purpose, the documented way: resolve it, and attach what it names.
+    char real[PATH_MAX];
+    REQUIRE(::realpath(link.c_str(), real));
+    CHECK(ndarray<const float>::attach(file(real))(0) == 3.f);
+    file(secret + "/data.bin").remove();
+  }
+  CHECK(std::system(("rm -rf " + dir).c_str()) == 0);
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a non-root owner under umask 0777 is cleaned up: its token is 0600") {
+  if (!test::can_act_as_nobody()) return;
+  in_private_shm("16m", [&](auto say) {
+    int out[2];
+    if (::pipe(out) != 0) return 1;
+    const pid_t owner = test::start_program(
+        test::setpriv,
+        test::as_nobody({"/bin/sh", "-c", std::string("umask 0777; exec ") + actor + " own 2"}),
+        out[1]);
+    ::close(out[1]);
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n')
+      line += c;
+    ::close(out[0]);
+    std::istringstream words(line);
+    std::string a, b;
+    pid_t helper = 0;
+    words >> a >> b >> helper;
+    if (helper <= 0) {
+      say("the owner said: " + line);
+      ::kill(owner, SIGKILL);
+      test::reap(owner);
+      return 1;
+    }
+    int code = 0;
+    for (const auto& n : test::shm_names(".shmarray-owner-")) {
+      struct stat st {};
+      ::stat(("/dev/shm/" + n).c_str(), &st);
+      if ((st.st_mode & 07777) != 0600) {
+        say("the token is mode " + std::to_string(st.st_mode & 07777) + "; ");
+        code = 2;
+      }
+    }
+    ::kill(owner, SIGKILL);
+    test::reap(owner);
+    // The helper, running as the owner, opens the token and removes all.
+    if (!test::eventually([] { return in_shm().empty(); })) {
+      std::string left;
+      for (const auto& n : in_shm())
+        left += n + " ";
+      say("left in /dev/shm: " + left);
+      code = 3;
+    }
+    if (!test::ends(helper)) {
+      say("the helper still runs; ");
+      ::kill(helper, SIGKILL);
+      code = 4;
+    }
+    return code;
+  });
+}
+
+TEST_CASE("ls as another user shows segments it cannot read, and owners whose token it cannot") {
+  if (!test::can_act_as_nobody()) return;
+  in_private_shm("16m", [&](auto say) {
+    manager m;
+    auto hidden = m.from_shape<float>({8});  // 0600: nobody cannot even read it
+    auto shown = m.from_shape<float>({8});
+    ::chmod(("/dev/shm" + shown.name()).c_str(), 0644);  // readable, its token is not
+    const auto ls = test::run_program(test::setpriv, test::as_nobody({cli, "ls", "--json"}));
+    const auto text = test::run_program(test::setpriv, test::as_nobody({cli, "ls"}));
+    const auto gc = test::run_program(test::setpriv, test::as_nobody({cli, "gc"}));
+    const auto info =
+        test::run_program(test::setpriv, test::as_nobody({cli, "info", hidden.name()}));
+    const auto rm = test::run_program(test::setpriv, test::as_nobody({cli, "rm", hidden.name()}));
+    int code = 0;
+    auto expect = [&](bool ok, const std::string& what) {
+      if (!ok) {
+        say(what + "; ");
+        code = 1;
+      }
+    };
+    const auto row = ls.out.find("{\"name\": \"" + hidden.name() + "\"");
+    expect(row != std::string::npos &&
+               ls.out.find("\"shmarray\": false, \"status\": \"no access\", \"error\": ", row) <
+                   ls.out.find('}', row),
+           "ls --json does not list the unreadable segment: " + ls.out);
+    expect(ls.out.find("\"owner_alive\": null, \"owner\": \"unreadable\", \"owner_error\": \"its "
+                       "owner token /.shmarray-owner-") != std::string::npos &&
+               ls.out.find("cannot be read: Permission denied\"") != std::string::npos,
+           "ls --json does not say the token is unreadable: " + ls.out);
+    expect(text.out.find(hidden.name()) != std::string::npos &&
+               text.out.find("no access") != std::string::npos &&
+               text.out.find("unreadable") != std::string::npos,
+           "plain ls: " + text.out);
+    expect(gc.code == 0 &&
+               gc.out.find("left " + shown.name() + " alone: its owner token") != std::string::npos,
+           "gc: " + gc.out);
+    expect(info.code == 1 && info.err == "shmarray info: segment \"" + hidden.name() +
+                                             "\" cannot be read: Permission denied (it may be "
+                                             "another user's segment)\n",
+           "info: " + info.err);
+    expect(rm.code == 1 && rm.err.find("cannot be read: Permission denied") != std::string::npos,
+           "rm: " + rm.err);
+    expect(ndarray<float>::attach(shown.name()).size() == 8, "the segment went");
+    expect(ndarray<float>::attach(hidden.name()).size() == 8, "the segment went");
+    return code;
+  });
+}
+
+TEST_CASE("names with control characters or bytes that are not UTF-8 forge no output") {
+  if (!test::can_act_as_nobody()) return;
+  in_private_shm("16m", [&](auto say) {
+    // Anyone can make these; each holds a valid record, so ls shows them.
+    const std::vector<std::string> hostile = {
+        "bad\xffz", "x\ny", "e\x1b[31mred", "c1\xc2\x9bq", "a b", "back\\slash", "caf\xc3\xa9"};
+    int code = 0;
+    auto expect = [&](bool ok, const std::string& what) {
+      if (!ok) {
+        say(what + "; ");
+        code = 1;
+      }
+    };
+    for (const auto& n : hostile)
+      expect(nobody({actor, "forge", n, "4608"}) == 0, "the attacker could not make " + n);
+    const auto ls = test::run_program(cli, {"ls"});
+    expect(ls.code == 0, "ls failed");
+    // One line per object and the header: a newline in a name forges no row.
+    expect(std::count(ls.out.begin(), ls.out.end(), '\n') == long(hostile.size()) + 1,
+           "ls printed other than one row per object: " + ls.out);
+    for (const char c : ls.out)
+      if ((static_cast<unsigned char>(c) < 0x20 && c != '\n') || c == 0x7f) {
+        expect(false, "ls printed a raw control byte");
+        break;
+      }
+    // The escapes are GNU ls's (--quoting-style=escape, in a UTF-8 locale).
+    const auto gnu = test::run_program("/usr/bin/env", {"LC_ALL=C.UTF-8", "ls", "-b", "/dev/shm"});
+    std::istringstream lines(gnu.out);
+    for (std::string line; std::getline(lines, line);)
+      expect(ls.out.find("\n/" + line + " ") != std::string::npos,
+             "GNU ls -b writes " + line + ", shmarray ls does not");
+    // --json is valid JSON whose names are os.fsdecode's, as Python lists them.
+    const auto json = test::run_program(cli, {"ls", "--json"});
+    const std::string check =
+        "import json, os, sys\n"
+        "rows = json.loads(sys.stdin.read())\n"
+        "names = sorted(r['name'] for r in rows)\n"
+        "want = sorted('/' + os.fsdecode(n) for n in os.listdir(b'/dev/shm'))\n"
+        "sys.exit(0 if names == want else 1)\n";
+    int in[2];
+    if (::pipe(in) == 0) {
+      (void)!::write(in[1], json.out.data(), json.out.size());
+      ::close(in[1]);
+      std::fflush(nullptr);
+      const pid_t py = ::fork();
+      if (py == 0) {
+        ::dup2(in[0], 0);
+        ::execl("/usr/bin/python3", "python3", "-I", "-c", check.c_str(), nullptr);
+        ::_exit(127);
+      }
+      ::close(in[0]);
+      const int st = test::reap(py);
+      expect(test::exited_with(st, 0) || test::exited_with(st, 127),
+             "ls --json is not valid JSON of the names: " + json.out);
+    }
+    for (const auto& n : hostile) {
+      // A user can still inspect and remove them, by their bytes.
+      expect(test::run_program(cli, {"info", n}).code == 0, "info refused " + n);
+      // Nothing attaches or creates such a name; printable UTF-8 is fine.
+      const bool printable = n == "a b" || n == "back\\slash" || n == "caf\xc3\xa9";
+      bool refused = false;
+      try {
+        (void)ndarray<std::uint8_t>::attach(n);
+      } catch (const invalid_name& e) {
+        refused = true;
+        expect(std::string(e.what()).find('\n') == std::string::npos &&
+                   std::string(e.what()).find('\x1b') == std::string::npos,
+               "the message holds the raw name");
+      }
+      expect(refused != printable, "attach of " + detail::escaped(n));
+      manager m;
+      try {
+        (void)m.from_shape<int>({2}, posix_shm(n + "2"));
+        expect(printable, "created " + detail::escaped(n));
+      } catch (const invalid_name&) {
+        expect(!printable, "refused to create " + detail::escaped(n));
+      }
+      expect(test::run_program(cli, {"rm", n}).code == 0, "rm refused " + n);
+    }
+    expect(in_shm().empty(), "names are left");
+    return code;
+  });
+}
+
+TEST_CASE("a sparse segment another user made is reserved at a writable attach: never a SIGBUS") {
+  if (!test::can_act_as_nobody()) return;
+  in_private_shm("1m", [&](auto say) {
+    // Sized, not filled (as multiprocessing.shared_memory makes them): far
+    // larger than the 1 MiB /dev/shm that could back them.
+    if (nobody({actor, "forge", "forged", std::to_string(4 * 1048576 + 512)}) != 0 ||
+        nobody({"/usr/bin/truncate", "-s", "2M", "/dev/shm/raw"}) != 0 ||
+        nobody({"/usr/bin/truncate", "-s", "256K", "/dev/shm/roomy"}) != 0) {
+      say("the attacker could not make its segments");
+      return 1;
+    }
+    ::chmod("/dev/shm/raw", 0666);
+    ::chmod("/dev/shm/roomy", 0666);
+    int code = 0;
+    // Each in a child: the old way, the write below was a SIGBUS.
+    auto attach_and_write = [&](const std::string& what, auto attach, bool expect_room) {
+      const int st = test::in_child([&] {
+        try {
+          auto a = attach();
+          std::fill(a.begin(), a.end(), std::uint8_t(7));
+          return expect_room ? 0 : 2;  // written: there was room after all
+        } catch (const out_of_space& e) {
+          return expect_room || !std::strstr(e.what(), "is sparse") || e.bytes_available() == 0 ? 3
+                                                                                                : 0;
+        }
+      });
+      if (!test::exited_with(st, 0)) {
+        say(what + ": status " + std::to_string(st) +
+            (WIFSIGNALED(st) ? " (killed by signal " + std::to_string(WTERMSIG(st)) + ")" : "") +
+            "; ");
+        code = 1;
+      }
+    };
+    attach_and_write(
+        "the forged record", [] { return ndarray<std::uint8_t>::attach("/forged"); }, false);
+    attach_and_write(
+        "the raw one", [] { return ndarray<std::uint8_t>::attach("/raw", {std::size_t(2) << 20}); },
+        false);
+    attach_and_write(
+        "the one that fits", [] { return ndarray<std::uint8_t>::attach("/roomy", {256 * 1024}); },
+        true);
+    struct stat st {};
+    ::stat("/dev/shm/roomy", &st);
+    if (st.st_blocks * 512 < st.st_size) {
+      say("the attach did not reserve the holes; ");
+      code = 1;
+    }
+    // A read-only attach cannot reserve (it must not write), and needs not.
+    try {
+      auto r = ndarray<const std::uint8_t>::attach("/raw", {std::size_t(2) << 20});
+      if (r.size() != std::size_t(2) << 20) code = 1;
+    } catch (const std::exception& e) {
+      say(std::string("read-only attach: ") + e.what());
+      code = 1;
+    }
+    for (const char* n : {"/dev/shm/forged", "/dev/shm/raw", "/dev/shm/roomy"})
+      ::unlink(n);
+    return code;
+  });
+}
