@@ -41,10 +41,10 @@ def _token_row(name, st, id_):
     return row
 
 
-def _inspect(raw, name):
-    """The row of one object (`raw` its name in /dev/shm), or None if it
-    has gone or is no longer a regular file."""
-    row = {"name": name, "bytes": 0, "shmarray": False, "status": "ok"}  # 0 until opened
+def _inspect(raw, name, st):
+    """The row of one object (`raw` its name in /dev/shm, `st` its lstat),
+    or None if it has gone or is no longer a regular file."""
+    row = {"name": name, "bytes": st.st_size, "shmarray": False, "status": "ok"}  # readable or not
     try:
         fd = os.open(s.SHM_DIR.encode() + b"/" + raw,
                      os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -121,7 +121,7 @@ def list(all=False):  # noqa: A001 (the module's public name)
             if all:
                 out.append(_token_row(name, st, token))
             continue
-        row = _inspect(raw, name)
+        row = _inspect(raw, name, st)
         if row is not None and (all or row["shmarray"] or row["status"] == "no access"):
             out.append(row)
     return out
