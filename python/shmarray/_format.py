@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 
 from . import _errors as e
+from ._names import escape
 
 RECORD_SIZE = 512
 ALIGN = 64
@@ -16,6 +17,7 @@ MAGIC = b"SHMARRAY"
 VERSION = 1
 READY = b"REDY"
 MAX_RANK = 32
+SIZE_MAX = 2**63 - 1  # a segment's size, data and record, fits a signed 64-bit size
 
 # Offsets in the record.
 OFF_MAGIC, OFF_VERSION, OFF_RECORD_SIZE, OFF_NBYTES = 0, 8, 12, 16
@@ -61,9 +63,18 @@ def data_nbytes(itemsize, shape):
             raise e.InvalidShape(f"shape {tuple(shape)} has a negative extent")
         if d:
             p *= d
-    if p >= 2**63:
+    if p > SIZE_MAX:
         raise e.InvalidShape(f"shape {tuple(shape)} of {itemsize}-byte items overflows")
     return 0 if any(d == 0 for d in shape) else p
+
+
+def segment_size(nbytes):
+    """The size of a segment holding `nbytes` of data and its record, or
+    None where that overflows (as in C++, the data size may be at most
+    2**63 - 1 - 64 - 512)."""
+    if nbytes > SIZE_MAX - ALIGN - RECORD_SIZE:
+        return None
+    return align64(nbytes) + RECORD_SIZE
 
 
 def boot_id():
@@ -101,34 +112,35 @@ def read_record(name, size, tail):
     """Checks a segment of `size` bytes (its real size) whose last 512 bytes
     are `tail` (bytes-like; the ready word is read first of the fields past
     the version), in the format's order; returns its Info."""
+    shown = escape(name)
     if size == 0:
-        raise e.NotReady(f"{name}: is empty: it is still being created, or holds nothing")
+        raise e.NotReady(f"{shown}: is empty: it is still being created, or holds nothing")
     if size < RECORD_SIZE or (size - RECORD_SIZE) % ALIGN:
         raise e.CorruptMetadata(
-            f"{name}: holds {size} bytes, which no record can end (damage, or a raw segment: "
+            f"{shown}: holds {size} bytes, which no record can end (damage, or a raw segment: "
             "attach that with shmarray.attach_raw(name, shape, dtype))")
     magic = bytes(tail[0:8])
     raw_hint = ("; or it is a raw segment (no record): attach it with "
                 "shmarray.attach_raw(name, shape, dtype)")
     if magic == bytes(8):
-        raise e.NotReady(f"{name}: is still being created (its record is not written yet)"
+        raise e.NotReady(f"{shown}: is still being created (its record is not written yet)"
                          + raw_hint)
     if magic != MAGIC:
         raise e.CorruptMetadata(
-            f"{name}: is not a shmarray segment (magic {magic!r}, expected {MAGIC!r})"
+            f"{shown}: is not a shmarray segment (magic {magic!r}, expected {MAGIC!r})"
             + raw_hint)
     version = _u32(tail, OFF_VERSION)
     if version == 0:
-        raise e.NotReady(f"{name}: is still being created (its version is not set)")
+        raise e.NotReady(f"{shown}: is still being created (its version is not set)")
     if version != VERSION:
         raise e.VersionMismatch(
-            f"{name}: has format version {version}; this module reads version {VERSION}")
+            f"{shown}: has format version {version}; this module reads version {VERSION}")
     if bytes(tail[OFF_READY:OFF_READY + 4]) != READY:
-        raise e.NotReady(f"{name}: is still being created (its ready word is not set)")
+        raise e.NotReady(f"{shown}: is still being created (its ready word is not set)")
     rec = bytes(tail[0:CHECKED])  # a private copy: checked from here on
 
     def corrupt(what):
-        return e.CorruptMetadata(f"{name}: {what}")
+        return e.CorruptMetadata(f"{shown}: {what}")
 
     if _u32(rec, OFF_RECORD_SIZE) != RECORD_SIZE:
         raise corrupt(f"record size {_u32(rec, OFF_RECORD_SIZE)}, expected {RECORD_SIZE}")
@@ -161,17 +173,19 @@ def read_record(name, size, tail):
     for d in shape:
         if d:
             p *= d
-    if p >= 2**63:
+    if p > SIZE_MAX:
         raise corrupt(f"shape {shape} of {itemsize}-byte items overflows")
     expected_nbytes = 0 if any(d == 0 for d in shape) else p
     nbytes = _u64(rec, OFF_NBYTES)
     if nbytes != expected_nbytes:
         raise corrupt(f"data_nbytes {nbytes}, but shape {shape} of {dtype} holds "
                       f"{expected_nbytes}")
-    expected = align64(nbytes) + RECORD_SIZE
+    expected = segment_size(nbytes)
+    if expected is None:
+        raise corrupt("data size overflows")
     if expected > size:
         raise e.TruncatedSegment(
-            f"{name}: holds {size} bytes, but its record describes {expected}")
+            f"{shown}: holds {size} bytes, but its record describes {expected}")
     if expected < size:
         raise corrupt(f"holds {size} bytes, but its record describes {expected}")
     info = Info()

@@ -1,7 +1,9 @@
-"""shmarray.list(): the shmarray segments in /dev/shm, with the fields and
-status words of `shmarray ls --json`."""
+"""shmarray.list(): the objects in /dev/shm, with the rows, fields and
+status words of `shmarray ls --json`. Nothing is mapped: records are read
+with pread, and every name, whatever bytes it holds, is listed."""
 
 import datetime
+import errno
 import os
 import stat
 import struct
@@ -10,6 +12,7 @@ from . import _errors as e
 from . import _format as f
 from . import _owner
 from . import _segments as s
+from ._names import from_raw
 
 # The error kinds as `shmarray ls` words them, most derived first.
 _STATUS = [(e.NotReady, "being created"), (e.VersionMismatch, "unknown version"),
@@ -24,23 +27,45 @@ def _status_of(err):
     return "unreadable"
 
 
-def _inspect(name):
-    """The row of one object, as `shmarray ls --json` gives it."""
-    row = {"name": name, "bytes": 0, "shmarray": False, "status": "ok"}
+def _owner_fields(row, state, why):
+    row["owner"] = state
+    if why is not None:
+        row["owner_error"] = why
+
+
+def _token_row(name, st, id_):
+    """The row of an owner token (listed with all=True)."""
+    row = {"name": name, "bytes": st.st_size, "shmarray": False, "status": "owner token"}
+    state, why = _owner.token_state(id_)
+    _owner_fields(row, state, why)
+    return row
+
+
+def _inspect(raw, name, st):
+    """The row of one object (`raw` its name in /dev/shm, `st` its lstat),
+    or None if it has gone or is no longer a regular file."""
+    row = {"name": name, "bytes": st.st_size, "shmarray": False, "status": "ok"}  # readable or not
     try:
-        fd, st = s.open_segment(name, False)
-    except e.NotFound:
+        fd = os.open(s.SHM_DIR.encode() + b"/" + raw,
+                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None  # removed meanwhile
-    except e.Error as err:
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None  # a symlink now
+        err = s._os_error(err, name, "could not be opened")
         row.update(status=_status_of(err), error=str(err))
         return row
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
         size = st.st_size
         row["bytes"] = size
-        tail = s.read_tail(fd, size)
-        row["shmarray"] = (size >= f.RECORD_SIZE and (size - f.RECORD_SIZE) % f.ALIGN == 0
-                           and tail[0:8] == f.MAGIC)
         try:
+            tail = s.read_tail(fd, size, name)
+            row["shmarray"] = (size >= f.RECORD_SIZE and (size - f.RECORD_SIZE) % f.ALIGN == 0
+                               and tail[0:8] == f.MAGIC)
             info = f.read_record(name, size, tail)
         except e.Error as err:
             row.update(status=_status_of(err), error=str(err))
@@ -48,41 +73,55 @@ def _inspect(name):
     finally:
         os.close(fd)
     same_boot = info.boot_id == f.boot_id()
-    owner = _owner.token_state(info.owner_token, not same_boot)
+    state, why = _owner.token_state(info.owner_token, not same_boot)
     lock_state = struct.unpack_from("<I", tail, f.OFF_LOCK_STATE)[0]
     created = datetime.datetime.fromtimestamp(info.created_ns // 10**9, datetime.timezone.utc)
     row.update(dtype=info.dtype, itemsize=info.itemsize, shape=[*info.shape],
                order=info.order, data_nbytes=info.data_nbytes, owner_pid=info.owner_pid,
                created_ns=info.created_ns, created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
                same_boot=same_boot, lock=lock_state == 2,
-               owner_alive={"alive": True, "dead": False}.get(owner))
+               owner_alive={"alive": True, "gone": False}.get(state))
+    _owner_fields(row, state, why)
     return row
 
 
 def list(all=False):  # noqa: A001 (the module's public name)
-    """One dict per shmarray segment in /dev/shm, sorted by name, with the
-    fields of `shmarray ls --json`: name, bytes, shmarray, status ('ok',
-    'being created', 'unknown version', 'truncated', 'corrupt', 'no access',
-    'gone', 'unreadable'); for 'ok' also dtype, itemsize, shape, order,
-    data_nbytes, owner_pid, created_ns, created, same_boot, lock and
-    owner_alive (True, False, or None where unknown); otherwise error.
-    Objects that are not shmarray segments (no record with the magic) are
-    listed only with all=True."""
+    """One dict per object in /dev/shm, sorted by the bytes of its name,
+    with the fields of `shmarray ls --json`: name (os.fsdecode's str:
+    undecodable bytes as surrogateescape gives them), bytes, shmarray,
+    status ('ok', 'being created', 'unknown version', 'truncated',
+    'corrupt', 'no access', 'unreadable'); for 'ok' also dtype, itemsize,
+    shape, order, data_nbytes, owner_pid, created_ns, created, same_boot,
+    lock, owner_alive (True, False, or None where unknown) and owner
+    ('alive', 'gone', 'untracked': the record names no token, or
+    'unreadable', with owner_error saying why); otherwise error.
+
+    Listed are the shmarray segments and the objects that cannot be opened
+    ('no access': they may be segments); with all=True also every other
+    object and the owner tokens (status 'owner token', with owner).
+    Skipped always: what is not a regular file, and POSIX semaphores
+    ('sem.' names)."""
     out = []
     try:
-        entries = sorted(os.listdir(s.SHM_DIR))
+        entries = sorted(os.listdir(s.SHM_DIR.encode()))
     except OSError:
         return out
-    for n in entries:
-        if n.startswith(_owner.TOKEN_PREFIX):
+    for raw in entries:
+        if raw.startswith(b"sem."):
             continue
         try:
-            st = os.lstat(os.path.join(s.SHM_DIR, n))
+            st = os.lstat(s.SHM_DIR.encode() + b"/" + raw)
         except OSError:
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        row = _inspect("/" + n)
-        if row is not None and (row["shmarray"] or all):
+        name = "/" + from_raw(raw)
+        token = _owner.token_id_of(raw)
+        if token:
+            if all:
+                out.append(_token_row(name, st, token))
+            continue
+        row = _inspect(raw, name, st)
+        if row is not None and (all or row["shmarray"] or row["status"] == "no access"):
             out.append(row)
     return out

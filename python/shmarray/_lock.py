@@ -15,6 +15,7 @@ import struct
 import time
 
 from . import _errors as e
+from ._names import escape
 from . import _format as f
 
 _libc = None
@@ -98,8 +99,9 @@ class Held:
 
     def __repr__(self):
         if not self.held:
-            return f"<shmarray.Held {self.name}: not held>"
-        return f"<shmarray.Held {self.name}: held{', owner died' if self.owner_died else ''}>"
+            return f"<shmarray.Held {escape(self.name)}: not held>"
+        died = ", owner died" if self.owner_died else ""
+        return f"<shmarray.Held {escape(self.name)}: held{died}>"
 
     def unlock(self):
         if not self.held:
@@ -135,8 +137,21 @@ def _check_kind(m, at, name):
     kind = struct.unpack_from("<i", m, at + f.OFF_MUTEX + _KIND_OFFSET)[0]
     want = _want_kind
     if kind != want:
-        raise e.CorruptMetadata(f"{name}: its lock is a mutex of kind {kind:#x}, not the "
+        raise e.CorruptMetadata(f"{escape(name)}: its lock is a mutex of kind {kind:#x}, not the "
                                 f"robust, process-shared, error-checking kind {want:#x}")
+
+
+def _check(m, at, name):
+    """The lock's state word, boot and mutex kind, as a lock needs them."""
+    state = struct.unpack_from("<I", m, at + f.OFF_LOCK_STATE)[0]
+    if state not in (0, 1, 2):
+        raise e.CorruptMetadata(f"{escape(name)}: its lock state is {state}, expected 0, 1 or 2")
+    if state != 2 or bytes(m[at + f.OFF_LOCK_BOOT:at + f.OFF_LOCK_BOOT + 16]) != f.boot_id():
+        raise e.LockError(
+            f"{escape(name)}: its lock is not initialised in this boot (state {state}); a "
+            "Python process cannot initialise it safely while others may use the segment: "
+            "attach it once from C++ (ndarray::attach), which does")
+    _check_kind(m, at, name)
 
 
 def lock(arr, timeout=None):
@@ -154,24 +169,20 @@ def lock(arr, timeout=None):
         raise e.LockError("this array is not over a shmarray segment, so it has no lock")
     name = m.segment_name
     if m.info is None:
-        raise e.LockError(f"{name}: has no record, so it has no lock")
+        raise e.LockError(f"{escape(name)}: has no record, so it has no lock")
     if not m.writable:
-        raise e.LockError(f"{name}: is attached read-only; the lock needs a writeable attach")
-    at = len(m) - f.RECORD_SIZE
-    state = struct.unpack_from("<I", m, at + f.OFF_LOCK_STATE)[0]
-    if state not in (0, 1, 2):
-        raise e.CorruptMetadata(f"{name}: its lock state is {state}, expected 0, 1 or 2")
-    if state != 2 or bytes(m[at + f.OFF_LOCK_BOOT:at + f.OFF_LOCK_BOOT + 16]) != f.boot_id():
         raise e.LockError(
-            f"{name}: its lock is not initialised in this boot (state {state}); a Python "
-            "process cannot initialise it safely while others may use the segment: attach "
-            "it once from C++ (ndarray::attach), which does")
-    _check_kind(m, at, name)
+            f"{escape(name)}: is attached read-only; the lock needs a writeable attach")
+    at = len(m) - f.RECORD_SIZE
     c = _c()
     cell = ctypes.c_char.from_buffer(m, at + f.OFF_MUTEX)
     ptr = ctypes.byref(cell)
     until = None if timeout is None else time.time() + max(0.0, float(timeout))
     while True:
+        # Checked before every call into glibc, the first and each slice
+        # of a wait: anyone who can write the segment can damage the mutex
+        # at any time, and glibc trusts what it finds there.
+        _check(m, at, name)
         # In slices of 0.1 s, so that signals (Ctrl-C) are handled between
         # them. glibc's timed lock counts in CLOCK_REALTIME.
         now = time.time()
@@ -186,10 +197,10 @@ def lock(arr, timeout=None):
     if died:
         c.pthread_mutex_consistent(ptr)
     elif rc == errno.EDEADLK:
-        raise e.LockError(f"{name}: has a lock this thread already holds")
+        raise e.LockError(f"{escape(name)}: has a lock this thread already holds")
     elif rc == errno.ENOTRECOVERABLE:
-        raise e.LockError(f"{name}: has a lock left unrecoverable by a process that did not "
-                          "use shmarray")
+        raise e.LockError(f"{escape(name)}: has a lock left unrecoverable by a process that did "
+                          "not use shmarray")
     elif rc:
-        raise e.LockError(f"{name}: could not be locked: {os.strerror(rc)}")
+        raise e.LockError(f"{escape(name)}: could not be locked: {os.strerror(rc)}")
     return Held(m, ptr, name, died)

@@ -10,19 +10,19 @@ from . import _errors as e
 from . import _format as f
 from . import _owner
 from . import _segments as s
+from ._names import escape
 
-_counter = 0
-_counter_mu = threading.Lock()
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+NAME_ATTEMPTS = 17  # a generated name, then up to 16 others when one is taken
 
 
-def _base36(n):
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if n == 0:
-            return out
+def random_part():
+    """10 base-36 characters from os.urandom (getrandom), each uniform:
+    bytes of 252 and up are drawn again, so that none is likelier."""
+    out = []
+    while len(out) < 10:
+        out.extend(_DIGITS[b % 36] for b in os.urandom(16) if b < 252)
+    return "".join(out[:10])
 
 
 class Manager:
@@ -33,7 +33,7 @@ class Manager:
 
         with shmarray.Manager() as m:
             a = m.from_shape((200, 512, 512), np.uint16)
-            shmarray.name_of(a)     # '/shmarray_1234_k3x9q_0': give it to C++
+            shmarray.name_of(a)     # '/shmarray_1234_k3x9q0w7fz': give it to C++
 
     Arrays stay usable after their segment's name is removed, as long as they
     live. While the process lives its segments are watched: if it dies,
@@ -43,7 +43,6 @@ class Manager:
     def __init__(self, prefix="shmarray_"):
         self.prefix = prefix
         self._owned = []  # (name, device, inode, counted in the token, creating pid)
-        self._salt = _base36(int.from_bytes(os.urandom(4), "little"))
         self._closed = False
         self._mu = threading.Lock()
 
@@ -57,11 +56,9 @@ class Manager:
         return False
 
     def _name(self):
-        global _counter
-        with _counter_mu:
-            n = _counter
-            _counter += 1
-        return f"/{self.prefix}{os.getpid()}_{self._salt}_{_base36(n)}"
+        """A generated name: the prefix, the pid and a new random part, so
+        that no other user can tell the next one and take it first."""
+        return s.normalise(f"/{self.prefix}{os.getpid()}_{random_part()}")
 
     def from_shape(self, shape, dtype=np.float64, *, name=None, order="C"):
         """A new zero-filled array of `shape` and `dtype` ('C' row-major or
@@ -86,7 +83,7 @@ class Manager:
         except TypeError:
             shape = (int(shape),)
         dt = f.dtype_string(dtype)
-        for attempt in range(17):
+        for attempt in range(NAME_ATTEMPTS):
             seg = s.normalise(name) if name is not None else self._name()
             token = _owner.token.acquire(_owner.watchdog.prepare)
             _owner.watchdog.prepare(token)  # the helper, started with the first
@@ -103,8 +100,12 @@ class Manager:
                     _owner.watchdog.remove("s", seg, dev, ino)
                 if token:
                     _owner.token.release()
-                if name is not None or attempt == 16:
+                if name is not None:
                     raise
+                if attempt == NAME_ATTEMPTS - 1:
+                    raise e.AlreadyExists(
+                        f"{escape(seg)}: already exists, and so did the {NAME_ATTEMPTS - 1} "
+                        "names generated before it (another process takes them?)") from None
                 continue
             except BaseException:
                 for dev, ino in registered:

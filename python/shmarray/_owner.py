@@ -7,6 +7,7 @@ Reliability section."""
 
 import fcntl
 import os
+import select
 import shutil
 import signal
 import socket
@@ -14,7 +15,6 @@ import struct
 import sys
 import threading
 
-from . import _format as f
 from ._segments import link_unnamed
 
 SHM_DIR = "/dev/shm"
@@ -62,6 +62,7 @@ class _Token:
             except OSError:
                 return self._make_named(announce)
             try:
+                os.fchmod(fd, 0o600)  # 0600 whatever the umask: its helper must open it
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 announce(id_)
                 link_unnamed(fd, path)
@@ -83,7 +84,16 @@ class _Token:
                 continue
             except OSError:
                 return False
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                os.fchmod(fd, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+                return False
             mine, named = os.fstat(fd), None
             try:
                 named = os.stat(path)
@@ -119,44 +129,63 @@ class _Token:
         self.__init__()
 
 
+def token_id_of(raw):
+    """The id in an owner token's file name (bytes, without its '/'), or 0
+    if the name is not one: the prefix and exactly 16 lower-case hex digits."""
+    p = TOKEN_PREFIX.encode()
+    digits = raw[len(p):]
+    if not raw.startswith(p) or len(digits) != 16 or digits.strip(b"0123456789abcdef"):
+        return 0
+    return int(digits, 16)
+
+
 def token_state(id_, other_boot=False):
-    """'alive', 'dead' or 'unknown', as FORMAT.md defines them."""
+    """What a record's token says of its owner, as FORMAT.md defines it:
+    ('alive', None) while the token is held; ('gone', None) when it is free
+    or missing, or the record is from an earlier boot; ('untracked', None)
+    when the record names no token (id 0); ('unreadable', why) when the
+    token exists but cannot be opened or locked. Never mapped or written."""
     if id_ == 0:
-        return "unknown"
+        return "untracked", None
     if other_boot:
-        return "dead"
+        return "gone", None
+    name = token_name(id_)
     try:
-        fd = os.open(SHM_DIR + token_name(id_), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC)
+        fd = os.open(SHM_DIR + name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return "dead"
-    except OSError:
-        return "unknown"
+        return "gone", None
+    except OSError as err:
+        return "unreadable", f"its owner token {name} cannot be read: {err.strerror}"
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return "dead"
+        return "gone", None
     except BlockingIOError:
-        return "alive"
-    except OSError:
-        return "unknown"
+        return "alive", None
+    except OSError as err:
+        return "unreadable", f"its owner token {name} cannot be read: {err.strerror}"
     finally:
         os.close(fd)
 
 
 def _put_name(name):
-    b = name.encode()[:4000]
+    b = name.encode("utf-8")  # a valid name: at most 256 bytes, never cut
     return struct.pack("<H", len(b)) + b
 
 
 class _Watchdog:
     """The helper watching this process: started with the first named
-    segment, through an intermediate that exits at once."""
+    segment, through an intermediate that exits at once. It is told the
+    owner's token and every object registered; one killed alone is noticed
+    at the next named segment (its end of the socket has hung up), and
+    another is started and told all that is still registered."""
 
     def __init__(self):
-        self.sock, self.tried, self.token_sent, self.said = None, False, 0, False
+        self.sock, self.token_sent, self.said = None, 0, False
         self.pid = os.getpid()
         self.helper_pid = 0
         self.ack = -1
+        self.usable = True  # False once no helper can be found or started
+        self.objects = {}  # (kind, name, dev, ino): registered, not yet unregistered
 
     def _say_once(self, why):
         if not self.said:
@@ -172,11 +201,10 @@ class _Watchdog:
         return shutil.which("shmarray") or ""
 
     def _start(self):
-        if self.tried:
-            return self.sock is not None
-        self.tried = True
+        """Spawns a helper; False (said once, never tried again) where none runs."""
         helper = self.find_helper()
         if not helper:
+            self.usable = False
             self._say_once("no watchdog helper found (the shmarray command: install it, put "
                            "it on PATH, or set SHMARRAY_HELPER)")
             return False
@@ -200,6 +228,7 @@ class _Watchdog:
         except OSError as err:
             a.close()
             os.close(r)
+            self.usable = False
             self._say_once(f"posix_spawn of {helper}: {err.strerror}")
             return False
         finally:
@@ -209,12 +238,13 @@ class _Watchdog:
             os.waitpid(pid, 0)  # the intermediate exits at once: the helper is nobody's child
         except ChildProcessError:
             pass  # reaped elsewhere (SIGCHLD ignored, or another thread's wait)
-        self.sock, self.ack = a, r
+        self.sock, self.ack, self.helper_pid, self.token_sent = a, r, 0, 0
         return True
 
     def _settle(self):
+        """Reads the helper's pid once it has said it runs; a helper that
+        ends its hello without one is given up."""
         if self.ack >= 0:
-            import select
             if select.select([self.ack], [], [], 0)[0]:
                 data = os.read(self.ack, 4)
                 os.close(self.ack)
@@ -222,13 +252,35 @@ class _Watchdog:
                 if len(data) == 4:
                     self.helper_pid = struct.unpack("<i", data)[0]
                 else:
+                    self.usable = False
                     self._drop("the watchdog helper did not start")
 
-    def _drop(self, why):
+    def _drop(self, why=None):
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        self._say_once(why)
+        if self.ack >= 0:
+            os.close(self.ack)
+            self.ack = -1
+        self.helper_pid = 0
+        if why:
+            self._say_once(why)
+
+    def _hung_up(self):
+        """Whether the helper's end of the socket is gone (it never writes)."""
+        p = select.poll()
+        p.register(self.sock.fileno(), select.POLLIN | select.POLLRDHUP)
+        for _, ev in p.poll(0):
+            if ev & (select.POLLHUP | select.POLLERR | select.POLLRDHUP | select.POLLNVAL):
+                return True
+            if ev & select.POLLIN:
+                try:
+                    return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    return True
+        return False
 
     def _send(self, rec):
         if self.sock is None:
@@ -236,39 +288,59 @@ class _Watchdog:
         try:
             self.sock.sendall(rec, socket.MSG_NOSIGNAL)
         except OSError:
-            self._drop("the watchdog helper stopped answering")
+            self._drop("the watchdog helper stopped answering (another is started with this "
+                       "process's next named segment)")
 
-    def _fresh(self):
-        if self.pid != os.getpid():
-            self.after_fork_in_child()
-
-    def prepare(self, token):
-        with _mu:
-            self._fresh()
-            if self.sock is None and not self._start():
-                return
+    def _connected(self, token):
+        """A helper watching this process, started or replaced if need be,
+        that knows `token` (non-zero) and everything registered."""
+        self._fresh()
+        if self.sock is not None:
             self._settle()
-            if token and token != self.token_sent:
+            if self.sock is not None and self._hung_up():
+                self._drop()
+        if self.sock is None:
+            if not self.usable or not self._start():
+                return False
+            self._settle()
+            if token:
                 self._send(b"T" + struct.pack("<Q", token))
                 self.token_sent = token
+            for kind, name, dev, ino in self.objects:
+                self._send(_object_record(b"R", kind, name, dev, ino))
+            if self.sock is None:
+                return False
+        if token and token != self.token_sent:
+            self._send(b"T" + struct.pack("<Q", token))
+            self.token_sent = token
+        return self.sock is not None
+
+    def prepare(self, token):
+        """Before a named segment is made: the helper runs and knows `token`."""
+        with _mu:
+            self._connected(token)
 
     def add(self, kind, name, dev, ino):
         with _mu:
             self._fresh()
-            if self.sock is None:
-                return
-            self._send(b"R" + kind.encode() + struct.pack("<QQ", dev, ino) + _put_name(name))
+            self.objects[(kind, name, dev, ino)] = None
+            self._send(_object_record(b"R", kind, name, dev, ino))
 
     def remove(self, kind, name, dev, ino):
         with _mu:
-            if self.pid != os.getpid() or self.sock is None:
+            if self.pid != os.getpid():
                 return
-            self._send(b"U" + kind.encode() + struct.pack("<QQ", dev, ino) + _put_name(name))
+            self.objects.pop((kind, name, dev, ino), None)
+            self._send(_object_record(b"U", kind, name, dev, ino))
 
     def running(self):
         with _mu:
             self._fresh()
             return self.sock is not None
+
+    def _fresh(self):
+        if self.pid != os.getpid():
+            self.after_fork_in_child()
 
     def after_fork_in_child(self):
         if self.sock is not None:
@@ -276,6 +348,11 @@ class _Watchdog:
         if self.ack >= 0:
             os.close(self.ack)
         self.__init__()
+
+
+def _object_record(op, kind, name, dev, ino):
+    """An 'R' (register) or 'U' (unregister) record of one object."""
+    return op + kind.encode() + struct.pack("<QQ", dev, ino) + _put_name(name)
 
 
 token = _Token()

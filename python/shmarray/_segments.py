@@ -1,6 +1,8 @@
 """Named segments in /dev/shm: opening, creating, mapping and removing them,
 and the NumPy arrays over them."""
 
+import ctypes
+import ctypes.util
 import errno
 import mmap
 import os
@@ -12,30 +14,15 @@ import numpy as np
 
 from . import _errors as e
 from . import _format as f
+from . import _names
+from ._names import escape
 
 SHM_DIR = "/dev/shm"
 
 
 def normalise(name):
-    """The name with its leading '/', checked as POSIX shared memory names
-    are (one leading '/' at most, no other, not empty, not '.' or '..')."""
-    if not isinstance(name, str):
-        raise e.InvalidName(f"{name!r}: a segment's name is a str")
-    bare = name[1:] if name.startswith("/") else name
-    why = None
-    if not bare:
-        why = "is empty"
-    elif "/" in bare:
-        why = "holds a '/' after its first character"
-    elif "\0" in bare:
-        why = "holds a NUL character"
-    elif bare in (".", ".."):
-        why = "is a directory name"
-    elif len(bare.encode()) > 255:
-        why = "is longer than 255 bytes"
-    if why:
-        raise e.InvalidName(f"{name}: is not a valid name: it {why}")
-    return "/" + bare
+    """The name with its leading '/', checked as _names.normalise says."""
+    return _names.normalise(name)
 
 
 def path_of(name):
@@ -57,14 +44,33 @@ def link_unnamed(fd, path):
 def _os_error(err, name, doing):
     code = err.errno
     if code == errno.ENOENT:
-        return e.NotFound(f"{name}: does not exist")
+        return e.NotFound(f"{escape(name)}: does not exist")
     if code == errno.EEXIST:
-        return e.AlreadyExists(f"{name}: already exists")
+        return e.AlreadyExists(f"{escape(name)}: already exists")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return e.AccessDenied(f"{name}: {doing}: {err.strerror}")
+        return e.AccessDenied(f"{escape(name)}: {doing}: {err.strerror}")
     if code in (errno.ENOSPC, errno.ENOMEM):
-        return e.OutOfSpace(f"{name}: {doing}: {err.strerror}")
-    return e.Error(f"{name}: {doing}: {err.strerror}")
+        more = _free_text() if code == errno.ENOSPC else ""
+        return e.OutOfSpace(f"{escape(name)}: {doing}: {err.strerror}{more}")
+    return e.Error(f"{escape(name)}: {doing}: {err.strerror}")
+
+
+def _free_text():
+    """What /dev/shm has left, for a message about running out of it."""
+    try:
+        v = os.statvfs(SHM_DIR)
+    except OSError:
+        return ""
+    return f" (/dev/shm has {v.f_bavail * v.f_frsize} bytes and {v.f_favail} inodes free)"
+
+
+def _out_of_space(name, needed, fd, what="needs"):
+    """OutOfSpace for `needed` bytes that the file system of `fd` could not give."""
+    v = os.fstatvfs(fd)
+    return e.OutOfSpace(
+        f"{escape(name)}: {what} {needed} bytes, but /dev/shm has {v.f_bavail * v.f_frsize} "
+        "bytes free; free space in /dev/shm (ls -l /dev/shm shows what holds it), give the "
+        "container more shared memory (docker run --shm-size=...), or use a file")
 
 
 class Mapping(mmap.mmap):
@@ -79,55 +85,115 @@ class Mapping(mmap.mmap):
                                 prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
         except OSError as err:
             raise _os_error(err, name, "could not be mapped") from None
+        except ValueError:  # CPython's mmap checks the size again: it shrank meanwhile
+            raise e.TruncatedSegment(f"{escape(name)}: was {size} bytes when checked, and was "
+                                     "shortened before it could be mapped") from None
         m.segment_name, m.info, m.device, m.inode = name, info, device, inode
         m.writable = writable
         return m
 
     def close(self):
-        raise e.Error(f"{self.segment_name}: a shmarray mapping is not closed by hand: it goes "
-                      "with the last array over it (closing it under them would crash)")
+        raise e.Error(f"{escape(self.segment_name)}: a shmarray mapping is not closed by hand: "
+                      "it goes with the last array over it (closing it under them would crash)")
 
     def resize(self, newsize):
-        raise e.Error(f"{self.segment_name}: a shared segment is never resized (every process "
-                      "mapping it would get SIGBUS)")
+        raise e.Error(f"{escape(self.segment_name)}: a shared segment is never resized (every "
+                      "process mapping it would get SIGBUS)")
 
     def __exit__(self, *exc):
         return False
 
 
 def open_segment(name, writable):
-    """Opens a named segment and maps all of it after checking it; the
-    Mapping (its .info is None for a segment that fails the record checks
-    when `raw` is asked for by the caller)."""
+    """Opens the segment `name` (checked: a valid name) and returns its
+    descriptor and fstat; a symlink or anything but a regular file is refused."""
     name = normalise(name)
+    return open_object(path_of(name), name, writable)
+
+
+def open_object(path, name, writable):
+    """open_segment for any path (str or bytes), `name` its name in messages."""
     flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path_of(name), flags)
+        fd = os.open(path, flags)
     except OSError as err:
         raise _os_error(err, name, "could not be opened") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise e.AccessDenied(f"{name}: is not a regular file")
+            raise e.AccessDenied(f"{escape(name)}: is not a regular file")
         return fd, st
     except BaseException:
         os.close(fd)
         raise
 
 
-def read_tail(fd, size):
-    """The last 512 bytes of a segment, for read_record. The ready word is
-    read first, on its own, and the rest after it: read in one go, the
-    fields (copied first) could predate a ready word copied after the
-    writer set it, and a segment being created would look corrupt."""
+def read_tail(fd, size, name):
+    """The last 512 bytes of a segment of `size` bytes, for read_record,
+    read with pread (never through a mapping: a file shrunk meanwhile is a
+    short read here, TruncatedSegment, where a mapping would be a SIGBUS).
+    The ready word is read first, on its own, and the rest after it: read
+    in one go, the fields (copied first) could predate a ready word copied
+    after the writer set it, and a segment being created would look corrupt."""
     if size < f.RECORD_SIZE:
         return b""
     at = size - f.RECORD_SIZE
-    ready = os.pread(fd, 4, at + f.OFF_READY)
-    tail = bytearray(os.pread(fd, f.RECORD_SIZE, at))
-    if len(ready) == 4 and len(tail) == f.RECORD_SIZE:
-        tail[f.OFF_READY:f.OFF_READY + 4] = ready
+    try:
+        ready = os.pread(fd, 4, at + f.OFF_READY)
+        tail = bytearray(os.pread(fd, f.RECORD_SIZE, at))
+    except OSError as err:
+        raise _os_error(err, name, "could not be read") from None
+    if len(ready) != 4 or len(tail) != f.RECORD_SIZE:
+        raise e.TruncatedSegment(f"{escape(name)}: was {size} bytes, and was shortened while "
+                                 "its record was read")
+    tail[f.OFF_READY:f.OFF_READY + 4] = ready
     return bytes(tail)
+
+
+_fallocate = None
+FALLOC_FL_KEEP_SIZE = 1
+
+
+def _fallocate_fn():
+    """glibc's fallocate(2) wrapper (64-bit offsets), or False without one."""
+    global _fallocate
+    if _fallocate is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            fn = getattr(libc, "fallocate64", None) or libc.fallocate
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            fn.restype = ctypes.c_int
+            _fallocate = fn
+        except (OSError, AttributeError):
+            _fallocate = False
+    return _fallocate
+
+
+def reserve_if_sparse(fd, st, name):
+    """Before a writable mapping of a segment that is sparse (made by
+    something that only ftruncates: multiprocessing.shared_memory,
+    shared_ndarray2): reserves its pages with fallocate(2), keeping its size,
+    so that a full /dev/shm is OutOfSpace now, never a SIGBUS at a write.
+    Never posix_fallocate, whose fallback writes zeros into a live segment;
+    never on a populated one (fallocate walks every page: seconds a GiB)."""
+    if st.st_blocks * 512 >= st.st_size:
+        return
+    fn = _fallocate_fn()
+    if not fn:
+        return
+    while fn(fd, FALLOC_FL_KEEP_SIZE, 0, st.st_size) != 0:
+        code = ctypes.get_errno()
+        if code == errno.EINTR:
+            continue  # tmpfs gives up when a signal is pending
+        if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+            return  # nothing to reserve with there
+        if code in (errno.ENOSPC, errno.ENOMEM):
+            raise _out_of_space(
+                name, st.st_size - st.st_blocks * 512, fd,
+                f"is sparse ({st.st_blocks * 512} of its {st.st_size} bytes are backed): "
+                "writing it needs") from None
+        raise _os_error(OSError(code, os.strerror(code)), name,
+                        "could not have its pages reserved") from None
 
 
 def attach(name, *, readonly=False, dtype=None, shape=None, timeout=0.2):
@@ -149,18 +215,21 @@ def attach(name, *, readonly=False, dtype=None, shape=None, timeout=0.2):
 
 
 def _attach_once(name, readonly, dtype, shape):
-    fd, st = open_segment(name, not readonly)
     name = normalise(name)
+    fd, st = open_segment(name, not readonly)
     try:
-        info = f.read_record(name, st.st_size, read_tail(fd, st.st_size))
+        info = f.read_record(name, st.st_size, read_tail(fd, st.st_size, name))
         if info.dtype not in f.DTYPES:
-            raise e.DtypeMismatch(f"{name}: holds {info.dtype}, which this module does not map")
+            raise e.DtypeMismatch(
+                f"{escape(name)}: holds {info.dtype}, which this module does not map")
         if dtype is not None and np.dtype(dtype).str != info.dtype:
             raise e.DtypeMismatch(
-                f"{name}: holds {info.dtype}, but {np.dtype(dtype).str} was asked for")
+                f"{escape(name)}: holds {info.dtype}, but {np.dtype(dtype).str} was asked for")
         if shape is not None and tuple(shape) != info.shape:
             raise e.ShapeMismatch(
-                f"{name}: has shape {info.shape}, but {tuple(shape)} was asked for")
+                f"{escape(name)}: has shape {info.shape}, but {tuple(shape)} was asked for")
+        if not readonly:
+            reserve_if_sparse(fd, st, name)
         m = Mapping(fd, st.st_size, not readonly, name, info, st.st_dev, st.st_ino)
     finally:
         os.close(fd)
@@ -170,18 +239,20 @@ def _attach_once(name, readonly, dtype, shape):
 def attach_raw(name, shape, dtype, *, readonly=False, order="C"):
     """An ndarray over a raw segment (no record, exactly the data's bytes, as
     shared_ndarray2 makes): its size must be exactly itemsize * prod(shape)."""
+    name = normalise(name)
     dt = np.dtype(dtype)
     shape = tuple(int(d) for d in shape)
     nbytes = f.data_nbytes(dt.itemsize, shape)
     if nbytes == 0:
-        raise e.InvalidShape(f"{name}: a raw segment is never empty, so it has no shape "
+        raise e.InvalidShape(f"{escape(name)}: a raw segment is never empty, so it has no shape "
                              f"{shape}")
     fd, st = open_segment(name, not readonly)
-    name = normalise(name)
     try:
         if st.st_size != nbytes:
-            raise e.ShapeMismatch(
-                f"{name}: holds {st.st_size} bytes, but shape {shape} of {dt} needs {nbytes}")
+            raise e.ShapeMismatch(f"{escape(name)}: holds {st.st_size} bytes, but shape {shape} "
+                                  f"of {dt} needs {nbytes}")
+        if not readonly:
+            reserve_if_sparse(fd, st, name)
         m = Mapping(fd, st.st_size, not readonly, name, None, st.st_dev, st.st_ino)
     finally:
         os.close(fd)
@@ -226,10 +297,13 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
     dt = f.dtype_string(dtype)
     itemsize = f.DTYPES[dt]
     nbytes = f.data_nbytes(itemsize, shape)
-    size = f.align64(nbytes) + f.RECORD_SIZE
+    size = f.segment_size(nbytes)
+    if size is None:
+        raise e.InvalidShape(f"{escape(name)}: shape {tuple(shape)} of {itemsize}-byte items "
+                             "and its record overflow a segment's size")
     path = path_of(name)
     if os.path.lexists(path):
-        raise e.AlreadyExists(f"{name}: already exists")
+        raise e.AlreadyExists(f"{escape(name)}: already exists")
     named_first = by_name
     try:
         if by_name:
@@ -258,12 +332,13 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
             os.posix_fallocate(fd, 0, size)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                free = os.statvfs(SHM_DIR)
-                raise e.OutOfSpace(
-                    f"{name}: needs {size} bytes, but /dev/shm has "
-                    f"{free.f_bavail * free.f_frsize} bytes free; free space in /dev/shm, give "
-                    "the container more shared memory (docker run --shm-size=...), or use "
-                    "a file") from None
+                # our own partial pages go first: the free space told is what the
+                # file system had, not what this attempt left of it
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
+                raise _out_of_space(name, size, fd) from None
             raise _os_error(err, name, "could not be sized") from None
         rec, checksum = f.new_record(dt, shape, order, owner_token)
         at = size - f.RECORD_SIZE
@@ -279,14 +354,14 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
                 link_unnamed(fd, path)
                 linked = True
             except FileExistsError:
-                raise e.AlreadyExists(f"{name}: already exists") from None
+                raise e.AlreadyExists(f"{escape(name)}: already exists") from None
             except OSError:
                 # it cannot be linked here (no /proc?): made again, by name
                 os.close(fd)
                 fd = -1
                 return create(name, dtype, shape, order, data, owner_token, before_link,
                               by_name=True)
-        info = f.read_record(name, size, read_tail(fd, size))
+        info = f.read_record(name, size, read_tail(fd, size, name))
         return Mapping(fd, size, True, name, info, st.st_dev, st.st_ino)
     except BaseException:
         if named_first and linked:

@@ -141,6 +141,14 @@ def bad_segments(prefix):
         struct.pack_into("<2Q", rec, 88, 2**62, 2**62)
     rewrite_record(path, huge)
     cases.append((name, "corrupt_metadata"))
+    name, path = make("bigdata")
+
+    def just_below_2_63(rec):  # a data size whose segment (data and record) overflows
+        struct.pack_into("<Q", rec, 16, 2**63 - 8)
+        struct.pack_into("<I", rec, 44, 1)
+        struct.pack_into("<2Q", rec, 88, 2**60 - 1, 0)
+    rewrite_record(path, just_below_2_63)
+    cases.append((name, "corrupt_metadata"))
     name, path = make("version")
     rewrite_record(path, lambda rec: struct.pack_into("<I", rec, 8, 2))
     cases.append((name, "version_mismatch"))
@@ -214,3 +222,62 @@ def test_raw_segments_are_attached_with_an_explicit_shape(prefix):
             shmarray.lock(a)
     finally:
         os.unlink("/dev/shm" + name)
+
+
+def test_a_data_size_just_below_2_63_is_corrupt_not_truncated_as_in_cpp(prefix):
+    name = f"/{prefix}bigdata"
+    golden("make", name, "<f8", "C", 4, 4)
+    try:
+        def just_below_2_63(rec):
+            struct.pack_into("<Q", rec, 16, 2**63 - 8)
+            struct.pack_into("<I", rec, 44, 1)
+            struct.pack_into("<2Q", rec, 88, 2**60 - 1, 0)
+        rewrite_record("/dev/shm" + name, just_below_2_63)
+        assert golden("attach", name, "<f8").strip() == "corrupt_metadata"
+        with pytest.raises(shmarray.CorruptMetadata) as err:
+            shmarray.attach(name)
+        assert "data size overflows" in str(err.value)
+        row = next(r for r in shmarray.list() if r["name"] == name)
+        assert row["status"] == "corrupt" and "data size overflows" in row["error"]
+    finally:
+        os.unlink("/dev/shm" + name)
+
+
+def test_a_raw_segment_is_raw_whatever_its_bytes_hold_even_a_record_lookalike(prefix):
+    """Raw data the size of the shape, whose bytes at size - 512 begin with
+    SHMARRAY (here: a whole valid record), is attached as raw data."""
+    made, name = f"/{prefix}made", f"/{prefix}lookalike"
+    golden("make", made, "<f8", "C", 448)  # 448 * 8 + 512 = 4096 bytes
+    try:
+        with open("/dev/shm" + made, "rb") as fh:
+            data = fh.read()
+        assert len(data) == 4096 and data[4096 - 512:][:8] == b"SHMARRAY"
+        fd = os.open("/dev/shm" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.write(fd, data)
+        os.close(fd)
+        a = shmarray.attach_raw(name, (4096,), np.uint8)
+        assert bytes(a) == data and shmarray.info(a) is None
+        b = shmarray.attach_raw(name, (64, 64), "|u1")
+        assert b.shape == (64, 64)
+    finally:
+        os.unlink("/dev/shm" + made)
+        if os.path.exists("/dev/shm" + name):
+            os.unlink("/dev/shm" + name)
+
+
+def test_cpp_attaches_a_record_lookalike_raw_with_its_shape_as_python_does(prefix):
+    made, name = f"/{prefix}made", f"/{prefix}lookalike"
+    golden("make", made, "<f8", "C", 448)
+    try:
+        with open("/dev/shm" + made, "rb") as fh:
+            data = fh.read()
+        fd = os.open("/dev/shm" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.write(fd, data)
+        os.close(fd)
+        golden("add1", name, "|u1", 4096)  # C++: attach(name, {4096}), +1 each
+        a = shmarray.attach_raw(name, (4096,), np.uint8)
+        assert (a == (np.frombuffer(data, np.uint8) + 1).astype(np.uint8)).all()
+    finally:
+        os.unlink("/dev/shm" + made)
+        if os.path.exists("/dev/shm" + name):
+            os.unlink("/dev/shm" + name)

@@ -146,7 +146,9 @@ def test_list_has_the_fields_of_shmarray_ls(prefix):
             rows = {r["name"]: r for r in shmarray.list(all=True)}
             py = next(r for n, r in rows.items() if n.startswith("/" + prefix + str(os.getpid())))
             assert py["owner_alive"] is True and py["owner_pid"] == os.getpid() and py["lock"]
+            assert py["owner"] == "alive"
             assert rows[f"/{prefix}cpp"]["owner_alive"] is None  # kept: no token
+            assert rows[f"/{prefix}cpp"]["owner"] == "untracked"
             assert rows[f"/{prefix}other"]["shmarray"] is False
             assert rows[f"/{prefix}other"]["status"] == "corrupt"
         finally:
@@ -237,3 +239,122 @@ def test_a_raw_segment_attached_by_name_alone_says_how_to_attach_it(prefix):
         assert "attach_raw" in str(err.value)
     finally:
         os.unlink("/dev/shm" + name)
+
+
+KIND_AT = -512 + 448 + 16  # the mutex's kind (glibc's __kind), from the segment's end
+
+
+def damage_kind(name, value=None):
+    """Writes `value` (or the kind with its robust bit cleared) over the
+    mutex's kind; returns the kind it held."""
+    fd = os.open("/dev/shm" + name, os.O_RDWR)
+    try:
+        at = os.fstat(fd).st_size + KIND_AT
+        old = int.from_bytes(os.pread(fd, 4, at), "little", signed=True)
+        new = old & ~16 if value is None else value
+        os.pwrite(fd, new.to_bytes(4, "little", signed=True), at)
+        return old
+    finally:
+        os.close(fd)
+
+
+def test_the_lock_rechecks_the_mutex_kind_at_every_lock_after_attach(prefix):
+    with shmarray.Manager(prefix=prefix) as m:
+        a = m.from_shape((4,), np.uint8)
+        name = shmarray.name_of(a)
+        b = shmarray.attach(name)  # attached while the mutex is sound
+        with shmarray.lock(b) as held:
+            assert held
+        old = damage_kind(name)
+        for arr in (a, b):
+            with pytest.raises(shmarray.CorruptMetadata) as err:
+                shmarray.lock(arr)
+            assert "kind" in str(err.value) and name in str(err.value)
+        damage_kind(name, old)
+        with shmarray.lock(b) as held:
+            assert held and not held.owner_died
+
+
+def test_a_lock_waited_for_is_rechecked_and_refused_once_its_kind_is_damaged(prefix):
+    import threading
+    with shmarray.Manager(prefix=prefix) as m:
+        a = m.from_shape((4,), np.uint8)
+        name = shmarray.name_of(a)
+        holding, release = threading.Event(), threading.Event()
+
+        def holder():
+            with shmarray.lock(a):
+                holding.set()
+                release.wait(30)
+        t = threading.Thread(target=holder)
+        t.start()
+        holding.wait(10)
+        got = []
+
+        def waiter():
+            try:
+                got.append(shmarray.lock(a, timeout=20))
+            except shmarray.Error as err:
+                got.append(err)
+        w = threading.Thread(target=waiter)
+        w.start()
+        time.sleep(0.3)  # the waiter is in its wait
+        old = damage_kind(name)
+        w.join(10)
+        damage_kind(name, old)  # sound again before the holder unlocks
+        release.set()
+        t.join(10)
+        assert not w.is_alive() and not t.is_alive()
+        assert len(got) == 1 and isinstance(got[0], shmarray.CorruptMetadata), got
+
+
+def test_a_writable_attach_reserves_a_sparse_segment_once_and_only_it(prefix, monkeypatch):
+    from shmarray import _segments
+    name = f"/{prefix}sparse"
+    fd = os.open("/dev/shm" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, 1 << 20)  # as multiprocessing.shared_memory makes it
+        calls = []
+        real = _segments._fallocate_fn()
+        assert real, "no fallocate in the C library"
+
+        def counted(*args):
+            calls.append(args[1:])
+            return real(*args)
+        monkeypatch.setattr(_segments, "_fallocate", counted)
+        r = shmarray.attach_raw(name, (1 << 20,), np.uint8, readonly=True)
+        assert calls == [] and os.fstat(fd).st_blocks == 0  # read-only: nothing reserved
+        a = shmarray.attach_raw(name, (1 << 20,), np.uint8)
+        st = os.fstat(fd)
+        assert calls == [(1, 0, 1 << 20)]  # FALLOC_FL_KEEP_SIZE, all of it
+        assert st.st_blocks * 512 >= st.st_size == 1 << 20  # reserved, its size kept
+        a[:] = 3
+        assert r.sum() == 3 << 20
+        shmarray.attach_raw(name, (1 << 20,), np.uint8)
+        assert len(calls) == 1  # populated now: never again
+        with shmarray.Manager(prefix=prefix) as m:  # a segment shmarray made is never sparse
+            shmarray.attach(shmarray.name_of(m.from_shape((1 << 18,), np.float64)))
+        assert len(calls) == 1
+    finally:
+        os.close(fd)
+        os.unlink("/dev/shm" + name)
+
+
+def test_a_taken_generated_name_is_passed_over_for_another(prefix, monkeypatch):
+    from shmarray import _manager
+    parts = iter(["takentaken", "takentaken", "freshname0"])
+    monkeypatch.setattr(_manager, "random_part", lambda: next(parts))
+    planted = f"/dev/shm/{prefix}{os.getpid()}_takentaken"
+    open(planted, "wb").close()
+    try:
+        with shmarray.Manager(prefix=prefix) as m:
+            a = m.from_shape((2,), np.int8)
+            assert shmarray.name_of(a) == f"/{prefix}{os.getpid()}_freshname0"
+            monkeypatch.setattr(_manager, "random_part", lambda: "takentaken")
+            with pytest.raises(shmarray.AlreadyExists) as err:
+                m.from_shape((2,), np.int8)  # 16 taken in a row: said, not hidden
+            assert "and so did the 16 names generated before it" in str(err.value)
+            assert m.names() == [shmarray.name_of(a)]
+        assert shm_names(prefix) == [os.path.basename(planted)]
+    finally:
+        os.unlink(planted)

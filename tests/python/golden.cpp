@@ -10,6 +10,8 @@
 //   golden add1-fork NAME DTYPE N        the same in a forked child
 //   golden fields NAME                   the record as key=value lines
 //   golden attach NAME DTYPE             attach; the error's type if it fails
+//   golden make-kind NAME DTYPE D...     a managed segment, removed at once; "ok", or
+//                                        the error's type if it cannot be made
 //   golden own NAME DTYPE D...           a managed segment, held until a line on stdin
 //   golden lock-die NAME DTYPE           lock, say so, and die holding it
 //   golden lock-check NAME DTYPE         lock; say whether the owner died
@@ -73,6 +75,11 @@ const char* kind_of(const error& e) {
   if (dynamic_cast<const invalid_name*>(&e)) return "invalid_name";
   if (dynamic_cast<const shape_mismatch*>(&e)) return "shape_mismatch";
   if (dynamic_cast<const access_denied*>(&e)) return "access_denied";
+  if (dynamic_cast<const out_of_space*>(&e)) return "out_of_space";
+  if (dynamic_cast<const already_exists*>(&e)) return "already_exists";
+  if (dynamic_cast<const invalid_shape*>(&e)) return "invalid_shape";
+  if (dynamic_cast<const lock_error*>(&e)) return "lock_error";
+  if (dynamic_cast<const system_error*>(&e)) return "system_error";
   return "error";
 }
 
@@ -162,6 +169,16 @@ int run(const std::string& cmd, int argc, char** argv) {
         if (!(a.data()[i] == pattern<T>(i))) fail("the array changed");
     }  // the manager ends: its name may be gone already, which is no error
     std::printf("done\n");
+    return 0;
+  }
+  if (cmd == "make-kind") {
+    try {
+      manager m;
+      m.from_shape<T>(dims(argc, argv, 4), posix_shm(name));
+      std::printf("ok\n");
+    } catch (const error& e) {
+      std::printf("%s\n", kind_of(e));
+    }
     return 0;
   }
   if (cmd == "attach") {
