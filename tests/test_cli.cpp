@@ -160,6 +160,11 @@ TEST_CASE("shmarray gc removes what a killed owner left, and nothing else") {
         code = 1;
       }
     };
+    // No helper here either: a helper that starts collects what dead owners
+    // left, in the background, and could do gc's work before it.
+    ::setenv("SHMARRAY_HELPER", "", 1);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 2);  // the warning that there is no helper
     manager m(names.options());
     auto mine = m.from_shape<int>({4});  // a live owner's: never removed
     const std::string other = names("not_ours");
@@ -170,9 +175,6 @@ TEST_CASE("shmarray gc removes what a killed owner left, and nothing else") {
     int fds[2];
     if (::pipe(fds) != 0) return 2;
     const int status = test::in_child([&] {  // the owner that dies, with no watchdog
-      ::setenv("SHMARRAY_HELPER", "", 1);    // (which would clean up before gc could)
-      const int null = ::open("/dev/null", O_WRONLY);
-      ::dup2(null, 2);  // its warning that there is no helper
       manager dying(names.options());
       auto a = dying.from_shape<float>({16});
       auto b = dying.from_shape<float>({8, 8});

@@ -30,6 +30,31 @@ def token_name(id_):
 class _Token:
     def __init__(self):
         self.fd, self.id, self.refs, self.named, self.pid = -1, 0, 0, False, os.getpid()
+        self.journal_bytes = 0
+
+    def journal(self, id_, rec, rewrite):
+        """Appends `rec` (R/U records) to token `id_`'s journal, or makes it
+        the whole journal with `rewrite` (FORMAT.md, "The owner token"):
+        what gc removes when owner and helper die at once. False where `id_`
+        is not this process's token now. Best effort: a failed write leaves
+        the helper to do its work."""
+        with _mu:
+            if self.pid != os.getpid() or self.refs == 0 or not id_ or id_ != self.id:
+                return False
+            if rewrite:
+                self.journal_bytes = 0
+            try:
+                n = os.pwrite(self.fd, rec, self.journal_bytes) if rec else 0
+            except OSError:
+                n = -1
+            if n == len(rec):
+                self.journal_bytes += n
+            if rewrite or n != len(rec):
+                try:
+                    os.ftruncate(self.fd, self.journal_bytes)
+                except OSError:
+                    pass
+            return True
 
     def _fresh(self):
         if self.pid != os.getpid():  # a forked child: not its token
@@ -72,7 +97,7 @@ class _Token:
             except OSError:
                 os.close(fd)
                 return self._make_named(announce)
-            self.fd, self.id, self.named = fd, id_, True
+            self.fd, self.id, self.named, self.journal_bytes = fd, id_, True, 0
             return True
         return False
 
@@ -103,7 +128,7 @@ class _Token:
                 os.close(fd)  # a cleaner took the name between open and lock
                 continue
             announce(id_)
-            self.fd, self.id, self.named = fd, id_, True
+            self.fd, self.id, self.named, self.journal_bytes = fd, id_, True, 0
             return True
         return False
 
@@ -119,6 +144,7 @@ class _Token:
                     pass
                 os.close(self.fd)
                 self.fd, self.id, self.named = -1, 0, False
+                self.journal_bytes = 0
 
     def after_fork_in_child(self):
         if self.fd >= 0:
@@ -186,6 +212,8 @@ class _Watchdog:
         self.ack = -1
         self.usable = True  # False once no helper can be found or started
         self.objects = {}  # (kind, name, dev, ino): registered, not yet unregistered
+        self.token = 0  # the owner's token, whose journal mirrors self.objects
+        self.journaled = 0  # the token whose journal holds self.objects
 
     def _say_once(self, why):
         if not self.said:
@@ -318,20 +346,40 @@ class _Watchdog:
     def prepare(self, token):
         """Before a named segment is made: the helper runs and knows `token`."""
         with _mu:
+            self._fresh()
+            if token:
+                self.token = token
             self._connected(token)
+
+    def _journal(self, rec):
+        """Keeps the token's journal in step with self.objects, as C++ does:
+        appends `rec`; writes all to a new token, and rewrites the journal
+        once it has grown to four times what is still live."""
+        if not self.token:
+            return
+        if self.journaled == self.token and token.journal(self.token, rec, False):
+            live = sum(20 + len(name.encode()) for _, name, _, _ in self.objects)
+            if token.journal_bytes < 64 << 10 or token.journal_bytes < 4 * live:
+                return
+        everything = b"".join(_object_record(b"R", *o) for o in self.objects)
+        self.journaled = self.token if token.journal(self.token, everything, True) else 0
 
     def add(self, kind, name, dev, ino):
         with _mu:
             self._fresh()
             self.objects[(kind, name, dev, ino)] = None
-            self._send(_object_record(b"R", kind, name, dev, ino))
+            rec = _object_record(b"R", kind, name, dev, ino)
+            self._journal(rec)
+            self._send(rec)
 
     def remove(self, kind, name, dev, ino):
         with _mu:
             if self.pid != os.getpid():
                 return
             self.objects.pop((kind, name, dev, ino), None)
-            self._send(_object_record(b"U", kind, name, dev, ino))
+            rec = _object_record(b"U", kind, name, dev, ino)
+            self._journal(rec)
+            self._send(rec)
 
     def running(self):
         with _mu:

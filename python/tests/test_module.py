@@ -5,6 +5,7 @@ import gc
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -358,3 +359,31 @@ def test_a_taken_generated_name_is_passed_over_for_another(prefix, monkeypatch):
         assert shm_names(prefix) == [os.path.basename(planted)]
     finally:
         os.unlink(planted)
+
+
+def test_the_owner_tokens_journal_names_what_the_owner_still_has(prefix):
+    """The token holds the helper's R/U records (FORMAT.md, "The owner
+    token"), so that gc can finish a dead owner's cleanup when its helper
+    died with it; a name removed is unregistered there too."""
+    from shmarray import _owner
+    with shmarray.Manager(prefix=prefix) as m:
+        a = m.from_shape((4,), np.int32)
+        b = m.from_shape((4,), np.int32)
+        m.remove(a)
+        path = _owner.SHM_DIR + _owner.token_name(_owner.token.id)
+        with open(path, "rb") as fh:
+            journal = fh.read()
+        live, at = [], 0
+        while at < len(journal):
+            op, kind = journal[at:at + 1], journal[at + 1:at + 2]
+            dev, ino, n = struct.unpack_from("<QQH", journal, at + 2)
+            name = journal[at + 20:at + 20 + n].decode()
+            at += 20 + n
+            assert kind == b"s"
+            if op == b"R":
+                live.append((name, dev, ino))
+            else:
+                assert op == b"U"
+                live.remove((name, dev, ino))
+        st = os.stat("/dev/shm" + shmarray.name_of(b))
+        assert live == [(shmarray.name_of(b), st.st_dev, st.st_ino)]
