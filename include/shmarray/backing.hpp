@@ -299,6 +299,7 @@ class named_backing {
   // ever finds it empty. Where the kernel or file system cannot make or link
   // unnamed files, the name is created first and removed on failure.
   mapping create(std::size_t size, const map_options& o, initial_bytes init = {}) const {
+    self().check_creatable();
     // A name that exists fails at once, before any work (the link below
     // would refuse it too, after the fill).
     struct stat st {};
@@ -430,6 +431,12 @@ class posix_shm : public detail::named_backing<posix_shm> {
  private:
   friend class detail::named_backing<posix_shm>;
   static constexpr detail::space where = detail::space::dev_shm;
+  // "sem." names are POSIX semaphores' (sem_open), which listings skip.
+  void check_creatable() const {
+    if (name_.compare(0, 5, "/sem.") == 0)
+      throw invalid_name(detail::message(
+          name_, "is not a name for a segment: names starting \"sem.\" are POSIX semaphores'"));
+  }
   // glibc's shm_open opens /dev/shm/NAME.
   static std::string directory() { return "/dev/shm"; }
   std::string path() const { return directory() + name_; }
@@ -451,6 +458,7 @@ class file : public detail::named_backing<file> {
  private:
   friend class detail::named_backing<file>;
   static constexpr detail::space where = detail::space::file_system;
+  void check_creatable() const noexcept {}
   std::string directory() const {
     const auto slash = path_.rfind('/');
     return slash == 0 ? "/" : path_.substr(0, slash);

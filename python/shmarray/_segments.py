@@ -294,6 +294,9 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
     has its name. Returns the Mapping. Where unnamed files cannot be made
     or linked, the name is created first and removed on failure."""
     name = normalise(name)
+    if name.startswith("/sem."):  # POSIX semaphores' names, which listings skip
+        raise e.InvalidName(f"{escape(name)}: is not a name for a segment: names starting "
+                            "\"sem.\" are POSIX semaphores'")
     dt = f.dtype_string(dtype)
     itemsize = f.DTYPES[dt]
     nbytes = f.data_nbytes(itemsize, shape)

@@ -128,3 +128,12 @@ def test_list_survives_a_one_byte_file_with_a_non_utf8_name(prefix):
         assert "bad\\377" in rows[0]["error"] and "\udcff" not in rows[0]["error"]
     finally:
         os.unlink(b"/dev/shm/" + raw)
+
+
+def test_a_semaphores_name_is_refused_at_creation(prefix):
+    """Names starting "sem." are POSIX semaphores' (sem_open), which ls, gc
+    and list() skip: no segment is made under one, as in C++."""
+    with shmarray.Manager(prefix=prefix) as m:
+        with pytest.raises(shmarray.InvalidName, match="POSIX semaphores"):
+            m.from_shape((4,), np.int32, name="/sem.frames")
+    assert not os.path.exists("/dev/shm/sem.frames")
