@@ -23,6 +23,7 @@
 #include <optional>
 #include <shmarray/eigen.hpp>
 #include <shmarray/shmarray.hpp>
+#include <shmarray/stack/memory.hpp>
 #include <shmarray/stack/options.hpp>
 #include <shmarray/stack/pipeline.hpp>
 #include <shmarray/stack/png.hpp>
@@ -86,7 +87,8 @@ std::uint64_t bytes_needed(const st::stack_info& info) {
          2 * bytes_as(f32, true);
 }
 
-// 0 if the arrays fit where they go; else 1, having said how to make room.
+// 0 if the arrays fit where they go (and, in /dev/shm, in the memory that
+// can back it); else 1, having said how to make room.
 int check_space(const job& j, std::uint64_t need) {
   const std::string where = j.scratch.empty() ? "/dev/shm" : j.scratch;
   struct statvfs sv {};
@@ -95,7 +97,13 @@ int check_space(const job& j, std::uint64_t need) {
     return 1;
   }
   const std::uint64_t avail = std::uint64_t(sv.f_bavail) * sv.f_frsize;
-  if (need <= avail) return 0;
+  if (need <= avail) {
+    if (!j.scratch.empty()) return 0;
+    const std::string short_of = st::memory_shortfall(need, avail, st::memory_for_shared_arrays());
+    if (short_of.empty()) return 0;
+    std::fprintf(stderr, "shmarray-stack: %s\n", short_of.c_str());
+    return 1;
+  }
   if (j.scratch.empty())
     std::fprintf(stderr,
                  "shmarray-stack: the job needs %" PRIu64
@@ -115,6 +123,22 @@ int check_space(const job& j, std::uint64_t need) {
   return 1;
 }
 
+// The random part of the job's names: 16 hex digits from getrandom(2).
+// $SHMARRAY_STACK_TEST_NAMES (comma-separated) gives the first ones
+// instead, so that a test can make a name collide.
+std::string name_part(int attempt) {
+  if (const char* env = std::getenv("SHMARRAY_STACK_TEST_NAMES")) {
+    std::string list = env;
+    for (int i = 0; i < attempt && !list.empty(); ++i)
+      list.erase(0, list.find(',') == std::string::npos ? list.size() : list.find(',') + 1);
+    const std::string part = list.substr(0, list.find(','));
+    if (!part.empty() && part.size() <= 16 &&
+        part.find_first_not_of("0123456789abcdef") == std::string::npos)
+      return part;
+  }
+  return st::detail::random_hex(8);
+}
+
 // A named array: in /dev/shm, or a file in the scratch directory.
 template <class T>
 shmarray::ndarray<T> make_array(shmarray::manager& m, const job& j, const std::string& name,
@@ -130,15 +154,31 @@ int run(const job& j) {
   const std::uint64_t in_bytes = std::uint64_t(F) * frame * sizeof(T);
   if (const int rc = check_space(j, bytes_needed(j.info))) return rc;
 
-  shmarray::manager m;
-  const std::string base = "shmarray-stack-" + std::to_string(::getpid()) + "-";
+  st::decode_unbounded_page(j);
+
+  // The six arrays share a base name, /shmarray-stack-PID-RANDOM-, that
+  // another user cannot guess; if any name is taken (planted, or by
+  // chance), the ones made go and the job tries another base.
+  std::optional<shmarray::manager> m;
   arrays<T> a;
-  a.stack = make_array<T>(m, j, base + "input", {F, H, W});
-  a.work = make_array<float>(m, j, base + "work", {F, H, W});
-  a.processed = make_array<T>(m, j, base + "processed", {F, H, W});
-  a.max = make_array<T>(m, j, base + "max", {H, W});
-  a.mean = make_array<float>(m, j, base + "mean", {H, W});
-  a.sd = make_array<float>(m, j, base + "std", {H, W});
+  for (int attempt = 0;; ++attempt) {
+    const std::string base =
+        "shmarray-stack-" + std::to_string(::getpid()) + "-" + name_part(attempt) + "-";
+    try {
+      m.emplace();
+      a.stack = make_array<T>(*m, j, base + "input", {F, H, W});
+      a.work = make_array<float>(*m, j, base + "work", {F, H, W});
+      a.processed = make_array<T>(*m, j, base + "processed", {F, H, W});
+      a.max = make_array<T>(*m, j, base + "max", {H, W});
+      a.mean = make_array<float>(*m, j, base + "mean", {H, W});
+      a.sd = make_array<float>(*m, j, base + "std", {H, W});
+      break;
+    } catch (const shmarray::already_exists&) {
+      a = arrays<T>{};
+      m.reset();
+      if (attempt == 15) throw;
+    }
+  }
 
   std::printf("shmarray-stack: %zu frames of %zu x %zu %s (%s) from %s\n", F, H, W,
               st::pixel_name(j.info.type), human(in_bytes).c_str(),
@@ -178,14 +218,13 @@ int run(const job& j) {
   // The files, by the parent (the directory was made at the start).
   const auto t0 = clock_type::now();
   st::write_options wo;
-  if (const char* env = std::getenv("SHMARRAY_STACK_BIGTIFF_ABOVE"))
-    wo.bigtiff_above = std::strtoull(env, nullptr, 10);
-  const std::string out = j.outdir + "/";
-  st::write_tiff(out + "processed.tif", processed, F, H, W, wo);
-  st::write_tiff(out + "max.tif", mx, 1, H, W);
-  st::write_tiff(out + "mean.tif", a.mean.data(), 1, H, W);
-  st::write_tiff(out + "std.tif", a.sd.data(), 1, H, W);
-  st::write_png(out + "max.png", mx, H, W);
+  wo.bigtiff_above = j.bigtiff_above;
+  const st::output_dir& out = *j.out;
+  st::write_tiff(out, "processed.tif", processed, F, H, W, wo);
+  st::write_tiff(out, "max.tif", mx, 1, H, W);
+  st::write_tiff(out, "mean.tif", a.mean.data(), 1, H, W);
+  st::write_tiff(out, "std.tif", a.sd.data(), 1, H, W);
+  st::write_png(out, "max.png", mx, H, W);
   t.stages.emplace_back("write", std::chrono::duration<double>(clock_type::now() - t0).count());
 
   std::printf("  %-12s %9s\n", "stage", "seconds");
@@ -195,8 +234,8 @@ int run(const job& j) {
               human(in_bytes).c_str(), j.workers, j.workers == 1 ? "" : "s", processing,
               j.input.empty() ? "synthesis" : "reading",
               processing > 0 ? double(in_bytes) / 1e6 / processing : 0.0);
-  std::printf("wrote %sprocessed.tif, max.tif, mean.tif, std.tif and max.png (the picture: %s)\n",
-              out.c_str(), (out + "max.png").c_str());
+  std::printf("wrote %s, max.tif, mean.tif, std.tif and max.png (the picture: %s)\n",
+              out.shown("processed.tif").c_str(), out.shown("max.png").c_str());
   return 0;
 }
 

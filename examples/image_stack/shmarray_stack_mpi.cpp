@@ -21,6 +21,7 @@
 #include <limits>
 #include <shmarray/eigen.hpp>
 #include <shmarray/mpi.hpp>
+#include <shmarray/stack/memory.hpp>
 #include <shmarray/stack/options.hpp>
 #include <shmarray/stack/png.hpp>
 #include <shmarray/stack/stages.hpp>
@@ -277,13 +278,12 @@ int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::
   if (world_rank == 0) {
     const auto t0 = clock_type::now();
     st::write_options wo;
-    if (const char* env = std::getenv("SHMARRAY_STACK_BIGTIFF_ABOVE"))
-      wo.bigtiff_above = std::strtoull(env, nullptr, 10);
-    const std::string out = o.outdir + "/";
+    wo.bigtiff_above = o.bigtiff_above;
+    const st::output_dir& out = *o.out;
     std::vector<T> page(frame);
     std::size_t from = 0;  // the node whose frames come next
     st::write_tiff_pages<T>(
-        out + "processed.tif", F, H, W,
+        out, "processed.tif", F, H, W,
         [&](std::size_t k) -> const T* {
           if (k < first_of(1)) return processed.data() + k * frame;  // this node's own
           while (k >= first_of(from + 1))
@@ -292,10 +292,10 @@ int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::
           return page.data();
         },
         wo);
-    st::write_tiff(out + "max.tif", pmax.data(), 1, H, W);
-    st::write_tiff(out + "mean.tif", mean.data(), 1, H, W);
-    st::write_tiff(out + "std.tif", sd.data(), 1, H, W);
-    st::write_png(out + "max.png", pmax.data(), H, W);
+    st::write_tiff(out, "max.tif", pmax.data(), 1, H, W);
+    st::write_tiff(out, "mean.tif", mean.data(), 1, H, W);
+    st::write_tiff(out, "std.tif", sd.data(), 1, H, W);
+    st::write_png(out, "max.png", pmax.data(), H, W);
     times.emplace_back("write", std::chrono::duration<double>(clock_type::now() - t0).count());
     const std::uint64_t in_bytes = std::uint64_t(F) * frame * sizeof(T);
     std::printf("shmarray-stack-mpi: %zu frames of %zu x %zu %s (%s) from %s\n", F, H, W,
@@ -310,7 +310,8 @@ int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::
     std::printf("  %.3f s from %s to projections, %.0f MB/s\n", processing,
                 o.input.empty() ? "synthesis" : "reading",
                 processing > 0 ? double(in_bytes) / 1e6 / processing : 0.0);
-    std::printf("wrote %sprocessed.tif, max.tif, mean.tif, std.tif and max.png\n", out.c_str());
+    std::printf("wrote %s, max.tif, mean.tif, std.tif and max.png\n",
+                out.shown("processed.tif").c_str());
   }
   sm::detail::check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
   return 0;
@@ -341,6 +342,14 @@ bool space_everywhere(const st::job_options& o, const sm::node& n) {
                    "arrays in files on disk with --scratch DIR.\n",
                    n.index(), need, human(need).c_str(), where.c_str(), avail,
                    human(avail).c_str());
+    } else if (o.scratch.empty()) {
+      // /dev/shm's pages are memory: the node must have the memory too.
+      const std::string short_of =
+          st::memory_shortfall(need, avail, st::memory_for_shared_arrays());
+      if (!short_of.empty()) {
+        ok = 0;
+        std::fprintf(stderr, "shmarray-stack-mpi: node %d: %s\n", n.index(), short_of.c_str());
+      }
     }
   }
   int all = 0;
@@ -420,6 +429,14 @@ int main(int argc, char** argv) {
     {
       sm::node n(MPI_COMM_WORLD);
       if (space_everywhere(o, n)) {
+        if (world_rank == 0) {
+          try {
+            st::decode_unbounded_page(o);  // before any window holds the stack
+          } catch (const std::exception& e) {
+            fail(e.what());
+          }
+        }
+        sm::detail::check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");  // every node waits for it
         switch (o.info.type) {
           case st::pixel::u8:
             code = run<std::uint8_t>(o, n);

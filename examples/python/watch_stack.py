@@ -19,16 +19,19 @@ import shmarray
 
 
 def find_job(wait):
-    """The pid of a running shmarray-stack job whose arrays are all there."""
+    """The pid and base name of a running shmarray-stack job whose arrays are
+    all there. A job's six arrays share a base, /shmarray-stack-PID-RANDOM-,
+    whose random part (16 hex digits) another user cannot guess."""
     until = time.monotonic() + wait
     while True:
-        pids = set()
+        jobs = {}
         for row in shmarray.list():
-            m = re.fullmatch(r"/shmarray-stack-(\d+)-std", row["name"])
+            m = re.fullmatch(r"(/shmarray-stack-(\d+)-[0-9a-f]{16}-)std", row["name"])
             if m and row["status"] == "ok" and row["owner_alive"]:
-                pids.add(int(m.group(1)))
-        if pids:
-            return max(pids)
+                jobs[int(m.group(2))] = m.group(1)
+        if jobs:
+            pid = max(jobs)
+            return pid, jobs[pid]
         if time.monotonic() >= until:
             sys.exit("watch_stack: no running shmarray-stack job found in /dev/shm")
         time.sleep(0.05)
@@ -49,8 +52,7 @@ def main():
     ap.add_argument("--wait", type=float, default=10, help="seconds to wait for a job")
     args = ap.parse_args()
 
-    pid = find_job(args.wait)
-    base = f"/shmarray-stack-{pid}-"
+    pid, base = find_job(args.wait)
     stack = shmarray.attach(base + "input", readonly=True)
     mx = shmarray.attach(base + "max", readonly=True)
     print(f"watching job {pid}: a stack of {stack.shape} {stack.dtype}")

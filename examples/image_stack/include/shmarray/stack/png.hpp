@@ -7,8 +7,11 @@
 #include <shmarray/stack/files.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -40,20 +43,35 @@ std::vector<std::uint8_t> stretch_to_8bit(const T* data, std::size_t n) {
   return out;
 }
 
+// Writes the file `name` of `dir` (whole or not at all): through stdio on
+// the new file's descriptor, never png_image_write_to_file, which opens
+// its file by name and remove()s it by name after a failure.
 template <class T>
-void write_png(const std::string& path, const T* data, std::size_t height, std::size_t width) {
+void write_png(const output_dir& dir, const std::string& name, const T* data, std::size_t height,
+               std::size_t width) {
   const auto pixels = stretch_to_8bit(data, height * width);
-  write_then_rename(path, [&](const std::string& tmp) {
+  dir.write(name, [&](int fd, const std::string& shown) {
+    std::FILE* f = ::fdopen(fd, "wb");
+    if (!f) {
+      ::close(fd);
+      throw std::runtime_error(shown + ": cannot be written (" + std::strerror(errno) + ")");
+    }
     png_image img{};
     img.version = PNG_IMAGE_VERSION;
     img.width = png_uint_32(width);
     img.height = png_uint_32(height);
     img.format = PNG_FORMAT_GRAY;
-    if (!png_image_write_to_file(&img, tmp.c_str(), 0, pixels.data(), 0, nullptr)) {
+    if (!png_image_write_to_stdio(&img, f, 0, pixels.data(), 0, nullptr)) {
       const std::string why = img.message;
       png_image_free(&img);
-      throw std::runtime_error(path + ": cannot be written as PNG (" + why + ")");
+      std::fclose(f);
+      throw std::runtime_error(shown + ": cannot be written as PNG (" + why + ")");
     }
+    const bool flushed = std::fflush(f) == 0 && !std::ferror(f);
+    const int e = errno;
+    if (std::fclose(f) != 0 || !flushed)
+      throw std::runtime_error(shown + ": cannot be written (" +
+                               std::strerror(flushed ? errno : e) + ")");
   });
 }
 

@@ -137,6 +137,8 @@ inline void subtract_background(frame_map f, std::vector<float>& scratch) {
 // ---- blur: separable Gaussian, boundaries mirrored (d c b a | a b c d)
 
 // Normalised weights of a Gaussian of `sigma` pixels, radius ceil(3 sigma).
+// Throws std::invalid_argument unless the weights are finite and sum to 1
+// (a sigma so small that its square underflows gives NaN weights).
 inline std::vector<float> gaussian_kernel(double sigma) {
   if (!(sigma > 0) || !std::isfinite(sigma) || sigma > 1000)
     throw std::invalid_argument("--sigma must be a number of pixels above 0 (at most 1000)");
@@ -146,8 +148,17 @@ inline std::vector<float> gaussian_kernel(double sigma) {
   for (int k = -r; k <= r; ++k)
     sum += w[std::size_t(k + r)] = std::exp(-0.5 * (k * k) / (sigma * sigma));
   std::vector<float> out(w.size());
-  for (std::size_t i = 0; i < w.size(); ++i)
+  double check = 0;
+  bool finite = true;
+  for (std::size_t i = 0; i < w.size(); ++i) {
     out[i] = float(w[i] / sum);
+    finite = finite && std::isfinite(out[i]);
+    check += double(out[i]);
+  }
+  // Each weight is rounded to float: the sum is 1 within n float roundings.
+  if (!finite || !(std::fabs(check - 1) <= 1e-6 * double(out.size()) + 1e-6))
+    throw std::invalid_argument("--sigma " + std::to_string(sigma) +
+                                " gives a Gaussian kernel that is not finite or does not sum to 1");
   return out;
 }
 

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -55,6 +56,10 @@ struct stack_info {
   bool tiled = false;  // (of the first page)
   bool bigtiff = false;
   std::uint16_t compression = COMPRESSION_NONE;
+  // The first page stored in a codec with no bound on how much a byte can
+  // decode to (none: the largest size_t): decoded once before the job
+  // reserves the stack's memory, see decode_unbounded_page.
+  std::size_t unbounded_page = std::numeric_limits<std::size_t>::max();
   // The stack's bytes; throws if they cannot be counted in 64 bits.
   std::size_t bytes() const {
     std::size_t n = pixel_bytes(type);
@@ -100,32 +105,30 @@ using tiff_ptr = std::unique_ptr<TIFF, tiff_closer>;
   throw tiff_error(path + ": " + what + (why.empty() ? "" : " (" + why + ")"));
 }
 
-inline tiff_ptr open_tiff(const std::string& path, const char* mode) {
+// Opens a stack file for reading, by descriptor, after checking it is a
+// regular file (files.hpp). Mode "rm": libtiff reads with read(2) and never
+// maps the file, so a file that another user shrinks under the reader is a
+// read error, not a SIGBUS. TIFFClose closes the descriptor.
+inline tiff_ptr open_input_tiff(const std::string& path) {
   install_tiff_handlers();
   last_tiff_error().clear();
-  TIFF* t = TIFFOpen(path.c_str(), mode);
-  if (!t) {
-    if (mode[0] == 'r') {
-      if (std::FILE* f = std::fopen(path.c_str(), "rb"))
-        std::fclose(f);
-      else
-        fail(path, std::string("cannot be opened: ") + std::strerror(errno));
-      // A TIFF's magic bytes, but libtiff could not read on: cut short.
-      unsigned char magic[4] = {};
-      if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
-        const std::size_t got = std::fread(magic, 1, 4, f);
-        std::fclose(f);
-        const bool tiff = got == 4 && ((magic[0] == 'I' && magic[1] == 'I' && magic[3] == 0 &&
-                                        (magic[2] == 42 || magic[2] == 43)) ||
-                                       (magic[0] == 'M' && magic[1] == 'M' && magic[2] == 0 &&
-                                        (magic[3] == 42 || magic[3] == 43)));
-        if (tiff) fail(path, "is truncated or damaged: its first page cannot be read");
-      }
-      fail(path, "is not a TIFF file");
-    }
-    fail(path, "cannot be created");
-  }
-  return tiff_ptr(t);
+  std::string why;
+  const int fd = open_regular_file(path, why);
+  if (fd < 0) fail(path, why);
+  TIFF* t = TIFFFdOpen(fd, path.c_str(), "rm");
+  if (t) return tiff_ptr(t);
+  // A failed TIFFFdOpen leaves the descriptor open. A TIFF's magic bytes,
+  // but libtiff could not read on: cut short.
+  unsigned char magic[4] = {};
+  const ssize_t got = ::pread(fd, magic, 4, 0);
+  ::close(fd);
+  const bool tiff =
+      got == 4 &&
+      ((magic[0] == 'I' && magic[1] == 'I' && magic[3] == 0 &&
+        (magic[2] == 42 || magic[2] == 43)) ||
+       (magic[0] == 'M' && magic[1] == 'M' && magic[2] == 0 && (magic[3] == 42 || magic[3] == 43)));
+  if (tiff) fail(path, "is truncated or damaged: its first page cannot be read");
+  fail(path, "is not a TIFF file");
 }
 
 template <class V>
@@ -137,6 +140,7 @@ V field(TIFF* t, ttag_t tag, V fallback) {
 
 inline std::string compression_name(std::uint16_t c) {
   const TIFFCodec* codec = TIFFFindCODEC(c);
+  if (c == COMPRESSION_NONE) return "uncompressed";
   return codec && codec->name ? codec->name : "compression " + std::to_string(c);
 }
 
@@ -193,6 +197,121 @@ inline void describe_page(TIFF* t, const std::string& path, std::size_t page, st
   }
 }
 
+// The most bytes one byte of `codec`'s data can decode to, or 0 where the
+// codec has no such bound. A page whose strips or tiles, at this ratio,
+// cannot hold the pixels it declares is damaged, and is refused before any
+// memory is reserved for it.
+//  - None: the data are the pixels: exactly 1.
+//  - PackBits (TIFF 6.0, section 9): a header byte n of -127..-1 repeats
+//    the next byte 1 - n times (at most 128 bytes from 2), one of 0..127
+//    copies the next n + 1 bytes (n + 1 from n + 2), -128 is skipped: at
+//    most 64 per byte.
+//  - Deflate (RFC 1951, in a zlib stream): every literal/length and every
+//    distance symbol is a Huffman code of at least 1 bit, and a match copies
+//    at most 258 bytes: at most 258 bytes per 2 bits, 1032 per byte (zlib's
+//    stated limit); block headers and the zlib wrapper only add input.
+//  - LZW (TIFF 6.0, section 13, as libtiff 4.5 decodes it): a strip starts
+//    with a Clear code; after a Clear the first code is a literal (1 byte)
+//    and the k-th code adds table entry 256 + k, of length at most k, and
+//    outputs at most k bytes (no entry longer than the one it adds exists).
+//    A code has 12 bits at most, so it cannot name an entry past 4095 (of
+//    at most 3839 bytes), and the table has 5119 entries, so at most 4862
+//    codes follow a Clear. Codes are 9 bits wide while the table is below
+//    511 entries, 10 below 1023, 11 below 2047, then 12. The most a Clear
+//    and its codes give is 1 + 2 + ... + 3839 + 1023 x 3839 = 11,298,177
+//    bytes, from 9 + 254 x 9 + 512 x 10 + 1024 x 11 + 3072 x 12 = 55,543
+//    bits: 1627.3 bytes per byte. Fewer codes give less per bit, a later
+//    Clear costs 12 bits, and old-style (bit-reversed) LZW widens its codes
+//    one code later: so at most 1628 per byte. tests/test_stack.cpp writes
+//    that stream (one byte value repeated) and reads it back.
+//  - Others (JPEG, ZSTD, LZMA, LERC, WebP, PixarLog, ...): no bound (an
+//    arithmetic-coded JPEG, a ZSTD frame of repeats, can be as small as
+//    they like): 0.
+inline std::uint64_t max_decoded_per_byte(std::uint16_t codec) {
+  switch (codec) {
+    case COMPRESSION_NONE:
+      return 1;
+    case COMPRESSION_PACKBITS:
+      return 64;
+    case COMPRESSION_ADOBE_DEFLATE:
+    case COMPRESSION_DEFLATE:
+      return 1032;
+    case COMPRESSION_LZW:
+      return 1628;
+    default:
+      return 0;
+  }
+}
+
+// Checks that each strip (or tile) of the current page can hold what it
+// must decode to: its bytes in the file (what its byte count says, cut at
+// the end of the file) times the codec's bound. Returns false, checking
+// nothing, for a codec without a bound.
+inline bool check_page_bytes(TIFF* t, const std::string& path, std::size_t page,
+                             const stack_info& s, std::uint64_t file_size) {
+  const std::string where = "page " + std::to_string(page + 1);
+  const auto codec = field<std::uint16_t>(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE);
+  const std::uint64_t ratio = max_decoded_per_byte(codec);
+  if (ratio == 0) return false;
+  const std::uint64_t px = pixel_bytes(s.type), row_bytes = std::uint64_t(s.width) * px;
+  std::uint64_t count = 0, full = 0, rows_per_strip = 0;
+  if (TIFFIsTiled(t)) {
+    std::uint32_t tw = 0, th = 0;
+    TIFFGetField(t, TIFFTAG_TILEWIDTH, &tw);
+    TIFFGetField(t, TIFFTAG_TILELENGTH, &th);
+    if (tw == 0 || th == 0) fail(path, where + " has tiles of no size");
+    count = ((s.width + tw - 1) / tw) * ((s.height + th - 1) / th);
+    full = std::uint64_t(tw) * th * px;
+    if (TIFFNumberOfTiles(t) < count) fail(path, where + " has fewer tiles than its pixels need");
+  } else {
+    rows_per_strip = std::min<std::uint64_t>(
+        field<std::uint32_t>(t, TIFFTAG_ROWSPERSTRIP, 0xffffffffu), s.height);
+    if (rows_per_strip == 0) fail(path, where + " has strips of no rows");
+    count = (s.height + rows_per_strip - 1) / rows_per_strip;
+    if (TIFFNumberOfStrips(t) < count) fail(path, where + " has fewer strips than rows need");
+  }
+  for (std::uint64_t k = 0; k < count; ++k) {
+    const std::uint64_t need =
+        rows_per_strip ? std::min(rows_per_strip, s.height - k * rows_per_strip) * row_bytes : full;
+    int err = 0;
+    const std::uint64_t off = TIFFGetStrileOffsetWithErr(t, std::uint32_t(k), &err);
+    std::uint64_t have = err ? 0 : TIFFGetStrileByteCountWithErr(t, std::uint32_t(k), &err);
+    if (err || off >= file_size)
+      have = 0;
+    else
+      have = std::min(have, file_size - off);
+    if (have >= (need + ratio - 1) / ratio) continue;  // (so have * ratio < need: no overflow)
+    const std::string what =
+        rows_per_strip ? "strip " + std::to_string(k + 1) : "tile " + std::to_string(k + 1);
+    fail(path,
+         where + ", " + what + " cannot be read in full: the file is truncated or damaged (its " +
+             std::to_string(have) + " bytes of " + compression_name(codec) +
+             " data decode to at most " + std::to_string(have * ratio) + " bytes, and " +
+             (rows_per_strip ? "its rows need " : "the tile needs ") + std::to_string(need) + ")");
+  }
+  return true;
+}
+
+// Where the page whose directory is at `at` says the next one is (0:
+// none), read from the file itself: libtiff says neither where a chain it
+// stopped on leads, nor that a link cut off by the end of the file is not
+// an end. Nothing if the link is not in the file.
+inline std::optional<std::uint64_t> next_page_offset(TIFF* t, std::uint64_t at) {
+  const int fd = TIFFFileno(t);
+  const bool big = TIFFIsBigTIFF(t), big_endian = TIFFIsBigEndian(t);
+  auto get = [&](std::uint64_t off, std::size_t n) -> std::optional<std::uint64_t> {
+    unsigned char b[8] = {};
+    if (::pread(fd, b, n, off_t(off)) != ssize_t(n)) return std::nullopt;
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      v |= std::uint64_t(b[big_endian ? i : n - 1 - i]) << (8 * (n - 1 - i));
+    return v;
+  };
+  const auto entries = get(at, big ? 8 : 2);
+  if (!entries || *entries > (std::uint64_t(1) << 40)) return std::nullopt;
+  return get(at + (big ? 8 + 20 * *entries : 2 + 12 * *entries), big ? 8 : 4);
+}
+
 // Reads the current page into `dst` (height x width pixels of the stack's type).
 inline void read_page(TIFF* t, const std::string& path, std::size_t page, const stack_info& s,
                       unsigned char* dst) {
@@ -239,27 +358,46 @@ inline void read_page(TIFF* t, const std::string& path, std::size_t page, const 
 
 }  // namespace detail
 
-// Checks every page of a stack file and says what it holds. Throws
+// Checks every page of a stack file and says what it holds: each page's
+// layout, that its strips or tiles can hold its pixels (by the codec's
+// bound, where it has one), and that the chain of pages ends. Throws
 // tiff_error naming the file, the page and the reason.
 inline stack_info probe_tiff(const std::string& path) {
-  auto t = detail::open_tiff(path, "r");
+  auto t = detail::open_input_tiff(path);
+  struct stat sb {};
+  if (::fstat(TIFFFileno(t.get()), &sb) != 0) detail::fail(path, std::strerror(errno));
+  const std::uint64_t size = std::uint64_t(sb.st_size);
   stack_info s;
   s.bigtiff = TIFFIsBigTIFF(t.get());
+  std::vector<std::uint64_t> offsets;  // of each page's directory
   std::size_t page = 0;
-  do {
+  bool more = true;
+  while (more) {
     detail::describe_page(t.get(), path, page, s, page == 0);
+    if (!detail::check_page_bytes(t.get(), path, page, s, size) && s.unbounded_page > page)
+      s.unbounded_page = page;
+    offsets.push_back(TIFFCurrentDirOffset(t.get()));
     ++page;
-  } while (TIFFReadDirectory(t.get()));
-  // Reading the pages in turn stops quietly at a link past the end of a
-  // truncated file; walking the chain says so.
-  detail::last_tiff_error().clear();
-  (void)TIFFNumberOfDirectories(t.get());
-  if (!detail::last_tiff_error().empty())
+    detail::last_tiff_error().clear();
+    more = TIFFReadDirectory(t.get());
+  }
+  // The chain ends where a page points to no next one. libtiff stops with
+  // an error at a page it cannot read (past the end of a truncated file),
+  // quietly at a link cut off by the end of the file, and quietly (a
+  // warning) at a link back to a page already read: all are damage.
+  const auto next = detail::next_page_offset(t.get(), offsets.back());
+  if (!detail::last_tiff_error().empty() || !next || *next != 0) {
+    if (next && detail::last_tiff_error().empty())
+      for (std::size_t k = 0; k < offsets.size(); ++k)
+        if (offsets[k] == *next)
+          detail::fail(path, "is damaged: its chain of pages loops (page " + std::to_string(page) +
+                                 (k + 1 == page ? " points to itself"
+                                                : " points back to page " + std::to_string(k + 1)) +
+                                 ")");
     detail::fail(path, "is truncated or damaged: page " + std::to_string(page + 1) +
                            " cannot be read (pages 1 to " + std::to_string(page) + " can)");
-  if (!detail::last_tiff_error().empty())
-    detail::fail(path,
-                 "is truncated or damaged: it cannot be read past page " + std::to_string(page));
+  }
+  detail::last_tiff_error().clear();
   s.frames = page;
   return s;
 }
@@ -274,7 +412,7 @@ inline void read_tiff(const std::string& path, const stack_info& s, void* dst, s
   if (first > std::numeric_limits<tdir_t>::max())
     throw tiff_error(path + ": page " + std::to_string(first + 1) +
                      " is past what this libtiff can address");
-  auto t = detail::open_tiff(path, "r");
+  auto t = detail::open_input_tiff(path);
   if (!TIFFSetDirectory(t.get(), tdir_t(first)))
     detail::fail(path, "page " + std::to_string(first + 1) + " cannot be found");
   auto* out = static_cast<unsigned char*>(dst);
@@ -373,27 +511,51 @@ void write_pages(TIFF* f, const std::string& path, Page&& page, std::size_t fram
 
 // Writes `frames` pages of height x width pixels of T, page k from
 // page(k) (a const T*, valid until the next call), one page at a time: a
-// writer that streams pages holds one at a time.
+// writer that streams pages holds one at a time. The file `name` of `dir`
+// appears whole or not at all (output_dir::write).
 template <class T, class Page>
-void write_tiff_pages(const std::string& path, std::size_t frames, std::size_t height,
-                      std::size_t width, Page&& page, const write_options& o = {}) {
+void write_tiff_pages(const output_dir& dir, const std::string& name, std::size_t frames,
+                      std::size_t height, std::size_t width, Page&& page,
+                      const write_options& o = {}) {
   const std::uint64_t expected =
       std::uint64_t(frames) * height * width * sizeof(T) + std::uint64_t(frames) * 1024 + 1024;
   const bool big = expected > o.bigtiff_above;
   std::string mode = big ? "w8" : "w";
   if (o.big_endian) mode += 'b';
-  write_then_rename(path, [&](const std::string& tmp) {
-    write_pages<T>(detail::open_tiff(tmp, mode.c_str()).get(), tmp, page, frames, height, width, o);
+  detail::install_tiff_handlers();
+  dir.write(name, [&](int fd, const std::string& shown) {
+    detail::last_tiff_error().clear();
+    TIFF* t = TIFFFdOpen(fd, shown.c_str(), mode.c_str());
+    if (!t) {
+      ::close(fd);  // a failed TIFFFdOpen leaves it open
+      detail::fail(shown, "cannot be created");
+    }
+    detail::tiff_ptr f(t);  // TIFFClose closes fd, and says nothing: write_pages flushes first
+    write_pages<T>(t, shown, page, frames, height, width, o);
   });
 }
 
 // Writes `frames` pages of height x width pixels of T from `data`.
 template <class T>
-void write_tiff(const std::string& path, const T* data, std::size_t frames, std::size_t height,
-                std::size_t width, const write_options& o = {}) {
+void write_tiff(const output_dir& dir, const std::string& name, const T* data, std::size_t frames,
+                std::size_t height, std::size_t width, const write_options& o = {}) {
   const std::size_t frame = height * width;
   write_tiff_pages<T>(
-      path, frames, height, width, [data, frame](std::size_t k) { return data + k * frame; }, o);
+      dir, name, frames, height, width, [data, frame](std::size_t k) { return data + k * frame; },
+      o);
+}
+
+// The same, to a path: its directory is opened (not made) under
+// open_directory's rule for symbolic links.
+template <class T>
+void write_tiff(const std::string& path, const T* data, std::size_t frames, std::size_t height,
+                std::size_t width, const write_options& o = {}) {
+  const std::size_t slash = path.rfind('/');
+  const output_dir dir(slash == std::string::npos ? "."
+                       : slash == 0               ? "/"
+                                                  : path.substr(0, slash),
+                       false);
+  write_tiff(dir, path.substr(slash + 1), data, frames, height, width, o);
 }
 
 }  // namespace shmarray::stack
