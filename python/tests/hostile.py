@@ -58,9 +58,14 @@ def helpers():
 
 
 def gone(pid):
+    """Whether every thread of pid has exited, so that its descriptors are
+    closed: its leader may be a zombie while another thread of it (the
+    helper's background collection) is still on its way out."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+            if fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
     except OSError:
         return True
 
