@@ -174,6 +174,17 @@ namespace_run in_small_tmpfs(const char* where, const char* size, F&& fn) {
   return r;
 }
 
+// In a forked child: becomes the program at `path` with `args` (exit 127
+// where it cannot).
+[[noreturn]] inline void exec_program(const char* path, const std::vector<std::string>& args) {
+  std::vector<char*> argv{const_cast<char*>(path)};
+  for (const auto& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execv(path, argv.data());
+  ::_exit(127);
+}
+
 // What a program started by run_program did.
 struct program_run {
   pid_t pid = 0;
@@ -198,12 +209,7 @@ inline program_run run_program(const char* path, const std::vector<std::string>&
   if (pid == 0) {
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
-    std::vector<char*> argv{const_cast<char*>(path)};
-    for (const auto& a : args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(path, argv.data());
-    ::_exit(127);
+    exec_program(path, args);
   }
   ::close(out[1]);
   ::close(err[1]);
@@ -243,12 +249,7 @@ inline pid_t start_program(const char* path, const std::vector<std::string>& arg
     ::dup2(null, 0);
     ::dup2(out >= 0 ? out : null, 1);
     ::dup2(null, 2);
-    std::vector<char*> argv{const_cast<char*>(path)};
-    for (const auto& a : args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(path, argv.data());
-    ::_exit(127);
+    exec_program(path, args);
   }
   return pid;
 }

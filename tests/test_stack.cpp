@@ -761,6 +761,18 @@ struct background_job {
   }
 };
 
+// In `d`: a directory only root may enter, and a project directory the
+// other user can write, not sticky (where fs.protected_symlinks protects
+// nothing).
+std::pair<std::string, std::string> private_and_shared(const temp_dir& d) {
+  const std::string priv = d / "private", shared = d / "shared";
+  fs::create_directory(priv);
+  ::chmod(priv.c_str(), 0700);
+  fs::create_directory(shared);
+  ::chmod(shared.c_str(), 0777);
+  return {priv, shared};
+}
+
 // Waits up to 5 s until the job `pid` has nothing left in /dev/shm (its
 // watchdog removes its arrays after it is killed).
 bool shm_clean_soon(pid_t pid) {
@@ -779,13 +791,7 @@ TEST_CASE(
     "names and at the old temporary names are replaced or left, never followed") {
   if (cannot_play_nobody()) return;
   temp_dir d;
-  // A project directory the other user can write, not sticky (where
-  // fs.protected_symlinks protects nothing), and files only root may write.
-  const std::string priv = d / "private", shared = d / "shared";
-  fs::create_directory(priv);
-  ::chmod(priv.c_str(), 0700);
-  fs::create_directory(shared);
-  ::chmod(shared.c_str(), 0777);
+  const auto [priv, shared] = private_and_shared(d);
   std::string plant;
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     const std::string secret = priv + "/secret" + std::to_string(i);
@@ -819,11 +825,7 @@ TEST_CASE(
     "caller's own link is followed") {
   if (cannot_play_nobody()) return;
   temp_dir d;
-  const std::string priv = d / "private", shared = d / "shared";
-  fs::create_directory(priv);
-  ::chmod(priv.c_str(), 0700);
-  fs::create_directory(shared);
-  ::chmod(shared.c_str(), 0777);
+  const auto [priv, shared] = private_and_shared(d);
   REQUIRE(as_nobody("ln -s " + priv + " " + shared + "/out") == 0);
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"-o", shared + "/out"},

@@ -47,17 +47,6 @@ std::size_t cores() {
   return n > 0 ? std::size_t(n) : 1;
 }
 
-std::string human(std::uint64_t bytes) {
-  char buf[32];
-  if (bytes >= (1ull << 30))
-    std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(1ull << 30));
-  else if (bytes >= (1ull << 20))
-    std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / double(1ull << 20));
-  else
-    std::snprintf(buf, sizeof buf, "%.1f KiB", double(bytes) / 1024.0);
-  return buf;
-}
-
 // Bytes a segment of `data` bytes takes in its file system (record included).
 std::uint64_t footprint(std::uint64_t data) {
   std::uint64_t total = 0;
@@ -114,12 +103,14 @@ int check_space(const job& j, std::uint64_t need) {
                  "m (the job and\n"
                  "  64 MiB to spare), or a larger /dev/shm mount; or keep the arrays in\n"
                  "  file-backed mappings on disk with --scratch DIR.\n",
-                 need, human(need).c_str(), avail, human(avail).c_str(), need / (1 << 20) + 64);
+                 need, st::human_bytes(need).c_str(), avail, st::human_bytes(avail).c_str(),
+                 need / (1 << 20) + 64);
   else
     std::fprintf(stderr,
                  "shmarray-stack: the job needs %" PRIu64 " bytes (%s) in %s, but it has %" PRIu64
                  " bytes (%s) free; choose another --scratch directory.\n",
-                 need, human(need).c_str(), where.c_str(), avail, human(avail).c_str());
+                 need, st::human_bytes(need).c_str(), where.c_str(), avail,
+                 st::human_bytes(avail).c_str());
   return 1;
 }
 
@@ -181,7 +172,7 @@ int run(const job& j) {
   }
 
   std::printf("shmarray-stack: %zu frames of %zu x %zu %s (%s) from %s\n", F, H, W,
-              st::pixel_name(j.info.type), human(in_bytes).c_str(),
+              st::pixel_name(j.info.type), st::human_bytes(in_bytes).c_str(),
               j.input.empty() ? "a synthetic stack" : j.input.c_str());
   std::printf("  steps %s", j.todo.str().c_str());
   if (j.todo.blur) std::printf(", sigma %g", j.sigma);
@@ -231,7 +222,7 @@ int run(const job& j) {
   for (const auto& [name, secs] : t.stages)
     std::printf("  %-12s %9.3f\n", name.c_str(), secs);
   std::printf("  %zu frames, %s in, %zu worker%s: %.3f s from %s to projections, %.0f MB/s\n", F,
-              human(in_bytes).c_str(), j.workers, j.workers == 1 ? "" : "s", processing,
+              st::human_bytes(in_bytes).c_str(), j.workers, j.workers == 1 ? "" : "s", processing,
               j.input.empty() ? "synthesis" : "reading",
               processing > 0 ? double(in_bytes) / 1e6 / processing : 0.0);
   std::printf("wrote %s, max.tif, mean.tif, std.tif and max.png (the picture: %s)\n",

@@ -123,12 +123,6 @@ void merge_moments(void* in, void* inout, int* len, MPI_Datatype*) {
   }
 }
 
-std::string human(std::uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / double(1 << 20));
-  return buf;
-}
-
 // Frames [first, first + count) of the input, into `out`.
 template <class T>
 void load(const st::job_options& o, const std::vector<st::spot>& spots, std::size_t first,
@@ -299,7 +293,7 @@ int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::
     times.emplace_back("write", std::chrono::duration<double>(clock_type::now() - t0).count());
     const std::uint64_t in_bytes = std::uint64_t(F) * frame * sizeof(T);
     std::printf("shmarray-stack-mpi: %zu frames of %zu x %zu %s (%s) from %s\n", F, H, W,
-                st::pixel_name(o.info.type), human(in_bytes).c_str(),
+                st::pixel_name(o.info.type), st::human_bytes(in_bytes).c_str(),
                 o.input.empty() ? "a synthetic stack" : o.input.c_str());
     std::printf("  steps %s, %d rank%s on %d node%s%s\n", o.todo.str().c_str(), world_size,
                 world_size == 1 ? "" : "s", n.count(), n.count() == 1 ? "" : "s",
@@ -340,8 +334,8 @@ bool space_everywhere(const st::job_options& o, const sm::node& n) {
                    " bytes (%s) free.\n"
                    "  Give it more (in a container, docker run --shm-size=...), or keep the "
                    "arrays in files on disk with --scratch DIR.\n",
-                   n.index(), need, human(need).c_str(), where.c_str(), avail,
-                   human(avail).c_str());
+                   n.index(), need, st::human_bytes(need).c_str(), where.c_str(), avail,
+                   st::human_bytes(avail).c_str());
     } else if (o.scratch.empty()) {
       // /dev/shm's pages are memory: the node must have the memory too.
       const std::string short_of =

@@ -47,6 +47,18 @@ struct memory_sources {
   std::string root;
 };
 
+// A byte count as people read it: 1.5 MiB, 2.00 GiB.
+inline std::string human_bytes(std::uint64_t bytes) {
+  char buf[32];
+  if (bytes >= (1ull << 30))
+    std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(1ull << 30));
+  else if (bytes >= (1ull << 20))
+    std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / double(1ull << 20));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f KiB", double(bytes) / 1024.0);
+  return buf;
+}
+
 namespace detail {
 
 inline std::optional<std::string> read_text(const std::string& path) {
@@ -192,17 +204,6 @@ inline void tightest_limit(const memory_sources& src, bool v2, memory_room& out)
   }
 }
 
-inline std::string human_bytes(std::uint64_t bytes) {
-  char buf[32];
-  if (bytes >= (1ull << 30))
-    std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(1ull << 30));
-  else if (bytes >= (1ull << 20))
-    std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / double(1ull << 20));
-  else
-    std::snprintf(buf, sizeof buf, "%.1f KiB", double(bytes) / 1024.0);
-  return buf;
-}
-
 }  // namespace detail
 
 // The memory that can back shared memory here, now.
@@ -222,9 +223,7 @@ inline std::string memory_shortfall(std::uint64_t need, std::uint64_t shm_free,
                                     const memory_room& room) {
   const std::uint64_t have = room.available();
   if (need <= have) return {};
-  auto both = [](std::uint64_t b) {
-    return std::to_string(b) + " bytes (" + detail::human_bytes(b) + ")";
-  };
+  auto both = [](std::uint64_t b) { return std::to_string(b) + " bytes (" + human_bytes(b) + ")"; };
   std::string s =
       "the job needs " + both(need) + " of shared memory. /dev/shm has " + both(shm_free) +
       " free, but its pages are memory, and the memory that can back them is " + both(have) + ":";
