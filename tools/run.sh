@@ -17,9 +17,10 @@ packages=(cmake make g++ pkg-config libboost-dev catch2 libeigen3-dev xtensor-de
   libtiff-dev libpng-dev libopenmpi-dev openmpi-bin)
 # The test command also builds with clang 14 (ThreadSanitizer, libFuzzer) and
 # runs Python: the Python module's tests and examples (one plots with matplotlib),
+# acts as another user (setpriv, unshare: util-linux),
 # and a test of CPython's resource tracker.
 if [ "$what" = test ]; then
-  packages+=(clang-14 libclang-rt-14-dev python3 python3-numpy python3-pytest python3-venv
+  packages+=(clang-14 libclang-rt-14-dev util-linux python3 python3-numpy python3-pytest python3-venv
     python3-setuptools python3-wheel python3-matplotlib)
 fi
 
