@@ -257,21 +257,56 @@ TEST_CASE("a relative file path is made absolute when the backing is made") {
 TEST_CASE("remove_if_same leaves alone a name that now names another object") {
   test::names names;
   const auto name = names("reused");
-  dev_t dev;
-  ino_t ino;
+  object_id gone;
   {
     segment first(create_only, posix_shm(name), 4096);
-    dev = first.device();
-    ino = first.inode();
+    gone = first.id();
+    CHECK(gone.birth_ns != 0);  // tmpfs keeps birth times (Linux 5.x and later)
     CHECK(remove(posix_shm(name)));
     segment second(create_only, posix_shm(name), 4096);  // someone else, same name
-    CHECK(second.inode() != ino);
-    CHECK_FALSE(posix_shm(name).remove_if_same(dev, ino));
+    CHECK(second.inode() != gone.inode);
+    CHECK_FALSE(posix_shm(name).remove_if_same(gone));
     CHECK(names.exists(name));
-    CHECK(posix_shm(name).remove_if_same(second.device(), second.inode()));
+    CHECK(posix_shm(name).remove_if_same(second.id()));
   }
-  CHECK_FALSE(posix_shm(name).remove_if_same(dev, ino));
+  CHECK_FALSE(posix_shm(name).remove_if_same(gone));
   CHECK(names.left().empty());
+}
+
+TEST_CASE("an inode number reused at the same path is not the object it was") {
+  // ext4 gives a freed inode to the next file at once: the same path, device
+  // and inode, another file. Its birth time tells them apart.
+  char dir[] = "/tmp/shmarray_reuse_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string path = std::string(dir) + "/data.bin";
+  object_id first;
+  {
+    manager m;
+    create_options keep;
+    keep.keep = true;
+    first = m.from_shape<float>({16}, file(path), keep).mapped_segment().id();
+  }
+  REQUIRE(::unlink(path.c_str()) == 0);
+  int fd = -1;
+  object_id second;
+  for (int i = 0; i < 50; ++i) {  // until the file system hands the inode out again
+    fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(detail::identify(fd, second));
+    ::close(fd);
+    if (second.inode == first.inode) break;
+    ::unlink(path.c_str());
+  }
+  if (second.inode != first.inode) {
+    std::printf("SHMARRAY-SKIP: this file system does not reuse the inode at once\n");
+  } else {
+    CHECK(second.birth_ns != first.birth_ns);
+    CHECK_FALSE(file(path).remove_if_same(first));  // not the file it was
+    CHECK(::access(path.c_str(), F_OK) == 0);
+    CHECK(file(path).remove_if_same(second));
+  }
+  ::unlink(path.c_str());
+  ::rmdir(dir);
 }
 
 TEST_CASE("anonymous memory is sealed at its size: nobody can shrink it under its mappers") {
@@ -308,12 +343,12 @@ struct seen_at_creation {
   ino_t ino = 0;
 };
 
-void note_creation(void* ctx, dev_t dev, ino_t ino) noexcept {
+void note_creation(void* ctx, const detail::object_id& id) noexcept {
   auto* s = static_cast<seen_at_creation*>(ctx);
   struct stat st {};
   s->named = ::stat(s->path.c_str(), &st) == 0;
-  s->dev = dev;
-  s->ino = ino;
+  s->dev = dev_t(id.device);
+  s->ino = ino_t(id.inode);
 }
 
 }  // namespace

@@ -44,11 +44,6 @@ std::string text(const std::exception& e) {
   return text(std::string(e.what()));
 }
 
-// A name as it is printed: escaped (see detail/text.hpp).
-std::string shown(const std::string& name) {
-  return sd::escaped(name);
-}
-
 bool same_boot(const shmarray::segment_info& i) {
   return i.boot_id == sd::boot_id();
 }
@@ -130,7 +125,7 @@ int cmd_ls(bool as_json, bool all) {
   std::printf("%-32s %-6s %-18s %-5s %12s %8s %-10s  %-20s  %s\n", "NAME", "DTYPE", "SHAPE",
               "ORDER", "BYTES", "OWNER", "ALIVE", "CREATED", "STATUS");
   for (const auto& e : rows) {
-    const std::string name = shown(e.name);
+    const std::string name = sd::escaped(e.name);
     if (e.status == object_status::ok)
       std::printf("%-32s %-6s %-18s %-5c %12llu %8lld %-10s  %-20s  %s\n", name.c_str(),
                   e.info.dtype.c_str(), shape_text(e.info.shape).c_str(), char(e.info.order),
@@ -154,7 +149,7 @@ std::string not_a_segment(const object_entry& e) {
   if (e.status == object_status::no_access)
     return text(e.error) + " (it may be another user's segment)";
   if (e.shmarray || e.bytes == 0) return text(e.error);  // (an empty object: it says so)
-  return "segment \"" + shown(e.name) + "\" is not a shmarray segment (its " +
+  return "segment \"" + sd::escaped(e.name) + "\" is not a shmarray segment (its " +
          std::to_string(e.bytes) + (e.bytes == 1 ? " byte does" : " bytes do") +
          " not end in a shmarray record)";
 }
@@ -172,7 +167,7 @@ int cmd_info(const std::string& name, bool as_json) {
     return e.status == object_status::ok || e.status == object_status::owner_token ? 0 : 1;
   }
   if (e.status == object_status::owner_token) {
-    std::printf("name:        %s\n", shown(e.name).c_str());
+    std::printf("name:        %s\n", sd::escaped(e.name).c_str());
     std::printf("owner token: of a process that is %s\n",
                 e.owner == owner_status::alive  ? "alive (its lock is held)"
                 : e.owner == owner_status::gone ? "gone (nobody holds it: shmarray gc removes it)"
@@ -188,7 +183,7 @@ int cmd_info(const std::string& name, bool as_json) {
   std::string st;
   for (std::size_t k = 0; k < strides.size(); ++k)
     st += (k ? ", " : "") + std::to_string(strides[k] * std::ptrdiff_t(i.itemsize));
-  std::printf("name:        %s\n", shown(e.name).c_str());
+  std::printf("name:        %s\n", sd::escaped(e.name).c_str());
   std::printf("dtype:       %s (%zu bytes an element)\n", i.dtype.c_str(), i.itemsize);
   std::printf("shape:       %s (rank %zu)\n", shape_text(i.shape).c_str(), i.shape.size());
   std::printf("order:       %c (%s)\n", char(i.order),
@@ -218,7 +213,7 @@ int cmd_rm(const std::vector<std::string>& names, bool force) {
         std::fprintf(stderr,
                      "shmarray rm: %s is the owner token of a live process; not removed (without "
                      "it, gc would take that process's segments for a dead owner's)\n",
-                     shown(e.name).c_str());
+                     sd::escaped(e.name).c_str());
         rc = 1;
         continue;
       }
@@ -245,7 +240,7 @@ int cmd_rm(const std::vector<std::string>& names, bool force) {
 int cmd_gc(bool dry_run) {
   int said = 0;
   shmarray::collect_dead(dry_run, [&](const shmarray::collected& c) {
-    const std::string name = shown(c.name);
+    const std::string name = sd::escaped(c.name);
     switch (c.what) {
       case shmarray::collected::kind::segment:
         if (!dry_run && !c.removed) return;  // removed or replaced meanwhile
@@ -254,7 +249,8 @@ int cmd_gc(bool dry_run) {
                       name.c_str(), (long long)c.owner_pid);
         else
           std::printf("%s %s (its owner's token %s says so, and nobody holds it)\n",
-                      dry_run ? "would remove" : "removed", name.c_str(), shown(c.token).c_str());
+                      dry_run ? "would remove" : "removed", name.c_str(),
+                      sd::escaped(c.token).c_str());
         break;
       case shmarray::collected::kind::token:
         std::printf("%s owner token %s (nobody holds it)\n", dry_run ? "would remove" : "removed",
@@ -272,46 +268,66 @@ int cmd_gc(bool dry_run) {
 
 // ---- the watchdog (`shmarray __watchdog`, started by the library)
 
-struct registered {
-  char kind;
-  std::string name;
-  dev_t dev;
-  ino_t ino;
-};
+// The owner's token, as the helper watches it: through a descriptor of its
+// own (a shared lock through the owner's would downgrade the owner's
+// exclusive one), opened once the token has its name (the owner names it
+// after telling us) and only if it is this user's own regular file (a name
+// another user took after the owner dropped an older token is not it).
+class watched_token {
+ public:
+  explicit watched_token(std::uint64_t id = 0) : id_(id) {}
+  watched_token(const watched_token&) = delete;
+  watched_token& operator=(const watched_token&) = delete;
+  ~watched_token() { close(); }
 
-// Unlinks a registered object if its name still names it.
-void unlink_if_same(const registered& r) {
-  struct stat st {};
-  const std::string path = r.kind == 's' ? "/dev/shm" + r.name : r.name;
-  if (::lstat(path.c_str(), &st) != 0 || st.st_dev != r.dev || st.st_ino != r.ino) return;
-  ::unlink(path.c_str());
-}
-
-// One owner token the helper was told of, and its own descriptor of it,
-// opened once the token has its name (the owner names it after telling us).
-struct watched_token {
-  std::uint64_t id;
-  int fd = -1;
-  void try_open() {
-    if (fd < 0)
-      fd = ::open(("/dev/shm" + sd::token_name(id)).c_str(),
-                  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  // Watches token `id` from now on (the owner's last word on it).
+  void reset(std::uint64_t id) {
+    close();
+    id_ = id;
   }
-  // Waits until no process holds the token. Through our own descriptor, a
-  // shared lock taken blocking: it is granted when the owner's exclusive
-  // lock goes, whoever held the name meanwhile. Without one (the owner died
-  // before naming it, or it cannot be opened), by its name: anything but
-  // "dead" counts as alive, for removing a live owner's segment is the one
-  // thing a watchdog must never do.
+  void try_open() {
+    if (fd_ >= 0 || id_ == 0) return;
+    const int fd = ::open(("/dev/shm" + sd::token_name(id_)).c_str(),
+                          O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid())
+      fd_ = fd;
+    else
+      ::close(fd);
+  }
+  // Waits until no process holds the token: a shared lock taken blocking,
+  // granted when the owner's exclusive lock goes. Without a descriptor
+  // (the owner died before naming it), by its name: a token that is not
+  // there, or not this user's, is no owner's; anything else but "dead"
+  // counts as alive, for removing a live owner's segment is the one thing a
+  // watchdog must never do.
   void wait_until_free() {
-    if (fd >= 0) {
-      while (::flock(fd, LOCK_SH) != 0)
+    if (id_ == 0) return;
+    try_open();
+    if (fd_ >= 0) {
+      while (::flock(fd_, LOCK_SH) != 0)
         if (errno != EINTR) break;
       return;
     }
-    while (sd::token_state(id, false) != sd::owner_state::dead)
+    for (;;) {
+      struct stat st {};
+      const std::string path = "/dev/shm" + sd::token_name(id_);
+      if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid())
+        return;
+      if (sd::token_state(id_, false) == sd::owner_state::dead) return;
       ::usleep(20000);
+    }
   }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);  // (and the shared lock with it)
+    fd_ = -1;
+  }
+  std::uint64_t id() const { return id_; }
+
+ private:
+  std::uint64_t id_ = 0;
+  int fd_ = -1;
 };
 
 // The helper's life: fd 3 is the owner's socket, fd 4 where it says it runs.
@@ -337,60 +353,60 @@ struct watched_token {
   // What owners that died with their helper left (a cgroup killed whole, as
   // systemd, Slurm and Kubernetes stop jobs), collected in the background:
   // never on the owner's path, and this helper's owner is alive meanwhile.
-  std::thread([] {
-    try {
-      shmarray::collect_dead(false, [](const shmarray::collected&) {});
-    } catch (...) {
-    }
-  }).detach();
+  // (Where no thread can be made, there is no background pass.)
+  try {
+    std::thread([] {
+      try {
+        shmarray::collect_dead(false, [](const shmarray::collected&) {});
+      } catch (...) {
+      }
+    }).detach();
+  } catch (...) {
+  }
 
-  // By kind, name, device and inode: one name may be registered for two
-  // objects of the owner's at once (a creation that failed on a name it
-  // already holds unregisters only its own).
-  std::unordered_map<std::string, registered> live;
-  auto key = [](char kind, const std::string& name, std::uint64_t dev, std::uint64_t ino) {
-    return kind + std::to_string(dev) + ':' + std::to_string(ino) + ':' + name;
-  };
-  std::vector<watched_token> tokens;
-  std::string in;  // what has come and is not parsed yet
-  for (bool open = true; open;) {
+  // What the owner has registered and not unregistered, by kind, name,
+  // device and inode: one name may be registered for two objects of the
+  // owner's at once (a creation that failed on a name it already holds
+  // unregisters only its own).
+  sd::wire::live_set live;
+  watched_token token;
+  std::string in;         // what has come and is not parsed yet
+  bool confused = false;  // bytes that are not the protocol: ignored until the end
+  for (;;) {
     char buf[4096];
     const ssize_t got = ::read(3, buf, sizeof buf);
     if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;  // the owner is gone
+    if (got <= 0) break;  // the owner is gone (or closed its end)
+    if (confused) continue;
     in.append(buf, std::size_t(got));
     std::size_t at = 0;
     for (sd::wire::record r;;) {
       const std::size_t n = sd::wire::parse(in.data() + at, in.size() - at, r);
       if (n == sd::wire::incomplete) break;
-      if (n == sd::wire::invalid) {  // not the protocol: the end (the owner's sends fail)
-        open = false;
+      if (n == sd::wire::invalid) {
+        confused = true;
         break;
       }
       at += n;
       if (r.op == 'T') {
-        tokens.push_back({r.id});
-      } else if (r.op == 'R') {
-        live[key(r.kind, r.name, r.dev, r.ino)] = {r.kind, r.name, dev_t(r.dev), ino_t(r.ino)};
-        for (auto& t : tokens)  // named by now: the owner names a token before its segments
-          t.try_open();
+        if (r.id != token.id()) token.reset(r.id);
       } else {
-        live.erase(key(r.kind, r.name, r.dev, r.ino));
+        live.apply(r);
+        if (r.op == 'R') token.try_open();  // named by now: tokens are named before segments
       }
     }
     in.erase(0, at);
   }
   ::close(3);
-  // The owner has gone (or closed its end). Its token is released when the
-  // last process holding it is: wait for that, then clean up.
-  for (auto& t : tokens)
-    t.wait_until_free();
-  for (const auto& [key, r] : live)
-    unlink_if_same(r);
-  for (auto& t : tokens) {
-    if (t.fd >= 0) ::close(t.fd);  // (and the shared lock with it, before removing)
-    sd::remove_token_if_dead(t.id);
+  // The owner has gone. Its token is released when the last process
+  // holding it is: wait for that, then clean up.
+  token.wait_until_free();
+  for (const auto& [key, r] : live) {
+    const std::string path = shmarray::detail::object_path(r.kind, r.name);
+    if (!path.empty()) sd::unlink_if_same(path, r.object, {}, r.kind == 's');
   }
+  token.close();
+  if (token.id()) sd::remove_token_if_dead(token.id());
   ::_exit(0);
 }
 
@@ -404,7 +420,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "shmarray: unknown command \"%s\" (the commands are ls, info, rm and gc; "
                    "shmarray --help says more)\n",
-                   shown(cmd).c_str());
+                   sd::escaped(cmd).c_str());
       return 2;
     }
   }

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "detail/os.hpp"
+#include "detail/same_object.hpp"
 #include "errors.hpp"
 
 // Linux 5.14; older C library headers lack the names.
@@ -63,8 +64,7 @@ struct mapping {
   std::string name;  // empty for anonymous memory
   bool writable = true;
   huge_pages_status huge = huge_pages_status::not_requested;
-  dev_t device = 0;  // of the named object, for telling a reused name apart
-  ino_t inode = 0;
+  object_id id;  // of the named object, for telling a reused name (or inode) apart
 };
 
 // Lets Boost's mapped_region map any descriptor.
@@ -153,13 +153,13 @@ inline bip::mapped_region map_region(const fd_mappable& what, std::size_t size,
 }
 
 // Bytes a new segment starts with: [0, size) is written, the rest is zero.
-// `created`, if set, is told the new object's device and inode as soon as it
-// exists, before it is sized and filled (the manager registers it with the
+// `created`, if set, is told the new object's identity as soon as it exists,
+// before it is sized and filled (the manager registers it with the
 // watchdog then, so an owner killed during a long fill leaks nothing).
 struct initial_bytes {
   const void* data = nullptr;
   std::size_t size = 0;
-  void (*created)(void* context, dev_t device, ino_t inode) noexcept = nullptr;
+  void (*created)(void* context, const object_id& id) noexcept = nullptr;
   void* context = nullptr;
 };
 
@@ -177,8 +177,10 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
     throw_out_of_space(fd, name, size, where);
   };
   struct stat st {};
-  if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
-  if (init.created) init.created(init.context, st.st_dev, st.st_ino);
+  object_id id;
+  if (::fstat(fd, &st) != 0 || !identify(fd, id))
+    throw_os_error(errno, name, "could not be examined");
+  if (init.created) init.created(init.context, id);
   // The mode asked for is 0600; only a umask that removes owner bits changes it.
   if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0)
     throw_os_error(errno, name, "could not be set to mode 0600");
@@ -207,8 +209,7 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
   }
   mapping m;
   m.name = std::string(name);
-  m.device = st.st_dev;
-  m.inode = st.st_ino;
+  m.id = id;
   m.region = map_region({fd, bip::read_write}, size, name);
   tune(m, o, shmem);
   return m;
@@ -275,8 +276,7 @@ inline mapping open_mapping(int fd, std::string_view name, bool writable, bool s
   mapping m;
   m.name = std::string(name);
   m.writable = writable;
-  m.device = st.st_dev;
-  m.inode = st.st_ino;
+  if (!identify(fd, m.id)) throw_os_error(errno, name, "could not be examined");
   m.region = map_region({fd, writable ? bip::read_write : bip::read_only}, size, name);
   tune(m, o, shmem);
   return m;
@@ -347,16 +347,16 @@ class named_backing {
     throw_os_error(errno, name(), "could not be removed");
   }
 
-  // Unlinks the name only while it still names the object (device, inode)
-  // that was created under it: a name that someone else has since reused is
-  // left alone. False if nothing was removed.
-  bool remove_if_same(dev_t device, ino_t inode) const noexcept {
-    const int fd = self().open_fd(O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return false;
-    struct stat st {};
-    const bool same = ::fstat(fd, &st) == 0 && st.st_dev == device && st.st_ino == inode;
-    ::close(fd);
-    return same && self().unlink_name() == 0;
+  // Unlinks the name only while it still names the object `id` that was
+  // created under it (segment::id()): a name someone else has since reused,
+  // even with the same inode number, is left alone. False if nothing was
+  // removed.
+  bool remove_if_same(const object_id& id) const noexcept {
+    try {
+      return unlink_if_same(self().link_free_path(), id, {}, Derived::where == space::dev_shm);
+    } catch (...) {
+      return false;
+    }
   }
 
  private:
@@ -365,6 +365,8 @@ class named_backing {
 };
 
 }  // namespace detail
+
+using detail::object_id;
 
 // Memory shared with fork() children only. It has no name, so it can never
 // leak. It is a memfd (an unnamed tmpfs file, as MAP_SHARED | MAP_ANONYMOUS
@@ -399,6 +401,8 @@ class posix_shm : public detail::named_backing<posix_shm> {
 
   // The name with its leading '/'.
   const std::string& name() const noexcept { return name_; }
+  // Where the object is: /dev/shm/NAME.
+  std::string link_free_path() const { return path(); }
 
   // Checks a name and gives it its leading '/'.
   static std::string normalise(std::string_view name) {
@@ -454,6 +458,14 @@ class file : public detail::named_backing<file> {
   explicit file(std::string_view path) : path_(absolute(path)) {}
 
   const std::string& name() const noexcept { return path_; }
+  // The path with its directory's links resolved as they are now: how the
+  // file is registered and removed later, never following a link.
+  std::string link_free_path() const {
+    char real[PATH_MAX];
+    if (!::realpath(directory().c_str(), real)) return path_;
+    const std::string base = path_.substr(path_.rfind('/') + 1);
+    return std::string(real) + (real[1] == '\0' ? "" : "/") + base;
+  }
 
  private:
   friend class detail::named_backing<file>;

@@ -97,8 +97,7 @@ struct object_entry {
   owner_status owner = owner_status::untracked;  // ok segments and tokens
   std::string owner_error;                       // when owner is unreadable
   std::uint64_t token = 0;                       // a token's id
-  dev_t device = 0;
-  ino_t inode = 0;
+  detail::object_id id;                          // device, inode and birth time
 };
 
 namespace detail {
@@ -169,12 +168,11 @@ inline object_status status_of(const error& e) noexcept {
 // Inspects the open object `fd` named `e.name` (a token if `token` is not 0).
 inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
   struct stat st {};
-  if (::fstat(fd, &st) != 0) throw_os_error(errno, e.name, "could not be examined");
+  if (::fstat(fd, &st) != 0 || !identify(fd, e.id))
+    throw_os_error(errno, e.name, "could not be examined");
   if (!S_ISREG(st.st_mode))
     throw error(message(e.name, "is " + file_kind(st.st_mode) + ", not a regular file"));
   e.bytes = std::uint64_t(st.st_size);
-  e.device = st.st_dev;
-  e.inode = st.st_ino;
   if (token) {
     e.status = object_status::owner_token;
     e.token = token;
@@ -189,9 +187,10 @@ inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
                             "is empty (0 bytes): not a shmarray segment, or one still "
                             "being created"));
   std::byte rec[format::record_size];
-  const bool read = record_fits(size) && read_tail(fd, size, rec);
-  e.shmarray = read && has_magic(rec);
-  e.info = read ? validate_record(rec, size, e.name) : read_record_at(fd, size, e.name);
+  if (!record_fits(size)) no_record_fits(e.name, size);
+  if (!read_tail(fd, size, rec)) (void)read_record_at(fd, size, e.name, rec);  // says why
+  e.shmarray = has_magic(rec);
+  e.info = validate_record(rec, size, e.name);
   e.lock_ready = load_le<std::uint32_t>(rec + format::off_lock_state) == format::lock_ready;
   int err = 0;
   e.owner = owner_of(token_state(e.info.owner_token, e.info.boot_id != boot_id(), &err));
@@ -199,19 +198,10 @@ inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
     e.owner_error = token_unreadable(e.info.owner_token, err);
 }
 
-// Unlinks /dev/shm/`bare` only while it still names the object `device`,
-// `inode` that was inspected: a name someone else has since reused is left.
-inline bool unlink_if_same(const std::string& bare, dev_t device, ino_t inode) noexcept {
-  const std::string path = std::string(shm_dir) + "/" + bare;
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0 || st.st_dev != device || st.st_ino != inode) return false;
-  return ::unlink(path.c_str()) == 0;
-}
-
 // The objects a token's journal (`fd`, of `size` bytes) still names: its
 // 'R' records less its 'U' records, up to the first record that is not
 // whole (the owner died writing it). Read with pread; at most 16 MiB.
-inline std::vector<wire::record> journal_of(int fd, std::size_t size) {
+inline wire::live_set journal_of(int fd, std::size_t size) {
   std::string bytes(std::min<std::size_t>(size, 16u << 20), '\0');
   std::size_t got = 0;
   while (got < bytes.size()) {
@@ -220,40 +210,18 @@ inline std::vector<wire::record> journal_of(int fd, std::size_t size) {
     if (n <= 0) break;
     got += std::size_t(n);
   }
-  std::vector<wire::record> live;
-  for (std::size_t at = 0; at < got;) {
-    wire::record r;
-    const std::size_t n = wire::parse(bytes.data() + at, got - at, r);
-    if (n == wire::incomplete || n == wire::invalid || r.op == 'T') break;
-    at += n;
-    if (r.op == 'R') {
-      live.push_back(std::move(r));
-      continue;
-    }
-    for (auto it = live.begin(); it != live.end(); ++it)
-      if (it->kind == r.kind && it->dev == r.dev && it->ino == r.ino && it->name == r.name) {
-        live.erase(it);
-        break;
-      }
-  }
+  wire::live_set live;
+  live.apply_all(bytes.data(), got);
   return live;
 }
 
-// Where a journal's object is, and whether it is still the object named
-// there, made by the token's user (`owner`): a journal names objects by
-// their name, device and inode, and only its owner's are ever removed, so a
-// token forged by another user can make gc remove nothing but its own.
-inline std::string journal_path(const wire::record& r) {
-  return r.kind == 's' ? std::string(shm_dir) + r.name : r.name;
-}
-inline bool journal_object_is_there(const wire::record& r, uid_t owner) {
-  if (r.name.empty() || (r.kind == 's' && r.name.find('/', 1) != std::string::npos) ||
-      r.name[0] != '/' || r.name.find('\0') != std::string::npos)
-    return false;
-  struct stat st {};
-  return ::lstat(journal_path(r).c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-         std::uint64_t(st.st_dev) == r.dev && std::uint64_t(st.st_ino) == r.ino &&
-         st.st_uid == owner;
+// Where an object the helper or a journal names is: /dev/shm/NAME for kind
+// 's' (one '/', at the start), a file's absolute path for 'f'; "" where the
+// name cannot be one.
+inline std::string object_path(char kind, const std::string& name) {
+  if (name.size() < 2 || name[0] != '/' || name.find('\0') != std::string::npos) return "";
+  if (kind == 's') return name.find('/', 1) == std::string::npos ? shm_dir + name : "";
+  return name;
 }
 
 }  // namespace detail
@@ -273,8 +241,7 @@ inline object_entry inspect(std::string_view name) {
     detail::throw_os_error(errno, e.name, "cannot be examined");
   }
   e.bytes = std::uint64_t(st.st_size);  // what lstat says, readable or not
-  e.device = st.st_dev;
-  e.inode = st.st_ino;
+  e.id = {std::uint64_t(st.st_dev), std::uint64_t(st.st_ino), 0};  // the birth time once opened
   int fd = -1;
   try {
     // Never opened unless it is a regular file: a FIFO or a device is not
@@ -366,19 +333,32 @@ void collect_dead(bool dry_run, Seen&& seen) {
       c.why = e.owner_error;
       seen(c);
     } else if (e.owner == owner_status::gone) {
-      c.removed = !dry_run && detail::unlink_if_same(n, e.device, e.inode);
+      c.removed = !dry_run && detail::unlink_if_same(detail::shm_dir + e.name, e.id, {}, true);
       seen(c);
     }
   }
   for (const auto id : tokens) {
     const std::string token = detail::token_name(id);
+    // What the journal names is removed only where it is still that object
+    // (device, inode, birth time) and the token's user's, with that user's
+    // rights, through its directory reached without following a link: a
+    // token another user forged removes nothing but what that user could.
     auto journal = [&](int fd, const struct stat& st) {
-      for (const auto& r : detail::journal_of(fd, std::size_t(st.st_size))) {
-        if (!detail::journal_object_is_there(r, st.st_uid)) continue;
+      const detail::on_behalf owner{false, st.st_uid};
+      for (const auto& [key, r] : detail::journal_of(fd, std::size_t(st.st_size))) {
+        const std::string path = detail::object_path(r.kind, r.name);
+        if (path.empty()) continue;
         collected c;
         c.name = r.name;
         c.token = token;
-        c.removed = !dry_run && ::unlink(detail::journal_path(r).c_str()) == 0;
+        if (dry_run) {
+          struct stat now {};
+          if (::lstat(path.c_str(), &now) != 0 || now.st_ino != r.object.inode ||
+              now.st_uid != st.st_uid)
+            continue;
+        } else if (!(c.removed = detail::unlink_if_same(path, r.object, owner, r.kind == 's'))) {
+          continue;
+        }
         seen(c);
       }
     };

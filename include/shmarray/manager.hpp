@@ -192,8 +192,7 @@ class manager {
         detail::scope_exit undo([&] { remove_quietly(name); });
         std::lock_guard<std::mutex> g(st().mu);
         void* p = seg.data();
-        st().owned.push_back({name.name(), &remove_as<posix_shm>, self, seg.device(), seg.inode(),
-                              token.counted, 's'});
+        st().owned.push_back({name.name(), name.name(), self, seg.id(), token.counted, 's'});
         st().allocations.emplace(p, std::move(seg));
         unwatch.dismiss();
         undo.dismiss();
@@ -216,11 +215,10 @@ class manager {
  private:
   // A name this manager created, and the object it named then.
   struct owned_name {
-    std::string name;
-    bool (*remove)(const std::string&, dev_t, ino_t);
+    std::string name;        // as the segment has it
+    std::string registered;  // as the watchdog has it: "/NAME", or the file's link-free path
     pid_t creator;
-    dev_t device;
-    ino_t inode;
+    detail::object_id id;
     bool token;  // counted in the creator's owner token
     char kind;   // for the watchdog: 's' POSIX shared memory, 'f' a file
   };
@@ -277,23 +275,21 @@ class manager {
   // What the watchdog is told when a new object exists (see create).
   struct watch_request {
     char kind;
-    std::string name;
+    std::string name;  // "/NAME", or a file's link-free path
     std::uint64_t token;
     bool registered;
-    dev_t device = 0;
-    ino_t inode = 0;
+    detail::object_id id{};
     // Unregisters what was registered, if the creation failed.
     void undo() const noexcept {
-      if (registered) detail::watchdog::get().remove(kind, name, device, inode);
+      if (registered) detail::watchdog::get().remove(kind, name, id);
     }
   };
-  static void watch_created(void* context, dev_t device, ino_t inode) noexcept {
+  static void watch_created(void* context, const detail::object_id& id) noexcept {
     auto* w = static_cast<watch_request*>(context);
     w->undo();  // a second object of the same creation (the fallback by name)
-    detail::watchdog::get().add(w->kind, w->name, device, inode, w->token);
+    detail::watchdog::get().add(w->kind, w->name, id, w->token);
     w->registered = true;
-    w->device = device;
-    w->inode = inode;
+    w->id = id;
   }
 
   template <class Backing>
@@ -301,9 +297,13 @@ class manager {
     return std::is_same_v<Backing, posix_shm> ? 's' : 'f';
   }
 
+  // The name the watchdog (and the token's journal) knows an object by.
   template <class Backing>
-  static bool remove_as(const std::string& name, dev_t device, ino_t inode) {
-    return Backing(name).remove_if_same(device, inode);
+  static std::string registered_name(const Backing& backing) {
+    if constexpr (std::is_same_v<Backing, posix_shm>)
+      return backing.name();
+    else
+      return backing.link_free_path();
   }
 
   // Undoes a creation that failed half-way; anonymous memory has no name.
@@ -358,7 +358,7 @@ class manager {
     detail::initial_bytes init{data, data ? nbytes : std::size_t{0}};
     if constexpr (detail::is_named<Backing>::value) {
       if (!o.keep) {
-        watch.name = backing.name();
+        watch.name = registered_name(backing);
         init.created = &watch_created;
         init.context = &watch;
       }
@@ -375,8 +375,8 @@ class manager {
     if constexpr (detail::is_named<Backing>::value) {
       if (!o.keep) {
         std::lock_guard<std::mutex> g(st().mu);
-        st().owned.push_back({seg.name(), &remove_as<Backing>, self, seg.device(), seg.inode(),
-                              token->counted, kind_of<Backing>()});
+        st().owned.push_back(
+            {seg.name(), watch.name, self, seg.id(), token->counted, kind_of<Backing>()});
       }
     }
     unwatch.dismiss();
@@ -390,8 +390,12 @@ class manager {
   // child's copy of the manager never removes its parent's names.
   static void remove_if_mine(const owned_name& o) noexcept {
     if (o.creator != ::getpid()) return;
-    o.remove(o.name, o.device, o.inode);
-    detail::watchdog::get().remove(o.kind, o.name, o.device, o.inode);
+    try {
+      const std::string path = o.kind == 's' ? "/dev/shm" + o.registered : o.registered;
+      detail::unlink_if_same(path, o.id, {}, o.kind == 's');
+    } catch (...) {  // out of memory: the watchdog removes it at the end
+    }
+    detail::watchdog::get().remove(o.kind, o.registered, o.id);
     if (o.token) detail::owner_token::get().release();
   }
 

@@ -320,10 +320,13 @@ inline bool read_tail(int fd, std::size_t size, std::byte* rec) noexcept {
 }
 
 // Reads (pread) and validates the record of the object behind `fd`, which
-// held `size` bytes when it was examined.
-inline segment_info read_record_at(int fd, std::size_t size, std::string_view name) {
+// held `size` bytes when it was examined; the bytes read go to `out`
+// (format::record_size of them) if given.
+inline segment_info read_record_at(int fd, std::size_t size, std::string_view name,
+                                   std::byte* out = nullptr) {
   if (!record_fits(size)) no_record_fits(name, size);
-  std::byte rec[format::record_size];
+  std::byte own[format::record_size];
+  std::byte* rec = out ? out : own;
   if (!read_tail(fd, size, rec))
     throw truncated_segment(message(name, "shrank to fewer than its " + std::to_string(size) +
                                               " bytes while its record was read (another "

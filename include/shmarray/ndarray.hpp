@@ -2,6 +2,8 @@
 // memory; the C++ counterpart of shared_ndarray2's SharedNDArray.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cassert>
 #include <chrono>
@@ -121,9 +123,10 @@ class ndarray : public detail::array_view<T> {
       segment seg(open_only, backing, mode, opts.map, [&](int fd, std::size_t size) {
         info = detail::read_record_at(fd, size, backing.name());
         check_dtype(*info, backing.name());
+        check_bools_at(fd, info->data_nbytes, backing.name());
       });
       ndarray a;
-      a.adopt(std::move(seg), *info);
+      a.adopt(std::move(seg), *info, true);
       return a;
     });
   }
@@ -147,12 +150,13 @@ class ndarray : public detail::array_view<T> {
           throw truncated_segment(detail::message(
               backing.name(), "shrank while its record was read (another process resizes it)"));
         info = described(size, fits ? rec : nullptr, shape, o, nbytes, backing.name());
+        check_bools_at(fd, nbytes, backing.name());
       });
       ndarray a;
       if (info)
-        a.adopt(std::move(seg), *info);
+        a.adopt(std::move(seg), *info, true);
       else
-        a.adopt_raw(std::move(seg), shape, o);
+        a.adopt_raw(std::move(seg), shape, o, true);
       return a;
     });
   }
@@ -325,27 +329,52 @@ class ndarray : public detail::array_view<T> {
   // any process that can write a segment can put one there: the bytes of a
   // segment viewed as bool are checked when it is attached. (Whoever writes
   // them later is trusted, as every writer of a segment is.)
+  static constexpr bool is_bool = std::is_same_v<std::remove_const_t<T>, bool>;
+
+  static void check_bool_bytes(const unsigned char* p, std::size_t n, std::size_t offset,
+                               std::string_view name) {
+    for (std::size_t i = 0; i < n; ++i)
+      if (p[i] > 1)
+        throw dtype_mismatch(detail::message(
+            name, "holds byte " + std::to_string(unsigned(p[i])) + " at offset " +
+                      std::to_string(offset + i) +
+                      ", which is not a bool (0 or 1); attach it as std::uint8_t to read its "
+                      "bytes"));
+  }
+
+  // The bytes of a mapping this process made or was handed.
   static void check_bools(const segment& seg, std::size_t n) {
-    if constexpr (std::is_same_v<std::remove_const_t<T>, bool>) {
-      const auto* p = reinterpret_cast<const unsigned char*>(seg.data());
-      for (std::size_t i = 0; i < n; ++i)
-        if (p[i] > 1)
-          throw dtype_mismatch(detail::message(
-              seg.name(), "holds byte " + std::to_string(unsigned(p[i])) + " at offset " +
-                              std::to_string(i) +
-                              ", which is not a bool (0 or 1); attach it as std::uint8_t to "
-                              "read its bytes"));
+    if constexpr (is_bool)
+      check_bool_bytes(reinterpret_cast<const unsigned char*>(seg.data()), n, 0, seg.name());
+  }
+
+  // The bytes of an object before it is mapped, read with pread: an object
+  // another user shrinks meanwhile is truncated_segment, never a SIGBUS.
+  static void check_bools_at(int fd, std::size_t n, std::string_view name) {
+    if constexpr (is_bool) {
+      std::vector<unsigned char> buf(std::min<std::size_t>(n, 1u << 16));
+      for (std::size_t at = 0; at < n;) {
+        const ssize_t got = ::pread(fd, buf.data(), std::min(buf.size(), n - at), off_t(at));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0)
+          throw truncated_segment(detail::message(
+              name, "shrank while its bytes were read (another process resizes it)"));
+        check_bool_bytes(buf.data(), std::size_t(got), at, name);
+        at += std::size_t(got);
+      }
     } else {
-      (void)seg;
+      (void)fd;
       (void)n;
+      (void)name;
     }
   }
 
   static const char* order_name(order o) { return o == order::row_major ? "C" : "F"; }
 
-  // Takes a segment whose record `info` has been validated (and its dtype checked).
-  void adopt(segment seg, const segment_info& info) {
-    check_bools(seg, info.data_nbytes);
+  // Takes a segment whose record `info` has been validated (and its dtype
+  // checked; its bytes too where `checked`).
+  void adopt(segment seg, const segment_info& info, bool checked = false) {
+    if (!checked) check_bools(seg, info.data_nbytes);
     std::byte* rec = detail::record_of(seg.data(), seg.size());
     if (seg.writable()) detail::refresh_lock(rec, seg.name());
     state_ = detail::share(std::move(seg), true);
@@ -353,8 +382,8 @@ class ndarray : public detail::array_view<T> {
   }
 
   // Takes a raw segment that holds exactly the bytes of `shape`.
-  void adopt_raw(segment seg, const shape_type& shape, order o) {
-    check_bools(seg, seg.size());
+  void adopt_raw(segment seg, const shape_type& shape, order o, bool checked = false) {
+    if (!checked) check_bools(seg, seg.size());
     state_ = detail::share(std::move(seg), false);
     set_view(reinterpret_cast<T*>(state_->seg.data()), shape, o);
   }

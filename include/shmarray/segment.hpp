@@ -54,8 +54,10 @@ class segment {
   const std::string& name() const noexcept { return m_.name; }
   bool writable() const noexcept { return m_.writable; }
   huge_pages_status huge_pages() const noexcept { return m_.huge; }
-  dev_t device() const noexcept { return m_.device; }
-  ino_t inode() const noexcept { return m_.inode; }
+  dev_t device() const noexcept { return dev_t(m_.id.device); }
+  ino_t inode() const noexcept { return ino_t(m_.id.inode); }
+  // The object's device, inode and birth time: what remove_if_same takes.
+  const detail::object_id& id() const noexcept { return m_.id; }
 
   // Bytes of this mapping that the kernel backs with huge pages right now
   // (from /proc/self/smaps): what the huge-page advice actually achieved.

@@ -89,15 +89,15 @@ class Manager:
             _owner.watchdog.prepare(token)  # the helper, started with the first
             registered = []
 
-            def before_link(dev, ino):
-                _owner.watchdog.add("s", seg, dev, ino)
-                registered.append((dev, ino))
+            def before_link(dev, ino, birth):
+                _owner.watchdog.add("s", seg, dev, ino, birth)
+                registered.append((dev, ino, birth))
 
             try:
                 m = s.create(seg, dt, shape, order, data, token, before_link)
             except e.AlreadyExists:
-                for dev, ino in registered:
-                    _owner.watchdog.remove("s", seg, dev, ino)
+                for dev, ino, birth in registered:
+                    _owner.watchdog.remove("s", seg, dev, ino, birth)
                 if token:
                     _owner.token.release()
                 if name is not None:
@@ -108,13 +108,13 @@ class Manager:
                         "names generated before it (another process takes them?)") from None
                 continue
             except BaseException:
-                for dev, ino in registered:
-                    _owner.watchdog.remove("s", seg, dev, ino)
+                for dev, ino, birth in registered:
+                    _owner.watchdog.remove("s", seg, dev, ino, birth)
                 if token:
                     _owner.token.release()
                 raise
             with self._mu:
-                self._owned.append((seg, m.device, m.inode, token != 0, os.getpid()))
+                self._owned.append((seg, m.device, m.inode, m.birth, token != 0, os.getpid()))
             return s._array(m, dt, shape, order, False)
 
     def names(self):
@@ -135,11 +135,11 @@ class Manager:
         return False
 
     def _remove(self, o):
-        seg, dev, ino, counted, creator = o
+        seg, dev, ino, birth, counted, creator = o
         if os.getpid() != creator:
             return  # a forked child's copy removes nothing of its parent's
-        s.remove_if_same(seg, dev, ino)
-        _owner.watchdog.remove("s", seg, dev, ino)
+        s.remove_if_same(seg, dev, ino, birth)
+        _owner.watchdog.remove("s", seg, dev, ino, birth)
         if counted:
             _owner.token.release()
 

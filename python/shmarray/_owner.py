@@ -334,8 +334,8 @@ class _Watchdog:
             if token:
                 self._send(b"T" + struct.pack("<Q", token))
                 self.token_sent = token
-            for kind, name, dev, ino in self.objects:
-                self._send(_object_record(b"R", kind, name, dev, ino))
+            for kind, name, dev, ino, birth in self.objects:
+                self._send(_object_record(b"R", kind, name, dev, ino, birth))
             if self.sock is None:
                 return False
         if token and token != self.token_sent:
@@ -358,26 +358,26 @@ class _Watchdog:
         if not self.token:
             return
         if self.journaled == self.token and token.journal(self.token, rec, False):
-            live = sum(20 + len(name.encode()) for _, name, _, _ in self.objects)
+            live = sum(28 + len(name.encode()) for _, name, _, _, _ in self.objects)
             if token.journal_bytes < 64 << 10 or token.journal_bytes < 4 * live:
                 return
         everything = b"".join(_object_record(b"R", *o) for o in self.objects)
         self.journaled = self.token if token.journal(self.token, everything, True) else 0
 
-    def add(self, kind, name, dev, ino):
+    def add(self, kind, name, dev, ino, birth):
         with _mu:
             self._fresh()
-            self.objects[(kind, name, dev, ino)] = None
-            rec = _object_record(b"R", kind, name, dev, ino)
+            self.objects[(kind, name, dev, ino, birth)] = None
+            rec = _object_record(b"R", kind, name, dev, ino, birth)
             self._journal(rec)
             self._send(rec)
 
-    def remove(self, kind, name, dev, ino):
+    def remove(self, kind, name, dev, ino, birth):
         with _mu:
             if self.pid != os.getpid():
                 return
-            self.objects.pop((kind, name, dev, ino), None)
-            rec = _object_record(b"U", kind, name, dev, ino)
+            self.objects.pop((kind, name, dev, ino, birth), None)
+            rec = _object_record(b"U", kind, name, dev, ino, birth)
             self._journal(rec)
             self._send(rec)
 
@@ -398,9 +398,11 @@ class _Watchdog:
         self.__init__()
 
 
-def _object_record(op, kind, name, dev, ino):
-    """An 'R' (register) or 'U' (unregister) record of one object."""
-    return op + kind.encode() + struct.pack("<QQ", dev, ino) + _put_name(name)
+def _object_record(op, kind, name, dev, ino, birth):
+    """An 'R' (register) or 'U' (unregister) record of one object: its kind,
+    device, inode, birth time (ns; 0 unknown) and name (FORMAT.md, "The
+    owner token")."""
+    return op + kind.encode() + struct.pack("<QQQ", dev, ino, birth) + _put_name(name)
 
 
 token = _Token()

@@ -89,6 +89,7 @@ class Mapping(mmap.mmap):
             raise e.TruncatedSegment(f"{escape(name)}: was {size} bytes when checked, and was "
                                      "shortened before it could be mapped") from None
         m.segment_name, m.info, m.device, m.inode = name, info, device, inode
+        m.birth = birth_ns(fd=fd)
         m.writable = writable
         return m
 
@@ -152,6 +153,38 @@ def read_tail(fd, size, name):
 
 _fallocate = None
 FALLOC_FL_KEEP_SIZE = 1
+_statx = None
+AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, STATX_BTIME = 0x1000, 0x100, 0x800
+
+
+def birth_ns(fd=None, path=None):
+    """An object's birth time in ns (statx, through glibc), which tells it
+    from a later object that reuses its inode number: of the open `fd`, or
+    of `path` (not followed if a link); 0 where the file system or the C
+    library does not say."""
+    global _statx
+    if _statx is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            fn = libc.statx
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint,
+                           ctypes.c_char_p]
+            fn.restype = ctypes.c_int
+            _statx = fn
+        except (OSError, AttributeError):
+            _statx = False
+    if not _statx:
+        return 0
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if fd is not None:
+        rc = _statx(fd, b"", AT_EMPTY_PATH, STATX_BTIME, buf)
+    else:
+        rc = _statx(-100, os.fsencode(path), AT_SYMLINK_NOFOLLOW, STATX_BTIME, buf)  # AT_FDCWD
+    mask, = struct.unpack_from("<I", buf.raw, 0)
+    if rc != 0 or not mask & STATX_BTIME:
+        return 0
+    sec, nsec = struct.unpack_from("<qI", buf.raw, 80)  # stx_btime
+    return sec * 10**9 + nsec
 
 
 def _fallocate_fn():
@@ -290,7 +323,7 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
     """Creates the segment `name` exclusively, mode 0600: unnamed in /dev/shm
     (O_TMPFILE), sized, filled with `data` (bytes in storage order) or
     zeros, its record written as FORMAT.md orders it, then linked under its
-    name. `before_link(device, inode)` runs once the object exists, before it
+    name. `before_link(device, inode, birth)` runs once the object exists, before it
     has its name. Returns the Mapping. Where unnamed files cannot be made
     or linked, the name is created first and removed on failure."""
     name = normalise(name)
@@ -323,7 +356,7 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
     try:
         st = os.fstat(fd)
         if before_link:
-            before_link(st.st_dev, st.st_ino)
+            before_link(st.st_dev, st.st_ino, birth_ns(fd=fd))
         os.fchmod(fd, 0o600)
         try:
             if data is not None and nbytes:
@@ -391,15 +424,17 @@ def init_lock(fd, at):
     os.pwrite(fd, struct.pack("<I", 2), at + f.OFF_LOCK_STATE)
 
 
-def remove_if_same(name, device, inode):
-    """Unlinks `name` only while it names the object (device, inode) made
-    under it; False if nothing was removed."""
+def remove_if_same(name, device, inode, birth=0):
+    """Unlinks `name` only while it names the object (device, inode and, where
+    known, birth time) made under it; False if nothing was removed."""
     path = path_of(normalise(name))
     try:
         st = os.stat(path, follow_symlinks=False)
     except OSError:
         return False
     if (st.st_dev, st.st_ino) != (device, inode):
+        return False
+    if birth and birth_ns(path=path) != birth:
         return False
     try:
         os.unlink(path)

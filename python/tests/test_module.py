@@ -376,14 +376,17 @@ def test_the_owner_tokens_journal_names_what_the_owner_still_has(prefix):
         live, at = [], 0
         while at < len(journal):
             op, kind = journal[at:at + 1], journal[at + 1:at + 2]
-            dev, ino, n = struct.unpack_from("<QQH", journal, at + 2)
-            name = journal[at + 20:at + 20 + n].decode()
-            at += 20 + n
+            dev, ino, birth, n = struct.unpack_from("<QQQH", journal, at + 2)
+            name = journal[at + 28:at + 28 + n].decode()
+            at += 28 + n
             assert kind == b"s"
             if op == b"R":
-                live.append((name, dev, ino))
+                live.append((name, dev, ino, birth))
             else:
                 assert op == b"U"
-                live.remove((name, dev, ino))
-        st = os.stat("/dev/shm" + shmarray.name_of(b))
-        assert live == [(shmarray.name_of(b), st.st_dev, st.st_ino)]
+                live.remove((name, dev, ino, birth))
+        path = "/dev/shm" + shmarray.name_of(b)
+        st = os.stat(path)
+        from shmarray import _segments
+        assert live == [(shmarray.name_of(b), st.st_dev, st.st_ino, _segments.birth_ns(path=path))]
+        assert live[0][3] > 0  # tmpfs keeps birth times here

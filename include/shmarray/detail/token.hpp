@@ -332,6 +332,12 @@ inline owner_state token_state(std::uint64_t id, bool other_boot, int* err = nul
     if (err) *err = errno;
     return owner_state::unreadable;
   }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // planted: no token of anyone's
+    if (err) *err = EINVAL;
+    ::close(fd);
+    return owner_state::unreadable;
+  }
   const owner_state state = token_lock_state(fd, err);
   ::close(fd);
   return state;
@@ -340,7 +346,8 @@ inline owner_state token_state(std::uint64_t id, bool other_boot, int* err = nul
 // Removes token `id` if nobody holds it: takes the exclusive lock first and
 // removes the name while holding it, and only if the name still names the
 // object locked; while_locked(fd, st) runs just before, holding the lock
-// (gc collects what the token's journal names then). True if removed.
+// (gc collects what the token's journal names then), and the token stays
+// where it throws (so what its journal names is not lost). True if removed.
 template <class F>
 inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked) noexcept {
   const std::string name = token_name(id);
@@ -352,11 +359,13 @@ inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked) noexcept {
     }, named{};
     if (::fstat(fd, &locked) == 0 && ::stat(("/dev/shm" + name).c_str(), &named) == 0 &&
         locked.st_ino == named.st_ino && locked.st_dev == named.st_dev) {
+      bool done = false;
       try {
         while_locked(fd, locked);
+        done = true;
       } catch (...) {
       }
-      removed = ::shm_unlink(name.c_str()) == 0;
+      removed = done && ::shm_unlink(name.c_str()) == 0;
     }
   }
   ::close(fd);  // and the lock with it

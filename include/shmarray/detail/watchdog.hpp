@@ -75,14 +75,14 @@ class watchdog {
   // Registers a named segment (starting the helper with the first); `token`
   // is the owner's token, 0 if none. Quietly does nothing where there is no
   // helper (said once on stderr).
-  void add(char kind, const std::string& name, dev_t dev, ino_t ino, std::uint64_t token) noexcept {
+  void add(char kind, const std::string& name, const object_id& id, std::uint64_t token) noexcept {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
     if (token) token_ = token;
     std::string rec;
     try {
-      registered_.push_back({kind, name, dev, ino});
-      object_record(rec, 'R', kind, name, dev, ino);
+      wire::object_record(rec, 'R', kind, name, id);
+      registered_.apply(parsed(rec));
     } catch (...) {  // out of memory: nothing more can be done
       return;
     }
@@ -116,17 +116,13 @@ class watchdog {
   // Unregisters the object `dev`/`ino` registered under `name`: the owner
   // removed it, or its creation failed. Another object registered under
   // the same name stays registered.
-  void remove(char kind, const std::string& name, dev_t dev, ino_t ino) noexcept {
+  void remove(char kind, const std::string& name, const object_id& id) noexcept {
     std::lock_guard<std::mutex> g(mu_);
     if (pid_ != ::getpid()) return;
-    for (auto it = registered_.begin(); it != registered_.end(); ++it)
-      if (it->kind == kind && it->dev == dev && it->ino == ino && it->name == name) {
-        registered_.erase(it);
-        break;
-      }
     std::string rec;
     try {
-      object_record(rec, 'U', kind, name, dev, ino);
+      wire::object_record(rec, 'U', kind, name, id);
+      registered_.apply(parsed(rec));
     } catch (...) {
       return;
     }
@@ -147,6 +143,10 @@ class watchdog {
 
  private:
   watchdog() {
+    // The watchdog's mutex is held when the token's is taken (journal), so
+    // the token's fork handlers are registered first: prepare handlers run
+    // in reverse order, taking the watchdog's mutex, then the token's.
+    (void)owner_token::get();
     ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
                      [] {
                        // A forked child does not keep its parent's helper
@@ -220,16 +220,24 @@ class watchdog {
     try {
       std::string rec;
       token_record(rec, token_);
-      for (const auto& r : registered_)
-        object_record(rec, 'R', r.kind, r.name, r.dev, r.ino);
+      rec += all_registered();
       if (!rec.empty()) send(rec);
     } catch (...) {  // out of memory: the token remains, for shmarray gc
     }
   }
 
-  static void object_record(std::string& rec, char op, char kind, const std::string& name,
-                            dev_t dev, ino_t ino) {
-    wire::object_record(rec, op, kind, name, dev, ino);
+  static wire::record parsed(const std::string& rec) {
+    wire::record r;
+    wire::parse(rec.data(), rec.size(), r);
+    return r;
+  }
+
+  // Every object still registered, as 'R' records.
+  std::string all_registered() const {
+    std::string all;
+    for (const auto& [key, r] : registered_)
+      wire::object_record(all, 'R', r.kind, r.name, r.object);
+    return all;
   }
 
   // Appends the 'T' record for `token` unless the helper has it already.
@@ -248,21 +256,11 @@ class watchdog {
       owner_token& t = owner_token::get();
       if (journaled_ == token_ && t.journal(token_, rec, false)) {
         const std::size_t bytes = t.journal_bytes();
-        if (bytes < (64u << 10) || bytes < 4 * live_bytes()) return;
+        if (bytes < (64u << 10) || bytes < 4 * registered_.bytes()) return;
       }
-      std::string all;
-      for (const auto& r : registered_)
-        object_record(all, 'R', r.kind, r.name, r.dev, r.ino);
-      journaled_ = t.journal(token_, all, true) ? token_ : 0;
+      journaled_ = t.journal(token_, all_registered(), true) ? token_ : 0;
     } catch (...) {  // out of memory: the helper still knows
     }
-  }
-
-  std::size_t live_bytes() const noexcept {
-    std::size_t n = 0;
-    for (const auto& r : registered_)
-      n += 20 + r.name.size();
-    return n;
   }
 
   void send(const std::string& rec) noexcept {
@@ -398,14 +396,7 @@ class watchdog {
   std::uint64_t token_sent_ = 0;
   std::uint64_t token_ = 0;      // the owner's token, for a new helper
   std::uint64_t journaled_ = 0;  // the token whose journal holds registered_
-  // What this process has registered and not yet unregistered.
-  struct registration {
-    char kind;
-    std::string name;
-    dev_t dev;
-    ino_t ino;
-  };
-  std::vector<registration> registered_;
+  wire::live_set registered_;    // what this process registered and not yet unregistered
   bool tried_ = false;
   bool lost_ = false;  // the helper died: start another at the next segment
   bool said_ = false;

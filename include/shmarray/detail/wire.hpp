@@ -1,12 +1,15 @@
 // shmarray internals: the records an owner sends its watchdog helper, and
 // writes to its owner token's journal, in one format (docs/FORMAT.md, "The
 // owner token"). Little-endian:
-//   'T' u64 token id                       the owner's token (helper only)
-//   'R' kind u64 dev u64 ino u16 len name  an object registered (kind 's': shm, 'f': file)
-//   'U' kind u64 dev u64 ino u16 len name  that object unregistered (not another of the name)
-// A name is never cut short: POSIX names are at most 256 bytes and a file
-// backing refuses a path the kernel could not open (PATH_MAX), so every
-// name the library creates fits the u16 length.
+//   'T' u64 token id                                the owner's token (helper only)
+//   'R' kind u64 dev u64 ino u64 birth u16 len name  an object registered
+//   'U' kind u64 dev u64 ino u64 birth u16 len name  that object unregistered
+// kind 's': POSIX shared memory (name "/NAME"); 'f': a file (its absolute
+// path, with no symbolic link in it). birth: the object's birth time in ns
+// (statx), which tells it from a later object that reuses its inode; 0
+// where the file system does not say. A name is never cut short: POSIX
+// names are at most 256 bytes, and a file backing refuses a path the
+// kernel could not open (PATH_MAX), so every name fits the u16 length.
 #pragma once
 
 #include <sys/types.h>
@@ -15,6 +18,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
+
+#include "same_object.hpp"
 
 namespace shmarray::detail::wire {
 
@@ -32,12 +38,13 @@ inline void token_record(std::string& s, std::uint64_t id) {
 }
 
 // Appends an 'R' (register) or 'U' (unregister) record of one object.
-inline void object_record(std::string& s, char op, char kind, const std::string& name, dev_t dev,
-                          ino_t ino) {
+inline void object_record(std::string& s, char op, char kind, const std::string& name,
+                          const object_id& id) {
   s.push_back(op);
   s.push_back(kind);
-  put_u64(s, std::uint64_t(dev));
-  put_u64(s, std::uint64_t(ino));
+  put_u64(s, id.device);
+  put_u64(s, id.inode);
+  put_u64(s, id.birth_ns);
   s.push_back(char(name.size() & 0xff));
   s.push_back(char(name.size() >> 8));
   s.append(name);
@@ -48,12 +55,13 @@ struct record {
   char op = 0;           // 'T', 'R' or 'U'
   char kind = 0;         // 's' or 'f' ('R', 'U')
   std::uint64_t id = 0;  // 'T'
-  std::uint64_t dev = 0, ino = 0;
+  object_id object;      // 'R', 'U'
   std::string name;
 };
 
 inline constexpr std::size_t incomplete = 0;
 inline constexpr std::size_t invalid = std::size_t(-1);
+inline constexpr std::size_t object_head = 1 + 1 + 8 + 8 + 8 + 2;  // the bytes before the name
 
 // Parses the record at the start of p[0, n): the bytes it takes, or
 // `incomplete` where more are needed, or `invalid` where they are not one.
@@ -72,17 +80,63 @@ inline std::size_t parse(const char* p, std::size_t n, record& out) {
     return 9;
   }
   if (out.op != 'R' && out.op != 'U') return invalid;
-  constexpr std::size_t head = 1 + 1 + 8 + 8 + 2;
-  if (n < head) return incomplete;
+  if (n < object_head) return incomplete;
   out.kind = p[1];
   if (out.kind != 's' && out.kind != 'f') return invalid;
-  out.dev = u64(2);
-  out.ino = u64(10);
-  const std::size_t len = std::size_t(static_cast<unsigned char>(p[18])) |
-                          std::size_t(static_cast<unsigned char>(p[19])) << 8;
-  if (n < head + len) return incomplete;
-  out.name.assign(p + head, len);
-  return head + len;
+  out.object = {u64(2), u64(10), u64(18)};
+  const std::size_t len = std::size_t(static_cast<unsigned char>(p[26])) |
+                          std::size_t(static_cast<unsigned char>(p[27])) << 8;
+  if (n < object_head + len) return incomplete;
+  out.name.assign(p + object_head, len);
+  return object_head + len;
 }
+
+// The objects still registered: 'R' records less the 'U' records of the
+// same kind, name, device and inode, in constant time each (a journal may
+// hold hundreds of thousands, and another user may write a forged one).
+class live_set {
+ public:
+  void apply(const record& r) {
+    if (r.op == 'R') {
+      if (live_.insert_or_assign(key(r), r).second) bytes_ += object_head + r.name.size();
+    } else if (r.op == 'U') {
+      if (live_.erase(key(r))) bytes_ -= object_head + r.name.size();
+    }
+  }
+  // Applies the records of p[0, n) up to the first that is not whole or
+  // not an object's: the bytes taken.
+  std::size_t apply_all(const char* p, std::size_t n) {
+    std::size_t at = 0;
+    for (record r;;) {
+      const std::size_t took = parse(p + at, n - at, r);
+      if (took == incomplete || took == invalid || r.op == 'T') return at;
+      apply(r);
+      at += took;
+    }
+  }
+  void clear() noexcept {
+    live_.clear();
+    bytes_ = 0;
+  }
+  // The bytes of the 'R' records of what is live: a journal rewritten.
+  std::size_t bytes() const noexcept { return bytes_; }
+  bool empty() const noexcept { return live_.empty(); }
+  std::size_t size() const noexcept { return live_.size(); }
+  auto begin() const { return live_.begin(); }
+  auto end() const { return live_.end(); }
+
+ private:
+  static std::string key(const record& r) {
+    std::string k;
+    k.reserve(r.name.size() + 20);
+    k += r.kind;
+    put_u64(k, r.object.device);
+    put_u64(k, r.object.inode);
+    k += r.name;
+    return k;
+  }
+  std::unordered_map<std::string, record> live_;
+  std::size_t bytes_ = 0;
+};
 
 }  // namespace shmarray::detail::wire
