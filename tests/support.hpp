@@ -239,6 +239,22 @@ inline program_run run_program(const char* path, const std::vector<std::string>&
   return r;
 }
 
+// What /dev/shm holds, "." and ".." aside.
+inline std::set<std::string> in_shm() {
+  auto all = shm_names("");
+  all.erase(".");
+  all.erase("..");
+  return all;
+}
+
+// This process runs without a watchdog helper from now on, and its warning
+// that there is none goes to /dev/null.
+inline void without_helper() {
+  ::setenv("SHMARRAY_HELPER", "", 1);
+  const int null = ::open("/dev/null", O_WRONLY);
+  ::dup2(null, 2);
+}
+
 // Starts the program at `path` with `args` and goes on: its pid (reap it).
 // Its stdin and stderr are /dev/null; its stdout goes to `out` if given.
 inline pid_t start_program(const char* path, const std::vector<std::string>& args, int out = -1) {

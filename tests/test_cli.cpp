@@ -162,9 +162,7 @@ TEST_CASE("shmarray gc removes what a killed owner left, and nothing else") {
     };
     // No helper here either: a helper that starts collects what dead owners
     // left, in the background, and could do gc's work before it.
-    ::setenv("SHMARRAY_HELPER", "", 1);
-    const int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 2);  // the warning that there is no helper
+    test::without_helper();
     manager m(names.options());
     auto mine = m.from_shape<int>({4});  // a live owner's: never removed
     const std::string other = names("not_ours");

@@ -256,14 +256,9 @@ TEST_CASE("without a helper, a process's first named segment collects what dead 
   // In a private /dev/shm: no other process's helper collects them first.
   const auto run = test::in_small_tmpfs("/dev/shm", "4m", [](auto say) {
     test::names names;
-    auto no_helper_here = [] {
-      ::setenv("SHMARRAY_HELPER", "", 1);
-      const int null = ::open("/dev/null", O_WRONLY);
-      ::dup2(null, 2);  // the warning that there is no helper
-    };
     // A dead owner without a watchdog leaves two segments, and a kept one.
     const int died = test::in_child([&] {
-      no_helper_here();
+      test::without_helper();
       manager m(names.options());
       auto a = m.from_shape<int>({4});
       auto b = m.from_shape<int>({4});
@@ -279,7 +274,7 @@ TEST_CASE("without a helper, a process's first named segment collects what dead 
     }
     // A later process without a helper makes its first named segment.
     const int later = test::in_child([&] {
-      no_helper_here();
+      test::without_helper();
       manager m(names.options());
       auto mine = m.from_shape<int>({4});
       // what is left: its own, and the kept one (never collected)
@@ -331,14 +326,6 @@ struct scratch_cgroup {
   }
 };
 
-// What /dev/shm holds, "." and ".." aside.
-std::set<std::string> in_shm() {
-  auto all = test::shm_names("");
-  all.erase(".");
-  all.erase("..");
-  return all;
-}
-
 }  // namespace
 
 TEST_CASE(
@@ -378,7 +365,7 @@ TEST_CASE(
         return 1;
       }
       ::close(ready[0]);
-      const auto made = in_shm();  // two arrays and a token
+      const auto made = test::in_shm();  // two arrays and a token
       if (!cg.write("cgroup.kill", "1")) {
         say("cgroup.kill failed");
         return 1;
@@ -388,7 +375,7 @@ TEST_CASE(
         say("the cgroup did not empty");
         return 1;
       }
-      if (in_shm() != made || made.size() != 3) {
+      if (test::in_shm() != made || made.size() != 3) {
         say("the leftovers are not as made");
         return 1;
       }
@@ -400,13 +387,15 @@ TEST_CASE(
         const int st = test::in_child([] {
           manager m;
           auto c = m.from_shape<int>({4});
-          return test::eventually([] { return in_shm().size() == 2; }) ? 0 : 1;  // c and its token
+          return test::eventually([] { return test::in_shm().size() == 2; })
+                     ? 0
+                     : 1;  // c and its token
         });
         if (!test::exited_with(st, 0)) say("the next helper did not collect; ");
       }
-      if (!test::eventually([] { return in_shm().empty(); })) {
+      if (!test::eventually([] { return test::in_shm().empty(); })) {
         std::string left;
-        for (const auto& n : in_shm())
+        for (const auto& n : test::in_shm())
           left += n + " ";
         say("left: " + left);
         return 1;
