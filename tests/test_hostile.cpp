@@ -520,3 +520,60 @@ TEST_CASE("a token name another user takes after the owner dropped it does not h
     return code;
   });
 }
+
+TEST_CASE("a file named like a token is one only if its bytes name it; one too large is left") {
+  if (!test::can_act_as_nobody()) return;
+  char tmpl[] = "/tmp/shmarray-hostile-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl));
+  const std::string dir = tmpl, victim = dir + "/victim";
+  {
+    const int fd = ::open(victim.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+  }
+  in_private_shm("4m", [&](auto say) {
+    int code = 0;
+    auto expect = [&](bool ok, const std::string& what) {
+      if (!ok) {
+        say(what + "; ");
+        code = 1;
+      }
+    };
+    // Root's own file, of bytes another user chose (a named array of their
+    // pixels, say), hard-linked under a token's name (where
+    // fs.protected_hardlinks is off, anyone can): a journal naming root's
+    // file, with a header that cannot name a file not made yet.
+    detail::object_id target;
+    const int vfd = ::open(victim.c_str(), O_RDONLY);
+    if (vfd < 0 || !detail::identify(vfd, target)) return 2;
+    ::close(vfd);
+    std::string bytes;
+    detail::wire::header_record(bytes, 0xfeedfaceull, {0, 12345, 678});
+    detail::wire::object_record(bytes, 'R', 'f', victim, target);
+    const int fd = ::open("/dev/shm/pixels", O_CREAT | O_EXCL | O_WRONLY, 0600);
+    if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != ssize_t(bytes.size())) return 2;
+    ::close(fd);
+    const std::string token = "/dev/shm" + detail::token_name(0xfeedfaceull);
+    if (::link("/dev/shm/pixels", token.c_str()) != 0) return 2;
+    const auto gc = test::run_program(cli, {"gc"});
+    expect(exists(victim), "root's file went: " + gc.out);
+    expect(exists(token), "the file named like a token went");
+    expect(gc.out.find("it is not an owner token: its bytes do not name this very file") !=
+               std::string::npos,
+           "gc did not say so: " + gc.out);
+    ::unlink(token.c_str());
+    ::unlink("/dev/shm/pixels");
+    // A journal larger than gc reads (sparse: it costs nothing here) keeps
+    // its token, said, rather than be cut short and lost.
+    const int big = ::open(token.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    if (big < 0 || ::ftruncate(big, off_t(300) << 20) != 0) return 2;
+    ::close(big);
+    const auto gc2 = test::run_program(cli, {"gc"});
+    expect(exists(token), "the large token went");
+    expect(gc2.out.find("its journal is larger than gc reads") != std::string::npos,
+           "gc did not say so: " + gc2.out);
+    ::unlink(token.c_str());
+    return code;
+  });
+  CHECK(std::system(("rm -rf " + dir).c_str()) == 0);
+}

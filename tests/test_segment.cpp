@@ -414,6 +414,9 @@ TEST_CASE(
     CHECK_NOTHROW(posix_shm(good));
   // Semaphores' names: skipped by listings, so never a segment's.
   CHECK_THROWS_AS(segment(create_only, posix_shm("/sem.frames"), 4096), invalid_name);
+  // Owner tokens' names: a segment made under one would pass for a token.
+  CHECK_THROWS_AS(segment(create_only, posix_shm("/.shmarray-owner-00000000deadbeef"), 4096),
+                  invalid_name);
   CHECK(detail::escaped("x\ny a\\b\x1b\xff\xc2\x9b\xc3\xa9") ==
         "x\\ny\\ a\\\\b\\033\\377\\302\\233\xc3\xa9");
   CHECK(detail::json_quoted("x\ny\"\xff\x7f\xc3\xa9") == "\"x\\ny\\\"\\udcff\\u007f\xc3\xa9\"");

@@ -465,3 +465,69 @@ TEST_CASE("a file backing with a long path is cleaned up whole; a path too long 
   CHECK_THROWS_AS(m.from_shape<float>({8}, file(too_long)), invalid_name);
   CHECK(std::system((std::string("rm -rf ") + dir).c_str()) == 0);
 }
+
+TEST_CASE(
+    "where the file system keeps no birth time, file backings still go; gc says what it leaves") {
+  if (no_helper()) return;
+  if (::geteuid() != 0) {
+    std::printf("SHMARRAY-SKIP: needs root to mount ramfs\n");
+    return;
+  }
+  char tmpl[] = "/tmp/shmarray_ramfs_XXXXXX";
+  REQUIRE(::mkdtemp(tmpl));
+  const std::string dir = tmpl;
+  // ramfs records no birth time; in a private /dev/shm and mount namespace.
+  const auto run = test::in_small_tmpfs("/dev/shm", "4m", [&](auto say) {
+    if (::mount("ramfs", dir.c_str(), "ramfs", 0, nullptr) != 0) {
+      say(std::string("mount ramfs: ") + std::strerror(errno));
+      return 77;
+    }
+    int code = 0;
+    {
+      manager m;
+      auto a = m.from_shape<float>({8}, file(dir + "/a.bin"));
+      if (a.mapped_segment().id().birth_ns != 0) {
+        say("ramfs keeps birth times here");
+        return 77;
+      }
+    }
+    if (::access((dir + "/a.bin").c_str(), F_OK) == 0) {
+      say("the manager left its file; ");
+      code = 1;
+    }
+    const int killed = test::in_child([&] {
+      manager m;
+      auto b = m.from_shape<float>({8}, file(dir + "/b.bin"));
+      ::raise(SIGKILL);
+      return 1;
+    });
+    if (!test::killed_by(killed, SIGKILL) ||
+        !test::eventually([&] { return ::access((dir + "/b.bin").c_str(), F_OK) != 0; })) {
+      say("the helper left its owner's file; ");
+      code = 1;
+    }
+    // Owner and helper at once (no helper here): only the journal is left,
+    // and nothing tells the file from a later one at that path.
+    const int alone = test::in_child([&] {
+      test::without_helper();
+      manager m;
+      auto c = m.from_shape<float>({8}, file(dir + "/c.bin"));
+      ::raise(SIGKILL);
+      return 1;
+    });
+    const auto gc = test::run_program(detail::find_helper().c_str(), {"gc"});
+    if (!test::killed_by(alone, SIGKILL) ||
+        gc.out.find("left " + dir + "/c.bin alone: its file system keeps no birth time") ==
+            std::string::npos ||
+        ::access((dir + "/c.bin").c_str(), F_OK) != 0) {
+      say("gc: " + gc.out);
+      code = 1;
+    }
+    ::umount(dir.c_str());
+    return code;
+  });
+  ::rmdir(dir.c_str());
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
+}

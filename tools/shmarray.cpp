@@ -239,29 +239,32 @@ int cmd_rm(const std::vector<std::string>& names, bool force) {
 // saying what it did, and that there was nothing to do when there was not.
 int cmd_gc(bool dry_run) {
   int said = 0;
-  shmarray::collect_dead(dry_run, [&](const shmarray::collected& c) {
-    const std::string name = sd::escaped(c.name);
-    switch (c.what) {
-      case shmarray::collected::kind::segment:
-        if (!dry_run && !c.removed) return;  // removed or replaced meanwhile
-        if (c.token.empty())
-          std::printf("%s %s (owner %lld is gone)\n", dry_run ? "would remove" : "removed",
-                      name.c_str(), (long long)c.owner_pid);
-        else
-          std::printf("%s %s (its owner's token %s says so, and nobody holds it)\n",
-                      dry_run ? "would remove" : "removed", name.c_str(),
-                      sd::escaped(c.token).c_str());
-        break;
-      case shmarray::collected::kind::token:
-        std::printf("%s owner token %s (nobody holds it)\n", dry_run ? "would remove" : "removed",
-                    name.c_str());
-        break;
-      case shmarray::collected::kind::skipped:
-        std::printf("left %s alone: %s\n", name.c_str(), text(c.why).c_str());
-        break;
-    }
-    ++said;
-  });
+  shmarray::collect_dead(
+      dry_run,
+      [&](const shmarray::collected& c) {
+        const std::string name = sd::escaped(c.name);
+        switch (c.what) {
+          case shmarray::collected::kind::segment:
+            if (!dry_run && !c.removed) return;  // removed or replaced meanwhile
+            if (c.token.empty())
+              std::printf("%s %s (owner %lld is gone)\n", dry_run ? "would remove" : "removed",
+                          name.c_str(), (long long)c.owner_pid);
+            else
+              std::printf("%s %s (its owner's token %s says so, and nobody holds it)\n",
+                          dry_run ? "would remove" : "removed", name.c_str(),
+                          sd::escaped(c.token).c_str());
+            break;
+          case shmarray::collected::kind::token:
+            std::printf("%s owner token %s (nobody holds it)\n",
+                        dry_run ? "would remove" : "removed", name.c_str());
+            break;
+          case shmarray::collected::kind::skipped:
+            std::printf("left %s alone: %s\n", name.c_str(), text(c.why).c_str());
+            break;
+        }
+        ++said;
+      },
+      true);  // root collects other users' journals too, as each user
   if (!said) std::printf("%s\n", dry_run ? "nothing would be removed" : "nothing to remove");
   return 0;
 }
@@ -403,7 +406,9 @@ class watched_token {
   token.wait_until_free();
   for (const auto& [key, r] : live) {
     const std::string path = shmarray::detail::object_path(r.kind, r.name);
-    if (!path.empty()) sd::unlink_if_same(path, r.object, {}, r.kind == 's');
+    // (the owner's own, moments after its death: device and inode do where
+    // the file system keeps no birth time)
+    if (!path.empty()) sd::unlink_if_same(path, r.object, true);
   }
   token.close();
   if (token.id()) sd::remove_token_if_dead(token.id());

@@ -353,7 +353,7 @@ class named_backing {
   // removed.
   bool remove_if_same(const object_id& id) const noexcept {
     try {
-      return unlink_if_same(self().link_free_path(), id, {}, Derived::where == space::dev_shm);
+      return unlink_if_same(self().link_free_path(), id, true) == removal::removed;
     } catch (...) {
       return false;
     }
@@ -440,6 +440,11 @@ class posix_shm : public detail::named_backing<posix_shm> {
     if (name_.compare(0, 5, "/sem.") == 0)
       throw invalid_name(detail::message(
           name_, "is not a name for a segment: names starting \"sem.\" are POSIX semaphores'"));
+    if (name_.compare(0, 17, "/.shmarray-owner-") == 0)
+      throw invalid_name(detail::message(
+          name_,
+          "is not a name for a segment: names starting \".shmarray-owner-\" are owner "
+          "tokens'"));
   }
   // glibc's shm_open opens /dev/shm/NAME.
   static std::string directory() { return "/dev/shm"; }

@@ -10,12 +10,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -198,11 +201,20 @@ inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
     e.owner_error = token_unreadable(e.info.owner_token, err);
 }
 
-// The objects a token's journal (`fd`, of `size` bytes) still names: its
-// 'R' records less its 'U' records, up to the first record that is not
-// whole (the owner died writing it). Read with pread; at most 16 MiB.
-inline wire::live_set journal_of(int fd, std::size_t size) {
-  std::string bytes(std::min<std::size_t>(size, 16u << 20), '\0');
+// Journals larger than this are not read (one forged to fill /dev/shm must
+// not fill the reader's memory too): their tokens are left, and said.
+inline constexpr std::size_t journal_limit = std::size_t(256) << 20;
+
+// The objects the journal of token `id` (open as `fd`, examined as `st`)
+// still names: its 'R' records less its 'U' records, up to the first that
+// is not whole (the owner died writing it). Read with pread. False where it
+// is not token `id`'s journal (no header naming this very file: another
+// user's file named like a token), or is too large to read.
+inline bool journal_of(int fd, const struct stat& st, std::uint64_t id, wire::live_set& live) {
+  live.clear();
+  if (st.st_size == 0) return true;  // a token that keeps no journal
+  if (std::uint64_t(st.st_size) > journal_limit) return false;
+  std::string bytes(std::size_t(st.st_size), '\0');
   std::size_t got = 0;
   while (got < bytes.size()) {
     const ssize_t n = ::pread(fd, &bytes[got], bytes.size() - got, off_t(got));
@@ -210,9 +222,10 @@ inline wire::live_set journal_of(int fd, std::size_t size) {
     if (n <= 0) break;
     got += std::size_t(n);
   }
-  wire::live_set live;
-  live.apply_all(bytes.data(), got);
-  return live;
+  object_id self;
+  if (!identify(fd, self) || !wire::header_is(bytes.data(), got, id, self)) return false;
+  live.apply_all(bytes.data() + wire::header_size, got - wire::header_size);
+  return true;
 }
 
 // Where an object the helper or a journal names is: /dev/shm/NAME for kind
@@ -291,16 +304,130 @@ inline std::vector<object_entry> list_objects(bool all = false) {
 
 // What collect_dead found: a dead owner's segment (found by its record, or
 // named by its token's journal: then `token` says which), a token nobody
-// holds, or a segment left alone because its owner's token cannot be read.
+// holds, or something left alone, and why (its owner's token cannot be read,
+// a file without a birth time, another user's journal, ...).
 struct collected {
   enum class kind { segment, token, skipped };
   kind what = kind::segment;
   std::string name;            // "/name" in /dev/shm, or a file backing's path
   std::int64_t owner_pid = 0;  // a segment's, from its record (0: from a journal)
-  std::string token;           // the journal's token, for a segment it named
+  std::string token;           // the journal's token, for what it named
   bool removed = false;
   std::string why;  // skipped: the reason
 };
+
+namespace detail {
+
+// Removes (with `dry_run`, only names) what a dead owner's journal still
+// names, where each is still that object (device, inode and birth time) and
+// `owner`'s, and calls seen() for each; false where some removal failed for
+// a reason that may pass (the token is then kept, for another try). A file
+// whose file system keeps no birth time is left alone and said: nothing
+// tells it from a later file of that path and inode.
+template <class Seen>
+bool collect_journal(const wire::live_set& live, uid_t owner, const std::string& token,
+                     bool dry_run, Seen& seen) {
+  bool ok = true;
+  for (const auto& [key, r] : live) {
+    const std::string path = object_path(r.kind, r.name);
+    if (path.empty()) continue;
+    collected c;
+    c.name = r.name;
+    c.token = token;
+    if (r.kind == 'f' && r.object.birth_ns == 0) {
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) != 0 || std::uint64_t(st.st_ino) != r.object.inode) continue;
+      c.what = collected::kind::skipped;
+      c.why =
+          "its file system keeps no birth time, so it cannot be told from a later file at "
+          "that path: remove it yourself if it is the one its owner (of " +
+          token + ") left";
+      seen(c);
+      continue;
+    }
+    const removal x = unlink_if_same(path, r.object, r.kind == 's', &owner, dry_run);
+    if (x == removal::failed) ok = false;
+    if (x != removal::removed) continue;
+    c.removed = !dry_run;
+    seen(c);
+  }
+  return ok;
+}
+
+// collect_journal for another user's token, with only that user's rights:
+// in a child that becomes that user (uid, and gid of the token; no
+// supplementary groups), so that nothing is removed the user could not.
+// What the child saw comes back through a pipe.
+template <class Seen>
+bool collect_journal_as(const wire::live_set& live, const struct stat& token_st,
+                        const std::string& token, bool dry_run, Seen& seen) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return false;
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  if (child < 0) {
+    ::close(p[0]);
+    ::close(p[1]);
+    return false;
+  }
+  if (child == 0) {
+    ::close(p[0]);
+    bool ok = ::setgroups(0, nullptr) == 0 &&
+              ::setresgid(token_st.st_gid, token_st.st_gid, token_st.st_gid) == 0 &&
+              ::setresuid(token_st.st_uid, token_st.st_uid, token_st.st_uid) == 0;
+    try {
+      auto say = [&](const collected& c) {
+        std::string m(1, c.what == collected::kind::skipped ? 'S' : c.removed ? 'R' : 'W');
+        for (const std::string* s : {&c.name, &c.why}) {
+          wire::put_u64(m, s->size());
+          m += *s;
+        }
+        (void)!::write(p[1], m.data(), m.size());
+      };
+      ok = ok && collect_journal(live, token_st.st_uid, token, dry_run, say);
+    } catch (...) {
+      ok = false;
+    }
+    ::_exit(ok ? 0 : 1);
+  }
+  ::close(p[1]);
+  std::string in;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) != 0;)
+    if (n > 0)
+      in.append(buf, std::size_t(n));
+    else if (errno != EINTR)
+      break;
+  ::close(p[0]);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  auto u64 = [&](std::size_t at) {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i)
+      v = v << 8 | static_cast<unsigned char>(in[at + std::size_t(i)]);
+    return v;
+  };
+  for (std::size_t at = 0; at < in.size();) {
+    collected c;
+    c.what = in[at] == 'S' ? collected::kind::skipped : collected::kind::segment;
+    c.removed = in[at] == 'R';
+    c.token = token;
+    ++at;
+    for (std::string* s : {&c.name, &c.why}) {
+      if (at + 8 > in.size()) return false;
+      const std::size_t n = std::size_t(u64(at));
+      at += 8;
+      if (n > in.size() - at) return false;
+      s->assign(in, at, n);
+      at += n;
+    }
+    seen(c);
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+}  // namespace detail
 
 // Finds the shmarray segments in /dev/shm whose owner is gone (the record
 // validates, and its token is free or missing, or it comes from an earlier
@@ -310,8 +437,14 @@ struct collected {
 // what a helper that died with its owner did not remove), then the token.
 // Calls seen(const collected&) for each. Kept segments (no token), those
 // whose token cannot be read, and anything no token names are never touched.
+//
+// A journal is another user's file: it is acted on only where it names this
+// very token (its header), and only for objects of the token's user. The
+// caller's own user's journals are collected here; another user's, only
+// with `others` and as root (shmarray gc does), in a child that becomes
+// that user; otherwise such a token is left, unless its journal is empty.
 template <class Seen>
-void collect_dead(bool dry_run, Seen&& seen) {
+void collect_dead(bool dry_run, Seen&& seen, bool others = false) {
   std::vector<std::uint64_t> tokens;
   for (const auto& n : detail::shm_files()) {
     if (const auto id = detail::token_id_of(n)) {
@@ -333,43 +466,44 @@ void collect_dead(bool dry_run, Seen&& seen) {
       c.why = e.owner_error;
       seen(c);
     } else if (e.owner == owner_status::gone) {
-      c.removed = !dry_run && detail::unlink_if_same(detail::shm_dir + e.name, e.id, {}, true);
+      c.removed = !dry_run && detail::unlink_if_same(detail::shm_dir + e.name, e.id, true) ==
+                                  detail::removal::removed;
       seen(c);
     }
   }
   for (const auto id : tokens) {
     const std::string token = detail::token_name(id);
-    // What the journal names is removed only where it is still that object
-    // (device, inode, birth time) and the token's user's, with that user's
-    // rights, through its directory reached without following a link: a
-    // token another user forged removes nothing but what that user could.
     auto journal = [&](int fd, const struct stat& st) {
-      const detail::on_behalf owner{false, st.st_uid};
-      for (const auto& [key, r] : detail::journal_of(fd, std::size_t(st.st_size))) {
-        const std::string path = detail::object_path(r.kind, r.name);
-        if (path.empty()) continue;
-        collected c;
-        c.name = r.name;
-        c.token = token;
-        if (dry_run) {
-          struct stat now {};
-          if (::lstat(path.c_str(), &now) != 0 || now.st_ino != r.object.inode ||
-              now.st_uid != st.st_uid)
-            continue;
-        } else if (!(c.removed = detail::unlink_if_same(path, r.object, owner, r.kind == 's'))) {
-          continue;
-        }
-        seen(c);
+      detail::wire::live_set live;
+      collected left;
+      left.what = collected::kind::skipped;
+      left.name = token;
+      if (!detail::journal_of(fd, st, id, live)) {
+        left.why =
+            std::uint64_t(st.st_size) > detail::journal_limit
+                ? "its journal is larger than gc reads (" + std::to_string(st.st_size) + " bytes)"
+                : "it is not an owner token: its bytes do not name this very file";
+        seen(left);
+        return false;
       }
+      if (live.empty()) return true;
+      if (st.st_uid == ::geteuid())
+        return detail::collect_journal(live, st.st_uid, token, dry_run, seen);
+      if (others && ::geteuid() == 0)
+        return detail::collect_journal_as(live, st, token, dry_run, seen);
+      left.why = "it is user " + std::to_string(st.st_uid) +
+                 "'s, whose journal only that user or root's shmarray gc collects";
+      if (others) seen(left);
+      return false;
     };
     if (dry_run) {
       const int fd = ::shm_open(token.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
       if (fd < 0) continue;
       detail::fd_guard close_fd{fd};
       struct stat st {};
-      if (detail::token_lock_state(fd) != detail::owner_state::dead || ::fstat(fd, &st) != 0)
+      if (detail::token_lock_state(fd) != detail::owner_state::dead || ::fstat(fd, &st) != 0 ||
+          !S_ISREG(st.st_mode) || !journal(fd, st))
         continue;
-      journal(fd, st);
     } else if (!detail::remove_token_if_dead(id, journal)) {
       continue;
     }

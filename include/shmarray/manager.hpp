@@ -392,7 +392,8 @@ class manager {
     if (o.creator != ::getpid()) return;
     try {
       const std::string path = o.kind == 's' ? "/dev/shm" + o.registered : o.registered;
-      detail::unlink_if_same(path, o.id, {}, o.kind == 's');
+      // The owner's own: device and inode do where no birth time is kept.
+      detail::unlink_if_same(path, o.id, true);
     } catch (...) {  // out of memory: the watchdog removes it at the end
     }
     detail::watchdog::get().remove(o.kind, o.registered, o.id);

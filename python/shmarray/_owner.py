@@ -19,6 +19,7 @@ from ._segments import link_unnamed
 
 SHM_DIR = "/dev/shm"
 TOKEN_PREFIX = ".shmarray-owner-"
+HEADER_SIZE = 25  # a journal's header: 'H', the token's id, inode and birth time
 
 _mu = threading.RLock()  # the token announces to the watchdog while it holds it
 
@@ -41,8 +42,10 @@ class _Token:
         with _mu:
             if self.pid != os.getpid() or self.refs == 0 or not id_ or id_ != self.id:
                 return False
+            if self.journal_bytes < HEADER_SIZE:
+                return True  # no header could be written: no journal
             if rewrite:
-                self.journal_bytes = 0
+                self.journal_bytes = HEADER_SIZE
             try:
                 n = os.pwrite(self.fd, rec, self.journal_bytes) if rec else 0
             except OSError:
@@ -97,7 +100,8 @@ class _Token:
             except OSError:
                 os.close(fd)
                 return self._make_named(announce)
-            self.fd, self.id, self.named, self.journal_bytes = fd, id_, True, 0
+            self.fd, self.id, self.named = fd, id_, True
+            self._head()
             return True
         return False
 
@@ -128,9 +132,27 @@ class _Token:
                 os.close(fd)  # a cleaner took the name between open and lock
                 continue
             announce(id_)
-            self.fd, self.id, self.named, self.journal_bytes = fd, id_, True, 0
+            self.fd, self.id, self.named = fd, id_, True
+            self._head()
             return True
         return False
+
+    def _head(self):
+        """The journal's header (FORMAT.md, "The owner token"): 'H', the id,
+        inode and birth time of this very file, which a file another user
+        only named like a token cannot carry. No journal where it cannot be
+        written."""
+        from ._segments import birth_ns
+        self.journal_bytes = 0
+        try:
+            st = os.fstat(self.fd)
+            head = b"H" + struct.pack("<QQQ", self.id, st.st_ino, birth_ns(fd=self.fd))
+            if os.pwrite(self.fd, head, 0) == len(head):
+                self.journal_bytes = len(head)
+            else:
+                os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
 
     def release(self):
         with _mu:

@@ -330,6 +330,9 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
     if name.startswith("/sem."):  # POSIX semaphores' names, which listings skip
         raise e.InvalidName(f"{escape(name)}: is not a name for a segment: names starting "
                             "\"sem.\" are POSIX semaphores'")
+    if name.startswith("/.shmarray-owner-"):
+        raise e.InvalidName(f"{escape(name)}: is not a name for a segment: names starting "
+                            "\".shmarray-owner-\" are owner tokens'")
     dt = f.dtype_string(dtype)
     itemsize = f.DTYPES[dt]
     nbytes = f.data_nbytes(itemsize, shape)

@@ -373,7 +373,12 @@ def test_the_owner_tokens_journal_names_what_the_owner_still_has(prefix):
         path = _owner.SHM_DIR + _owner.token_name(_owner.token.id)
         with open(path, "rb") as fh:
             journal = fh.read()
-        live, at = [], 0
+        head = journal[:25]
+        st = os.fstat(_owner.token.fd)
+        from shmarray import _segments
+        assert head == b"H" + struct.pack("<QQQ", _owner.token.id, st.st_ino,
+                                          _segments.birth_ns(fd=_owner.token.fd))
+        live, at = [], 25
         while at < len(journal):
             op, kind = journal[at:at + 1], journal[at + 1:at + 2]
             dev, ino, birth, n = struct.unpack_from("<QQQH", journal, at + 2)

@@ -137,3 +137,12 @@ def test_a_semaphores_name_is_refused_at_creation(prefix):
         with pytest.raises(shmarray.InvalidName, match="POSIX semaphores"):
             m.from_shape((4,), np.int32, name="/sem.frames")
     assert not os.path.exists("/dev/shm/sem.frames")
+
+
+def test_an_owner_tokens_name_is_refused_at_creation(prefix):
+    """A segment under a token's name would pass for a token: refused, as
+    in C++."""
+    with shmarray.Manager(prefix=prefix) as m:
+        with pytest.raises(shmarray.InvalidName, match="owner tokens"):
+            m.from_shape((4,), np.int32, name="/.shmarray-owner-00000000deadbeef")
+    assert not os.path.exists("/dev/shm/.shmarray-owner-00000000deadbeef")

@@ -106,13 +106,20 @@ int own(std::size_t n, const std::string& taken = "") {
     ::pause();
 }
 
-// A dead owner token whose journal is `journal`, at a fixed id.
+// A dead owner token of this user's, at a fixed id, whose journal is
+// `journal`: made as a real one is, its header naming the file itself.
 void dead_token(const std::string& journal) {
-  const std::string path = "/dev/shm" + detail::token_name(0xdeadbeefull);
+  constexpr std::uint64_t id = 0xdeadbeefull;
+  const std::string path = "/dev/shm" + detail::token_name(id);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return;  // (it is there already)
   ::fchmod(fd, 0644);
-  if (::write(fd, journal.data(), journal.size()) != ssize_t(journal.size())) fail("write");
+  detail::object_id self;
+  if (!detail::identify(fd, self)) fail("identify");
+  std::string bytes;
+  detail::wire::header_record(bytes, id, self);
+  bytes += journal;
+  if (::write(fd, bytes.data(), bytes.size()) != ssize_t(bytes.size())) fail("write");
   ::close(fd);
 }
 
@@ -155,7 +162,7 @@ int swap(const std::string& dir, const std::string& name, const std::string& to)
   }
   const std::string journal = journal_naming(paths, id);
   const std::string token = "/dev/shm" + detail::token_name(0xdeadbeefull);
-  ::setpgid(0, 0);     // one group: the test ends both at once
+  ::setpgid(0, 0);      // one group: the test ends both at once
   if (::fork() == 0) {  // keeps the links and the token there, whatever gc removes
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     for (;;) {

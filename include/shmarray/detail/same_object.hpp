@@ -7,7 +7,6 @@
 #pragma once
 
 #include <fcntl.h>
-#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -38,18 +37,30 @@ inline std::uint64_t device_of(const struct statx& sx) noexcept {
 }
 
 // The identity of the open object `fd`; false where it cannot be examined.
+// Where statx is refused (a seccomp profile that predates it), fstat says
+// the device and inode, and the birth time is unknown.
 inline bool identify(int fd, object_id& out) noexcept {
   struct statx sx {};
-  if (::statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &sx) != 0) return false;
-  out = {device_of(sx), sx.stx_ino, birth_of(sx)};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &sx) == 0) {
+    out = {device_of(sx), sx.stx_ino, birth_of(sx)};
+    return true;
+  }
+  if (errno != EPERM && errno != ENOSYS) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return false;
+  out = {std::uint64_t(st.st_dev), std::uint64_t(st.st_ino), 0};
   return true;
 }
 
 // A descriptor (O_PATH) of the directory `dir`, an absolute path, reached
-// one component at a time without following a symbolic link; -1 where a
-// component is a link, missing, not a directory, "." or "..".
+// one component at a time without following a symbolic link; -1 with errno
+// where a component is a link (ELOOP or ENOTDIR), missing, not a directory,
+// "." or ".." (EINVAL), or cannot be reached.
 inline int open_dir_nofollow(std::string_view dir) noexcept {
-  if (dir.empty() || dir[0] != '/') return -1;
+  if (dir.empty() || dir[0] != '/') {
+    errno = EINVAL;
+    return -1;
+  }
   int fd = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   for (std::size_t at = 1; fd >= 0 && at < dir.size();) {
     std::size_t end = dir.find('/', at);
@@ -60,69 +71,59 @@ inline int open_dir_nofollow(std::string_view dir) noexcept {
     int next = -1;
     if (part != "." && part != "..")
       next = ::openat(fd, part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    else
+      errno = EINVAL;
+    const int err = errno;
     ::close(fd);
+    errno = err;
     fd = next;
   }
   return fd;
 }
 
-// Acts with another user's file-system rights (as root only): what is
-// removed for that user's sake is what that user could remove.
-class as_file_user {
- public:
-  explicit as_file_user(uid_t uid) noexcept {
-    if (::geteuid() != 0 || uid == 0) return;
-    before_ = uid_t(::setfsuid(uid));
-    changed_ = uid_t(::setfsuid(uid_t(-1))) == uid;
-    if (!changed_) (void)::setfsuid(before_);
-  }
-  as_file_user(const as_file_user&) = delete;
-  as_file_user& operator=(const as_file_user&) = delete;
-  ~as_file_user() {
-    if (changed_) (void)::setfsuid(before_);
-  }
+// What came of unlink_if_same: removed; not there as the object meant (gone,
+// another object, reached only through a link, not this user's); or not
+// known, because something failed (no descriptor or memory left, an I/O
+// error), so whatever named it must be kept for another try.
+enum class removal { removed, not_there, failed };
 
- private:
-  uid_t before_ = 0;
-  bool changed_ = false;
-};
+inline bool transient(int err) noexcept {
+  return err == EMFILE || err == ENFILE || err == ENOMEM || err == EIO || err == EINTR ||
+         err == EAGAIN;
+}
 
-// Whose a name's removal is done for: any user (the caller's own records),
-// or only objects of `uid`, with that user's rights (a record from a file
-// another user could have written).
-struct on_behalf {
-  bool any = true;
-  uid_t uid = 0;
-};
-
-// Unlinks the regular file at `path` (absolute) only while it is `id`:
-// the same device and inode, and the same birth time where `id` has one
-// (without one, only where `birth_optional`: tmpfs, whose inode numbers are
-// not reused); for `who`, only a file of that user's. Never follows a link,
-// in the path or at its end. True if removed.
-inline bool unlink_if_same(const std::string& path, const object_id& id, on_behalf who = {},
-                           bool birth_optional = false) noexcept {
+// Unlinks the regular file at `path` (absolute) only while it is `id`: the
+// same device and inode, and the same birth time where `id` has one
+// (without one, only where `birth_optional`); where `owner` is given, only
+// a file of that user's. Never follows a link, in the path or at its end:
+// the directory is reached without following any, and the name unlinked
+// through it. With `dry_run`, says what it would do and does nothing.
+inline removal unlink_if_same(const std::string& path, const object_id& id, bool birth_optional,
+                              const uid_t* owner = nullptr, bool dry_run = false) noexcept {
   try {
     const auto slash = path.rfind('/');
-    if (slash == std::string::npos || slash + 1 == path.size()) return false;
+    if (slash == std::string::npos || slash + 1 == path.size()) return removal::not_there;
     const std::string base = path.substr(slash + 1);
     const int dir = open_dir_nofollow(slash == 0 ? std::string_view("/")
                                                  : std::string_view(path).substr(0, slash));
-    if (dir < 0) return false;
+    if (dir < 0) return transient(errno) ? removal::failed : removal::not_there;
     struct statx sx {};
-    bool same = ::statx(dir, base.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME,
-                        &sx) == 0 &&
-                S_ISREG(sx.stx_mode) && device_of(sx) == id.device && sx.stx_ino == id.inode &&
-                (id.birth_ns ? birth_of(sx) == id.birth_ns : birth_optional) &&
-                (who.any || sx.stx_uid == who.uid);
-    if (same) {
-      const as_file_user rights(who.any ? ::geteuid() : who.uid);
-      same = ::unlinkat(dir, base.c_str(), 0) == 0;
+    removal r = removal::not_there;
+    if (::statx(dir, base.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &sx) !=
+        0) {
+      if (transient(errno)) r = removal::failed;
+    } else if (S_ISREG(sx.stx_mode) && device_of(sx) == id.device && sx.stx_ino == id.inode &&
+               (id.birth_ns ? birth_of(sx) == id.birth_ns : birth_optional) &&
+               (!owner || sx.stx_uid == *owner)) {
+      if (dry_run || ::unlinkat(dir, base.c_str(), 0) == 0)
+        r = removal::removed;
+      else if (transient(errno))
+        r = removal::failed;
     }
     ::close(dir);
-    return same;
-  } catch (...) {  // out of memory: nothing removed
-    return false;
+    return r;
+  } catch (...) {  // out of memory
+    return removal::failed;
   }
 }
 

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "os.hpp"
+#include "wire.hpp"
 
 namespace shmarray::detail {
 
@@ -130,7 +131,8 @@ class owner_token {
   bool journal(std::uint64_t id, const std::string& rec, bool rewrite) noexcept {
     std::lock_guard<std::mutex> g(mu_);
     if (pid_ != ::getpid() || refs_ == 0 || id == 0 || id != id_ || fd_ < 0) return false;
-    if (rewrite) journal_bytes_ = 0;
+    if (journal_bytes_ < wire::header_size) return true;  // no header: no journal (see head)
+    if (rewrite) journal_bytes_ = wire::header_size;
     const ssize_t n =
         rec.empty() ? 0 : ::pwrite(fd_, rec.data(), rec.size(), off_t(journal_bytes_));
     if (n == ssize_t(rec.size())) journal_bytes_ += rec.size();
@@ -209,6 +211,7 @@ class owner_token {
         fd_ = tmp;
         id_ = id;
         named_ = false;
+        head();
         return true;
       }
       ::close(tmp);
@@ -262,10 +265,29 @@ class owner_token {
       fd_ = fd;
       id_ = id;
       named_ = true;
+      head();
       return true;
     }
     say_once(EEXIST);
     return false;
+  }
+
+  // Writes the journal's header, naming this token (see wire::header_record);
+  // where it cannot be written, the token keeps no journal, and is 0 bytes.
+  void head() noexcept {
+    journal_bytes_ = 0;
+    object_id self;
+    std::string h;
+    try {
+      if (!identify(fd_, self)) return;
+      wire::header_record(h, id_, self);
+    } catch (...) {
+      return;
+    }
+    if (::pwrite(fd_, h.data(), h.size(), 0) == ssize_t(h.size()))
+      journal_bytes_ = h.size();
+    else
+      (void)!::ftruncate(fd_, 0);
   }
 
   void drop() noexcept {
@@ -345,9 +367,10 @@ inline owner_state token_state(std::uint64_t id, bool other_boot, int* err = nul
 
 // Removes token `id` if nobody holds it: takes the exclusive lock first and
 // removes the name while holding it, and only if the name still names the
-// object locked; while_locked(fd, st) runs just before, holding the lock
-// (gc collects what the token's journal names then), and the token stays
-// where it throws (so what its journal names is not lost). True if removed.
+// object locked. while_locked(fd, st) runs just before, holding the lock
+// (gc collects what the token's journal names then); the token stays where
+// it returns false or throws, so that nothing its journal names is lost.
+// True if removed.
 template <class F>
 inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked) noexcept {
   const std::string name = token_name(id);
@@ -357,12 +380,12 @@ inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked) noexcept {
   if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
     struct stat locked {
     }, named{};
-    if (::fstat(fd, &locked) == 0 && ::stat(("/dev/shm" + name).c_str(), &named) == 0 &&
-        locked.st_ino == named.st_ino && locked.st_dev == named.st_dev) {
+    if (::fstat(fd, &locked) == 0 && S_ISREG(locked.st_mode) &&
+        ::stat(("/dev/shm" + name).c_str(), &named) == 0 && locked.st_ino == named.st_ino &&
+        locked.st_dev == named.st_dev) {
       bool done = false;
       try {
-        while_locked(fd, locked);
-        done = true;
+        done = while_locked(fd, locked);
       } catch (...) {
       }
       removed = done && ::shm_unlink(name.c_str()) == 0;
@@ -373,7 +396,7 @@ inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked) noexcept {
 }
 
 inline bool remove_token_if_dead(std::uint64_t id) noexcept {
-  return remove_token_if_dead(id, [](int, const struct stat&) {});
+  return remove_token_if_dead(id, [](int, const struct stat&) { return true; });
 }
 
 }  // namespace shmarray::detail

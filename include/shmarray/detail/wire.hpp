@@ -4,6 +4,7 @@
 //   'T' u64 token id                                the owner's token (helper only)
 //   'R' kind u64 dev u64 ino u64 birth u16 len name  an object registered
 //   'U' kind u64 dev u64 ino u64 birth u16 len name  that object unregistered
+// and, at the start of a journal only, the header 'H' (below).
 // kind 's': POSIX shared memory (name "/NAME"); 'f': a file (its absolute
 // path, with no symbolic link in it). birth: the object's birth time in ns
 // (statx), which tells it from a later object that reuses its inode; 0
@@ -29,6 +30,27 @@ static_assert(PATH_MAX <= 0xFFFF, "a path's length must fit the protocol's u16")
 inline void put_u64(std::string& s, std::uint64_t v) {
   for (int i = 0; i < 8; ++i)
     s.push_back(char(v >> (8 * i)));
+}
+
+// A token's journal starts with a header that names the token itself: 'H',
+// its id, inode and birth time. A file that another user only named like a
+// token (a hard link to a file of root's holding bytes of their choosing,
+// where fs.protected_hardlinks is off) cannot carry its own inode and birth
+// time, which nobody knows before it exists.
+inline constexpr std::size_t header_size = 1 + 8 + 8 + 8;
+
+inline void header_record(std::string& s, std::uint64_t token, const object_id& self) {
+  s.push_back('H');
+  put_u64(s, token);
+  put_u64(s, self.inode);
+  put_u64(s, self.birth_ns);
+}
+
+// Whether p[0, n) starts with the header of token `token`, which is `self`.
+inline bool header_is(const char* p, std::size_t n, std::uint64_t token, const object_id& self) {
+  std::string want;
+  header_record(want, token, self);
+  return n >= header_size && want.compare(0, header_size, p, header_size) == 0;
 }
 
 // Appends the 'T' record of token `id`.
@@ -126,12 +148,15 @@ class live_set {
   auto end() const { return live_.end(); }
 
  private:
+  // Kind, device, inode, birth time and name: a 'U' for an object gone
+  // never takes away a later object that reuses its path and inode number.
   static std::string key(const record& r) {
     std::string k;
-    k.reserve(r.name.size() + 20);
+    k.reserve(r.name.size() + 28);
     k += r.kind;
     put_u64(k, r.object.device);
     put_u64(k, r.object.inode);
+    put_u64(k, r.object.birth_ns);
     k += r.name;
     return k;
   }
