@@ -429,6 +429,18 @@ TEST_CASE("a token another user forged makes gc remove nothing but what that use
   const std::string secret = root_dir + "/secret", stuck = root_dir + "/nobodys";
   make(secret, 0);     // root's
   make(stuck, 65534);  // nobody's, where nobody cannot remove it
+  // ... nor in a directory root's group may write, nor in one open to all
+  // below one only root may enter (root's groups and search rights are not
+  // nobody's)
+  const std::string group_dir = dir + "/group", closed = dir + "/closed";
+  REQUIRE(::mkdir(group_dir.c_str(), 0775) == 0);
+  REQUIRE(::chmod(group_dir.c_str(), 0775) == 0);
+  REQUIRE(::mkdir(closed.c_str(), 0700) == 0);
+  REQUIRE(::mkdir((closed + "/open").c_str(), 0777) == 0);
+  REQUIRE(::chmod((closed + "/open").c_str(), 0777) == 0);
+  const std::string stuck2 = group_dir + "/nobodys", stuck3 = closed + "/open/nobodys";
+  make(stuck2, 65534);
+  make(stuck3, 65534);
   REQUIRE(nobody({"/usr/bin/touch", att + "/mine"}) == 0);
   in_private_shm("4m", [&](auto say) {
     int code = 0;
@@ -438,14 +450,24 @@ TEST_CASE("a token another user forged makes gc remove nothing but what that use
         code = 1;
       }
     };
-    expect(nobody({actor, "forge-token", secret, stuck, att + "/mine"}) == 0, "no token forged");
+    expect(nobody({actor, "forge-token", secret, stuck, stuck2, att + "/mine"}) == 0,
+           "no token forged");
     const auto gc = test::run_program(cli, {"gc"});
     expect(exists(secret), "root's file went: " + gc.out);
     expect(exists(stuck), "nobody's file that nobody could not remove went: " + gc.out);
+    expect(exists(stuck2), "nobody's file in root's group's directory went: " + gc.out);
     expect(!exists(att + "/mine"), "what nobody could remove stayed: " + gc.out);
     expect(
         gc.out.find("removed owner token /.shmarray-owner-00000000deadbeef") != std::string::npos,
         "the dead token stayed: " + gc.out);
+    // nobody cannot reach stuck3 to learn what to write: root writes that
+    // token for it (as if it could), and gives it to nobody
+    const std::string forged = "/dev/shm/.shmarray-owner-00000000deadbeef";
+    expect(test::run_program(actor, {"forge-token", stuck3}).code == 0 &&
+               ::chown(forged.c_str(), 65534, 65534) == 0,
+           "no second token forged");
+    const auto gc3 = test::run_program(cli, {"gc"});
+    expect(exists(stuck3), "nobody's file below a directory only root enters went: " + gc3.out);
     // Directories swapped for links to root's while gc reads the journal:
     // nothing is ever removed through a link.
     const std::string victim = dir + "/victim";
