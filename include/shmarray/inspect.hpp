@@ -215,13 +215,7 @@ inline bool journal_of(int fd, const struct stat& st, std::uint64_t id, wire::li
   if (st.st_size == 0) return true;  // a token that keeps no journal
   if (std::uint64_t(st.st_size) > journal_limit) return false;
   std::string bytes(std::size_t(st.st_size), '\0');
-  std::size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::pread(fd, &bytes[got], bytes.size() - got, off_t(got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += std::size_t(n);
-  }
+  const std::size_t got = pread_full(fd, bytes.data(), bytes.size(), 0);
   object_id self;
   if (!identify(fd, self) || !wire::header_is(bytes.data(), got, id, self)) return false;
   live.apply_all(bytes.data() + wire::header_size, got - wire::header_size);
@@ -402,12 +396,6 @@ bool collect_journal_as(const wire::live_set& live, const struct stat& token_st,
   int status = 0;
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
-  auto u64 = [&](std::size_t at) {
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i)
-      v = v << 8 | static_cast<unsigned char>(in[at + std::size_t(i)]);
-    return v;
-  };
   for (std::size_t at = 0; at < in.size();) {
     collected c;
     c.what = in[at] == 'S' ? collected::kind::skipped : collected::kind::segment;
@@ -416,7 +404,7 @@ bool collect_journal_as(const wire::live_set& live, const struct stat& token_st,
     ++at;
     for (std::string* s : {&c.name, &c.why}) {
       if (at + 8 > in.size()) return false;
-      const std::size_t n = std::size_t(u64(at));
+      const std::size_t n = std::size_t(load_le<std::uint64_t>(in.data() + at));
       at += 8;
       if (n > in.size() - at) return false;
       s->assign(in, at, n);
@@ -496,17 +484,7 @@ void collect_dead(bool dry_run, Seen&& seen, bool others = false) {
       if (others) seen(left);
       return false;
     };
-    if (dry_run) {
-      const int fd = ::shm_open(token.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
-      if (fd < 0) continue;
-      detail::fd_guard close_fd{fd};
-      struct stat st {};
-      if (detail::token_lock_state(fd) != detail::owner_state::dead || ::fstat(fd, &st) != 0 ||
-          !S_ISREG(st.st_mode) || !journal(fd, st))
-        continue;
-    } else if (!detail::remove_token_if_dead(id, journal)) {
-      continue;
-    }
+    if (!detail::remove_token_if_dead(id, journal, dry_run)) continue;
     collected c;
     c.what = collected::kind::token;
     c.name = token;

@@ -281,16 +281,22 @@ inline segment_info validate_record(const std::byte* rec, std::size_t size, std:
   return info;
 }
 
-// Reads and validates the record of a mapped segment: the ready word first
-// (acquire), then a private copy of the rest, so that nothing can change
-// between check and use and no field is older than the ready word.
-inline segment_info read_record(const std::byte* base, std::size_t size, std::string_view name) {
+// Copies the record of a mapped segment of `size` bytes (one that can end
+// in a record) to `rec`: the ready word first (acquire), then the rest, so
+// that nothing can change between check and use and no field is older than
+// the ready word.
+inline void copy_record(const std::byte* base, std::size_t size, std::byte* rec) noexcept {
   const std::byte* at = record_of(base, size);
-  if (!at) no_record_fits(name, size);
   const std::uint32_t ready = load_acquire(at, format::off_ready);
-  std::byte rec[format::record_size];
-  std::memcpy(rec, at, sizeof rec);
+  std::memcpy(rec, at, format::record_size);
   store_le<std::uint32_t>(rec + format::off_ready, ready);
+}
+
+// Reads and validates the record of a mapped segment, from a private copy.
+inline segment_info read_record(const std::byte* base, std::size_t size, std::string_view name) {
+  if (!record_fits(size)) no_record_fits(name, size);
+  std::byte rec[format::record_size];
+  copy_record(base, size, rec);
   return validate_record(rec, size, name);
 }
 
@@ -302,21 +308,21 @@ inline segment_info read_record(const std::byte* base, std::size_t size, std::st
 inline bool read_tail(int fd, std::size_t size, std::byte* rec) noexcept {
   if (size < format::record_size) return false;
   const off_t at = off_t(size - format::record_size);
-  auto read_at = [fd](void* p, std::size_t n, off_t off) {
-    for (std::size_t done = 0; done < n;) {
-      const ssize_t got = ::pread(fd, static_cast<char*>(p) + done, n - done, off + off_t(done));
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) return false;
-      done += std::size_t(got);
-    }
-    return true;
-  };
   std::byte ready[4];
-  if (!read_at(ready, sizeof ready, at + off_t(format::off_ready))) return false;
+  if (pread_full(fd, ready, sizeof ready, at + off_t(format::off_ready)) != sizeof ready)
+    return false;
   std::atomic_thread_fence(std::memory_order_acquire);
-  if (!read_at(rec, format::record_size, at)) return false;
+  if (pread_full(fd, rec, format::record_size, at) != format::record_size) return false;
   std::memcpy(rec + format::off_ready, ready, sizeof ready);
   return true;
+}
+
+// read_tail, or truncated_segment where the object has shrunk meanwhile.
+inline void read_tail_or_throw(int fd, std::size_t size, std::byte* rec, std::string_view name) {
+  if (!read_tail(fd, size, rec))
+    throw truncated_segment(message(name, "shrank to fewer than its " + std::to_string(size) +
+                                              " bytes while its record was read (another "
+                                              "process is resizing it)"));
 }
 
 // Reads (pread) and validates the record of the object behind `fd`, which
@@ -327,10 +333,7 @@ inline segment_info read_record_at(int fd, std::size_t size, std::string_view na
   if (!record_fits(size)) no_record_fits(name, size);
   std::byte own[format::record_size];
   std::byte* rec = out ? out : own;
-  if (!read_tail(fd, size, rec))
-    throw truncated_segment(message(name, "shrank to fewer than its " + std::to_string(size) +
-                                              " bytes while its record was read (another "
-                                              "process is resizing it)"));
+  read_tail_or_throw(fd, size, rec, name);
   return validate_record(rec, size, name);
 }
 

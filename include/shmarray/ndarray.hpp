@@ -105,7 +105,7 @@ class ndarray : public detail::array_view<T> {
     const std::size_t nbytes = detail::checked_nbytes(sizeof(T), shape, seg.name());
     std::byte rec[format::record_size];
     const bool fits = detail::record_fits(seg.size());
-    if (fits) copy_record(seg.data(), seg.size(), rec);
+    if (fits) detail::copy_record(seg.data(), seg.size(), rec);
     const auto info = described(seg.size(), fits ? rec : nullptr, shape, o, nbytes, seg.name());
     if (info)
       adopt(std::move(seg), *info);
@@ -146,9 +146,7 @@ class ndarray : public detail::array_view<T> {
       segment seg(open_only, backing, mode, opts.map, [&](int fd, std::size_t size) {
         std::byte rec[format::record_size];
         const bool fits = detail::record_fits(size) && size != nbytes;
-        if (fits && !detail::read_tail(fd, size, rec))
-          throw truncated_segment(detail::message(
-              backing.name(), "shrank while its record was read (another process resizes it)"));
+        if (fits) detail::read_tail_or_throw(fd, size, rec, backing.name());
         info = described(size, fits ? rec : nullptr, shape, o, nbytes, backing.name());
         check_bools_at(fd, nbytes, backing.name());
       });
@@ -290,15 +288,6 @@ class ndarray : public detail::array_view<T> {
         detail::message(name, "holds " + info.dtype + ", expected " + std::string(dtype().str)));
   }
 
-  // The copy of a mapped record that validate_record checks: the ready
-  // word read first, as read_record does.
-  static void copy_record(const std::byte* base, std::size_t size, std::byte* rec) {
-    const std::byte* at = detail::record_of(base, size);
-    const std::uint32_t ready = detail::load_acquire(at, format::off_ready);
-    std::memcpy(rec, at, format::record_size);
-    detail::store_le<std::uint32_t>(rec + format::off_ready, ready);
-  }
-
   // What a segment of `size` bytes, its record copied to `rec` (nullptr
   // where it has none), is when attached with an explicit shape: raw
   // (nullopt) when it holds exactly the shape's bytes; else its record,
@@ -354,13 +343,12 @@ class ndarray : public detail::array_view<T> {
     if constexpr (is_bool) {
       std::vector<unsigned char> buf(std::min<std::size_t>(n, 1u << 16));
       for (std::size_t at = 0; at < n;) {
-        const ssize_t got = ::pread(fd, buf.data(), std::min(buf.size(), n - at), off_t(at));
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0)
+        const std::size_t want = std::min(buf.size(), n - at);
+        if (detail::pread_full(fd, buf.data(), want, off_t(at)) != want)
           throw truncated_segment(detail::message(
               name, "shrank while its bytes were read (another process resizes it)"));
-        check_bool_bytes(buf.data(), std::size_t(got), at, name);
-        at += std::size_t(got);
+        check_bool_bytes(buf.data(), want, at, name);
+        at += want;
       }
     } else {
       (void)fd;

@@ -71,6 +71,19 @@ inline std::string errno_text(int err) {
   }
 }
 
+// Reads n bytes at `offset` into p, as many reads as it takes: the bytes
+// read, fewer only at the end of the object (or on an error).
+inline std::size_t pread_full(int fd, void* p, std::size_t n, off_t offset) noexcept {
+  std::size_t done = 0;
+  while (done < n) {
+    const ssize_t got = ::pread(fd, static_cast<char*>(p) + done, n - done, offset + off_t(done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    done += std::size_t(got);
+  }
+  return done;
+}
+
 // Where a segment's bytes are reserved, for telling the way out when they run out.
 enum class space { dev_shm, file_system, memory };
 

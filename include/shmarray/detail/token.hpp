@@ -370,9 +370,10 @@ inline owner_state token_state(std::uint64_t id, bool other_boot, int* err = nul
 // object locked. while_locked(fd, st) runs just before, holding the lock
 // (gc collects what the token's journal names then); the token stays where
 // it returns false or throws, so that nothing its journal names is lost.
-// True if removed.
+// True if removed; with `dry_run`, true where it would be, and nothing is.
 template <class F>
-inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked) noexcept {
+inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked,
+                                 bool dry_run = false) noexcept {
   const std::string name = token_name(id);
   const int fd = ::shm_open(name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
   if (fd < 0) return false;
@@ -388,7 +389,7 @@ inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked) noexcept {
         done = while_locked(fd, locked);
       } catch (...) {
       }
-      removed = done && ::shm_unlink(name.c_str()) == 0;
+      removed = done && (dry_run || ::shm_unlink(name.c_str()) == 0);
     }
   }
   ::close(fd);  // and the lock with it

@@ -82,7 +82,7 @@ class watchdog {
     std::string rec;
     try {
       wire::object_record(rec, 'R', kind, name, id);
-      registered_.apply(parsed(rec));
+      registered_.apply({'R', kind, 0, id, name});
     } catch (...) {  // out of memory: nothing more can be done
       return;
     }
@@ -122,7 +122,7 @@ class watchdog {
     std::string rec;
     try {
       wire::object_record(rec, 'U', kind, name, id);
-      registered_.apply(parsed(rec));
+      registered_.apply({'U', kind, 0, id, name});
     } catch (...) {
       return;
     }
@@ -224,12 +224,6 @@ class watchdog {
       if (!rec.empty()) send(rec);
     } catch (...) {  // out of memory: the token remains, for shmarray gc
     }
-  }
-
-  static wire::record parsed(const std::string& rec) {
-    wire::record r;
-    wire::parse(rec.data(), rec.size(), r);
-    return r;
   }
 
   // Every object still registered, as 'R' records.

@@ -21,6 +21,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "os.hpp"
 #include "same_object.hpp"
 
 namespace shmarray::detail::wire {
@@ -88,12 +89,7 @@ inline constexpr std::size_t object_head = 1 + 1 + 8 + 8 + 8 + 2;  // the bytes 
 // Parses the record at the start of p[0, n): the bytes it takes, or
 // `incomplete` where more are needed, or `invalid` where they are not one.
 inline std::size_t parse(const char* p, std::size_t n, record& out) {
-  auto u64 = [&](std::size_t at) {
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i)
-      v = v << 8 | static_cast<unsigned char>(p[at + std::size_t(i)]);
-    return v;
-  };
+  auto u64 = [p](std::size_t at) { return load_le<std::uint64_t>(p + at); };
   if (n < 1) return incomplete;
   out.op = p[0];
   if (out.op == 'T') {
@@ -106,8 +102,7 @@ inline std::size_t parse(const char* p, std::size_t n, record& out) {
   out.kind = p[1];
   if (out.kind != 's' && out.kind != 'f') return invalid;
   out.object = {u64(2), u64(10), u64(18)};
-  const std::size_t len = std::size_t(static_cast<unsigned char>(p[26])) |
-                          std::size_t(static_cast<unsigned char>(p[27])) << 8;
+  const std::size_t len = load_le<std::uint16_t>(p + 26);
   if (n < object_head + len) return incomplete;
   out.name.assign(p + object_head, len);
   return object_head + len;
