@@ -185,6 +185,16 @@ namespace_run in_small_tmpfs(const char* where, const char* size, F&& fn) {
   ::_exit(127);
 }
 
+// One line from fd, without its newline: what came before the newline or
+// the end of file.
+inline std::string read_line(int fd) {
+  std::string line;
+  char c;
+  while (::read(fd, &c, 1) == 1 && c != '\n')
+    line += c;
+  return line;
+}
+
 // What a program started by run_program did.
 struct program_run {
   pid_t pid = 0;

@@ -176,10 +176,7 @@ TEST_CASE("a non-root owner under umask 0777 is cleaned up: its token is 0600") 
         test::as_nobody({"/bin/sh", "-c", std::string("umask 0777; exec ") + actor + " own 2"}),
         out[1]);
     ::close(out[1]);
-    std::string line;
-    char c;
-    while (::read(out[0], &c, 1) == 1 && c != '\n')
-      line += c;
+    const std::string line = test::read_line(out[0]);
     ::close(out[0]);
     std::istringstream words(line);
     std::string a, b;
@@ -504,16 +501,11 @@ TEST_CASE("a token name another user takes after the owner dropped it does not h
     // named, then dropped, and the squatter makes the name again, locked.
     const pid_t owner = test::start_program(actor, {"own-after", "planted", "2"}, out[1]);
     ::close(out[1]);
-    std::string line;
-    char c;
-    while (::read(out[0], &c, 1) == 1 && c != '\n')
-      line += c;
+    const std::string line = test::read_line(out[0]);
     ::close(out[0]);
     std::string squatted;
     pollfd p{squat_out[0], POLLIN, 0};
-    if (::poll(&p, 1, 2000) > 0)
-      while (::read(squat_out[0], &c, 1) == 1 && c != '\n')
-        squatted += c;
+    if (::poll(&p, 1, 2000) > 0) squatted = test::read_line(squat_out[0]);
     std::istringstream words(line);
     std::string a, b;
     pid_t helper = 0;
