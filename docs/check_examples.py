@@ -9,8 +9,8 @@ fenced block may say where the block comes from:
     <!-- output: PROGRAM [ARG...]; vary: REGEX --> ... where REGEX's matches may differ
 
 A region is marked in the source by a line `// doc-region: NAME` and a line
-`// doc-region-end` (regions may nest; marker lines are never part of a
-region); it is compared dedented. Every ```cpp block must come from a region,
+`// doc-region-end` (`#` in Python; regions may nest; marker lines are never
+part of a region); it is compared dedented. Every ```cpp block must come from a region,
 and every fence must name its language (```sh, ```text, ```cmake, ...), so
 that no C++ can hide in an unchecked block.
 
@@ -33,8 +33,8 @@ import sys
 CPP_LANGS = {"cpp", "c++", "cxx", "cc", "hpp"}
 MARKER = re.compile(r"^\s*<!--\s*(example|output):\s*(.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(\s*)(`{3,})(.*)$")
-REGION_BEGIN = re.compile(r"^\s*//\s*doc-region:\s*(\S+)\s*$")
-REGION_END = re.compile(r"^\s*//\s*doc-region-end\s*$")
+REGION_BEGIN = re.compile(r"^\s*(?://|#)\s*doc-region:\s*(\S+)\s*$")
+REGION_END = re.compile(r"^\s*(?://|#)\s*doc-region-end\s*$")
 
 
 def dedent(lines):
