@@ -1,5 +1,6 @@
-// The README's Eigen and xtensor examples, compiled and run as they are
-// written there: the same statements, with checks of what they compute.
+// docs/views.md's Eigen and xtensor examples: each doc-region is a block of
+// that page (docs/check_examples.py keeps them equal), with checks of what
+// they compute.
 #include <Eigen/Dense>
 #include <cstdint>
 #include <cstdio>
@@ -14,6 +15,7 @@ void eigen_section(shmarray::manager& m) {
   const Eigen::MatrixXd A0 = Eigen::MatrixXd::Random(512, 512);
   const Eigen::MatrixXd B0 = Eigen::MatrixXd::Random(512, 512);
 
+  // doc-region: eigen
   auto A = m.from_shape<double>({512, 512});  // row-major ('C') by default
   se::matrix(A).setRandom();                  // Map<Matrix<double,-1,-1,RowMajor>, Aligned64>
   auto x = shmarray::from_array(m, Eigen::VectorXd::Ones(512));
@@ -28,6 +30,7 @@ void eigen_section(shmarray::manager& m) {
   auto P = shmarray::from_array(m, A0 * B0);  // any dense expression, into shared memory
   auto Pm = se::matrix<Eigen::ColMajor>(P);
   Eigen::PartialPivLU<Eigen::Ref<Eigen::MatrixXd>> lu(Pm);  // decomposes in place, in shared memory
+  // doc-region-end
 
   if (y.size() != 512 || block.rows() != 20 || band.rows() != 128 || t.dimension(0) != 200 ||
       se::frame(stack, 7).sum() != -100.f * 512 * 512 || lu.rows() != 512) {
@@ -37,6 +40,7 @@ void eigen_section(shmarray::manager& m) {
 }
 
 void xtensor_section(shmarray::manager& m) {
+  // doc-region: xtensor
   auto a = m.from_shape<double>({1000, 1000});
   auto X = shmarray::adapt(a);     // static row_major layout, dynamic rank
   auto Y = shmarray::adapt<2>(a);  // static layout, rank 2 (checked)
@@ -49,6 +53,7 @@ void xtensor_section(shmarray::manager& m) {
 
   shmarray::xarray<double> shared = xt::zeros<double>({64, 64});  // shared with fork() children
   auto z = shmarray::from_array(m, X * 2.0);  // any xtensor expression, into shared memory
+  // doc-region-end
 
   if (total != 1e6 || f.shape(0) != 512 || part.shape(0) != 20 || keep(0, 0) != 1.0 ||
       shared.size() != 4096 || z(999, 999) != 2.0) {
@@ -63,6 +68,6 @@ int main() {
   shmarray::manager m;
   eigen_section(m);
   xtensor_section(m);
-  std::printf("ok: the README's Eigen and xtensor examples run\n");
+  std::printf("ok: the Eigen and xtensor examples of docs/views.md run\n");
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <shmarray/shmarray.hpp>
 
+// doc-region: add_one
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: add_one NAME\n");
@@ -20,3 +21,4 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+// doc-region-end

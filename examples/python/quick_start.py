@@ -18,6 +18,7 @@ import shmarray
 
 worker = sys.argv[1] if len(sys.argv) > 1 else "build/examples/add_one"
 
+# doc-region: quick_start
 with shmarray.Manager() as manager:             # its block is the memory's life
     arr = manager.from_array(np.arange(1024, dtype=np.int64))   # a copy, in shared memory
     name = shmarray.name_of(arr)
@@ -26,3 +27,4 @@ with shmarray.Manager() as manager:             # its block is the memory's life
     assert (arr == np.arange(1, 1025)).all()
     print(f"ok: the C++ worker's +1 is seen by Python: arr = [{arr[0]}, {arr[1]}, ..., {arr[-1]}]")
 # the segment is unlinked here
+# doc-region-end
