@@ -12,7 +12,7 @@
 #include <string>
 #include <utility>
 
-#include "detail/os.hpp"
+#include "detail/os_error.hpp"
 #include "errors.hpp"
 
 // ThreadSanitizer intercepts pthread_mutex_lock and _trylock, but (clang 14,

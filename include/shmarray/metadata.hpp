@@ -17,7 +17,11 @@
 #include <string_view>
 #include <thread>
 
-#include "detail/os.hpp"
+#include "detail/crc32.hpp"
+#include "detail/endian.hpp"
+#include "detail/os_error.hpp"
+#include "detail/pread.hpp"
+#include "detail/system.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
 #include "shape.hpp"

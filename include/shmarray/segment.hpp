@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "backing.hpp"
+#include "detail/system.hpp"
 
 namespace shmarray {
 
