@@ -21,6 +21,11 @@ set(prefix ${WORK_DIR}/prefix)
 set(consumer ${SOURCE_DIR}/tests/package/consumer)
 file(REMOVE_RECURSE ${WORK_DIR})
 
+# At top level SHMARRAY_INSTALL defaults to on (the tree tested here).
+file(STRINGS ${BUILD_DIR}/CMakeCache.txt install_option REGEX "^SHMARRAY_INSTALL:")
+if(NOT install_option MATCHES "=ON$")
+  message(FATAL_ERROR "SHMARRAY_INSTALL is not on at top level: ${install_option}")
+endif()
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 
 # find_package(shmarray CONFIG REQUIRED) against the installed tree.
@@ -56,6 +61,14 @@ message(STATUS "pkg-config: ${last_output}")
 # add_subdirectory of the source tree.
 run(${CMAKE_COMMAND} -S ${consumer} -B ${WORK_DIR}/subdir -DSHMARRAY_SOURCE=${SOURCE_DIR}
     -DCMAKE_CXX_COMPILER=${CXX})
+# As a subproject it installs nothing: no rule of its own in the parent's install.
+set(sub_install ${WORK_DIR}/subdir/shmarray/cmake_install.cmake)
+if(EXISTS ${sub_install})
+  file(READ ${sub_install} rules)
+  if(rules MATCHES "shmarrayTargets|shmarray\\.pc|include/shmarray")
+    message(FATAL_ERROR "shmarray as a subproject has install rules: ${sub_install}")
+  endif()
+endif()
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/subdir)
 run(${WORK_DIR}/subdir/consumer)
 expect_consumer_ok()
