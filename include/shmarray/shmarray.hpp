@@ -3,6 +3,7 @@
 
 #include "allocator.hpp"
 #include "backing.hpp"
+#include "creation_tags.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
 #include "inspect.hpp"
