@@ -6,6 +6,7 @@
 #include "creation_tags.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
+#include "format.hpp"
 #include "inspect.hpp"
 #include "lock.hpp"
 #include "manager.hpp"
