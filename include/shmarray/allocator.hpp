@@ -10,7 +10,7 @@
 #include <type_traits>
 
 #include "backing.hpp"
-#include "detail/os.hpp"
+#include "detail/system.hpp"
 #include "manager.hpp"
 
 namespace shmarray {

@@ -19,8 +19,12 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/os.hpp"
+#include "detail/os_error.hpp"
+#include "detail/out_of_space.hpp"
 #include "detail/same_object.hpp"
+#include "detail/scope_exit.hpp"
+#include "detail/system.hpp"
+#include "detail/unnamed_file.hpp"
 #include "errors.hpp"
 
 // Linux 5.14; older C library headers lack the names.

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "backing.hpp"
-#include "detail/os.hpp"
+#include "detail/scope_exit.hpp"
 #include "detail/token.hpp"
 #include "detail/watchdog.hpp"
 #include "dtype.hpp"

@@ -17,9 +17,15 @@
 #include <string_view>
 #include <thread>
 
-#include "detail/os.hpp"
+#include "detail/crc32.hpp"
+#include "detail/endian.hpp"
+#include "detail/os_error.hpp"
+#include "detail/pread.hpp"
+#include "detail/system.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
+#include "format.hpp"
+#include "lock.hpp"
 #include "shape.hpp"
 
 namespace shmarray {
@@ -38,104 +44,7 @@ struct segment_info {
   std::uint64_t owner_token = 0;  // the owner's token (detail/token.hpp); 0: none, never collected
 };
 
-// Byte offsets and constants of format version 1 (docs/FORMAT.md).
-namespace format {
-inline constexpr char magic[8] = {'S', 'H', 'M', 'A', 'R', 'R', 'A', 'Y'};
-inline constexpr std::uint32_t version = 1;
-inline constexpr std::size_t record_size = 512;
-inline constexpr std::size_t record_alignment = 64;  // the record starts at a multiple of this
-
-inline constexpr std::size_t off_magic = 0;
-inline constexpr std::size_t off_version = 8;
-inline constexpr std::size_t off_record_size = 12;
-inline constexpr std::size_t off_data_nbytes = 16;
-inline constexpr std::size_t off_dtype = 24;
-inline constexpr std::size_t dtype_field = 16;
-inline constexpr std::size_t off_itemsize = 40;
-inline constexpr std::size_t off_rank = 44;
-inline constexpr std::size_t off_order = 48;
-inline constexpr std::size_t off_flags = 52;
-inline constexpr std::size_t off_owner_pid = 56;
-inline constexpr std::size_t off_created_ns = 64;
-inline constexpr std::size_t off_boot_id = 72;
-inline constexpr std::size_t off_shape = 88;
-inline constexpr std::size_t off_owner_token = off_shape + 8 * max_rank;  // 344
-inline constexpr std::size_t off_reserved = off_owner_token + 8;          // 352
-inline constexpr std::size_t checksummed = 376;                           // bytes [0, 376)
-inline constexpr std::size_t off_checksum = 376;
-inline constexpr std::size_t off_ready = 380;
-inline constexpr std::size_t off_lock_state = 384;
-inline constexpr std::size_t off_lock_boot_id = 392;
-inline constexpr std::size_t off_mutex = 448;
-inline constexpr std::size_t mutex_field = 64;
-
-// The ready word: the bytes "REDY", stored last with release semantics.
-inline constexpr std::uint32_t ready_value = 0x59444552u;
-// States of the lock word.
-inline constexpr std::uint32_t lock_uninitialised = 0;
-inline constexpr std::uint32_t lock_initialising = 1;
-inline constexpr std::uint32_t lock_ready = 2;
-
-static_assert(sizeof(pthread_mutex_t) <= mutex_field, "pthread_mutex_t does not fit the record");
-static_assert(off_mutex + mutex_field == record_size);
-}  // namespace format
-
 namespace detail {
-
-inline std::uint32_t* word(std::byte* rec, std::size_t off) {
-  return reinterpret_cast<std::uint32_t*>(rec + off);
-}
-inline std::uint32_t load_acquire(const std::byte* rec, std::size_t off) {
-  return __atomic_load_n(reinterpret_cast<const std::uint32_t*>(rec + off), __ATOMIC_ACQUIRE);
-}
-inline pthread_mutex_t* record_mutex(std::byte* rec) {
-  return reinterpret_cast<pthread_mutex_t*>(rec + format::off_mutex);
-}
-
-// The size of a segment holding `data_nbytes` of data and a record, or false
-// when it overflows.
-inline bool segment_bytes(std::uint64_t data_nbytes, std::uint64_t& out) noexcept {
-  const std::uint64_t a = format::record_alignment;
-  if (data_nbytes > std::uint64_t(PTRDIFF_MAX) - a - format::record_size) return false;
-  out = (data_nbytes + a - 1) / a * a + format::record_size;
-  return true;
-}
-
-// Whether a segment of `size` bytes can end in a record.
-inline bool record_fits(std::size_t size) noexcept {
-  return size >= format::record_size &&
-         (size - format::record_size) % format::record_alignment == 0;
-}
-
-// The record of a segment of `size` bytes: its last 512 bytes, or nullptr
-// where the size cannot end in a record.
-template <class Byte>
-inline Byte* record_of(Byte* base, std::size_t size) noexcept {
-  return record_fits(size) ? base + (size - format::record_size) : nullptr;
-}
-
-inline bool all_zero(const std::byte* p, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i)
-    if (p[i] != std::byte{0}) return false;
-  return true;
-}
-
-inline bool has_magic(const std::byte* rec) noexcept {
-  return rec && std::memcmp(rec + format::off_magic, format::magic, sizeof format::magic) == 0;
-}
-
-// A process-shared, robust mutex: a holder's death is reported to the next
-// locker instead of leaving the mutex locked forever.
-inline void init_mutex(pthread_mutex_t* m, std::string_view name) {
-  pthread_mutexattr_t a;
-  int rc = ::pthread_mutexattr_init(&a);
-  if (rc == 0) rc = ::pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-  if (rc == 0) rc = ::pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-  if (rc == 0) rc = ::pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
-  if (rc == 0) rc = ::pthread_mutex_init(m, &a);
-  ::pthread_mutexattr_destroy(&a);
-  if (rc != 0) throw lock_error(message(name, "could not initialise its lock: " + errno_text(rc)));
-}
 
 // Writes the record of a new segment whose memory is still private to its
 // creator; the ready word goes last, so no reader sees a half-written record.
@@ -165,10 +74,6 @@ inline void write_record(std::byte* base, std::size_t size, const segment_info& 
   std::memcpy(rec + format::off_lock_boot_id, info.boot_id.data(), info.boot_id.size());
   *word(rec, format::off_lock_state) = format::lock_ready;
   __atomic_store_n(word(rec, format::off_ready), format::ready_value, __ATOMIC_RELEASE);
-}
-
-[[noreturn]] inline void corrupt(std::string_view name, const std::string& text) {
-  throw corrupt_metadata(message(name, "has a corrupt record: " + text));
 }
 
 inline std::string reserved_text(std::size_t offset, std::byte value) {
@@ -335,67 +240,6 @@ inline segment_info read_record_at(int fd, std::size_t size, std::string_view na
   std::byte* rec = out ? out : own;
   read_tail_or_throw(fd, size, rec, name);
   return validate_record(rec, size, name);
-}
-
-// Whether a mutex in the record is of the kind shmarray makes: a forged or
-// damaged one must not be trusted to lock. (glibc keeps the kind in plain
-// sight; elsewhere nothing is checked.)
-inline bool mutex_kind_ok(const pthread_mutex_t* m) noexcept {
-#if defined(__GLIBC__)
-  static const int kind = [] {
-    pthread_mutex_t probe;
-    init_mutex(&probe, "");
-    const int k = probe.__data.__kind;
-    ::pthread_mutex_destroy(&probe);
-    return k;
-  }();
-  return m->__data.__kind == kind;
-#else
-  (void)m;
-  return true;
-#endif
-}
-
-// Makes the lock of a writable segment usable in this boot. A lock that was
-// initialised in an earlier boot (a file that survived a reboot), or never
-// (a writer that could not make a pthread mutex, such as Python), is
-// initialised now instead of trusted. A mutex of the wrong kind is corrupt.
-inline void refresh_lock(std::byte* rec, std::string_view name) {
-  const auto now = boot_id();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-  for (;;) {
-    std::uint32_t state = load_acquire(rec, format::off_lock_state);
-    const bool current = std::memcmp(rec + format::off_lock_boot_id, now.data(), now.size()) == 0;
-    if (state == format::lock_ready && current) {
-      if (!mutex_kind_ok(record_mutex(rec)))
-        corrupt(name, "its lock is not a robust process-shared mutex");
-      return;
-    }
-    if (state == format::lock_ready || state == format::lock_uninitialised) {
-      const std::uint32_t before = state;
-      if (__atomic_compare_exchange_n(word(rec, format::off_lock_state), &state,
-                                      format::lock_initialising, false, __ATOMIC_ACQUIRE,
-                                      __ATOMIC_RELAXED)) {
-        try {
-          init_mutex(record_mutex(rec), name);
-        } catch (...) {  // leave it as it was, for the next attach to try again
-          __atomic_store_n(word(rec, format::off_lock_state), before, __ATOMIC_RELEASE);
-          throw;
-        }
-        std::memcpy(rec + format::off_lock_boot_id, now.data(), now.size());
-        __atomic_store_n(word(rec, format::off_lock_state), format::lock_ready, __ATOMIC_RELEASE);
-        return;
-      }
-      continue;  // another process changed the state first: look again
-    }
-    if (state != format::lock_initialising)
-      corrupt(name, "lock state " + std::to_string(state) + ", expected 0, 1 or 2");
-    if (std::chrono::steady_clock::now() > deadline)
-      throw lock_error(message(name,
-                               "has a lock that another process began to initialise "
-                               "and never finished"));
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
 }
 
 // The record for a new array, stamped with this process and boot.

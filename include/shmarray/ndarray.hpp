@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "detail/array_view.hpp"
+#include "detail/pread.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
 #include "lock.hpp"

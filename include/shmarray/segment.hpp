@@ -8,18 +8,10 @@
 #include <utility>
 
 #include "backing.hpp"
+#include "creation_tags.hpp"
+#include "detail/system.hpp"
 
 namespace shmarray {
-
-// Tags that make a call site read as a sentence, as in Boost.Interprocess.
-struct create_only_t {
-  explicit create_only_t() = default;
-};
-struct open_only_t {
-  explicit open_only_t() = default;
-};
-inline constexpr create_only_t create_only{};
-inline constexpr open_only_t open_only{};
 
 // One mapped region: created exclusively (mode 0600, memory reserved up
 // front) or opened after checking the object's real size. Unmapped on

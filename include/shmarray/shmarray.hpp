@@ -3,8 +3,10 @@
 
 #include "allocator.hpp"
 #include "backing.hpp"
+#include "creation_tags.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
+#include "format.hpp"
 #include "inspect.hpp"
 #include "lock.hpp"
 #include "manager.hpp"

@@ -21,6 +21,11 @@ set(prefix ${WORK_DIR}/prefix)
 set(consumer ${SOURCE_DIR}/tests/package/consumer)
 file(REMOVE_RECURSE ${WORK_DIR})
 
+# At top level SHMARRAY_INSTALL defaults to on (the tree tested here).
+file(STRINGS ${BUILD_DIR}/CMakeCache.txt install_option REGEX "^SHMARRAY_INSTALL:")
+if(NOT install_option MATCHES "=ON$")
+  message(FATAL_ERROR "SHMARRAY_INSTALL is not on at top level: ${install_option}")
+endif()
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 
 # find_package(shmarray CONFIG REQUIRED) against the installed tree.
