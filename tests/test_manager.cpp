@@ -524,3 +524,104 @@ TEST_CASE("where unnamed files cannot be linked, segments and the token are made
   });
 }
 #endif
+
+TEST_CASE("owner_state says alive while the producer lives and gone once it died") {
+  test::names names;
+  int up[2], down[2];
+  REQUIRE(::pipe(up) == 0);
+  REQUIRE(::pipe(down) == 0);
+  const pid_t producer = ::fork();
+  REQUIRE(producer >= 0);
+  if (producer == 0) {
+    ::close(up[0]);
+    ::close(down[1]);
+    manager m(names.options());
+    auto a = m.from_shape<double>({16});
+    a(3) = 7;
+    const std::string name = a.name() + "\n";
+    (void)!::write(up[1], name.data(), name.size());
+    char c;
+    (void)!::read(down[0], &c, 1);  // until the consumer has looked
+    ::raise(SIGKILL);               // dies as a crashed producer dies
+    ::_exit(1);
+  }
+  ::close(up[1]);
+  ::close(down[0]);
+  const std::string name = test::read_line(up[0]);
+  ::close(up[0]);
+  REQUIRE(!name.empty());
+  auto a = ndarray<const double>::attach(name);
+  CHECK(a.owner_state() == owner_status::alive);
+  CHECK(a.owner_alive());
+  (void)!::write(down[1], "x", 1);
+  ::close(down[1]);
+  CHECK(test::killed_by(test::reap(producer), SIGKILL));
+  // The producer's token is free (or removed by its helper) from now on.
+  CHECK(a.owner_state() == owner_status::gone);
+  CHECK_FALSE(a.owner_alive());
+  CHECK(a(3) == 7);  // the consumer's mapping stays
+  // Its helper removes the name; without one, gc would.
+  for (int i = 0; i < 200 && names.exists(name); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (names.exists(name)) {
+    const auto e = inspect(name);
+    CHECK(e.owner == owner_status::gone);
+    remove_object(e);
+  }
+}
+
+TEST_CASE("owner_state is untracked for a kept segment, anonymous memory and an empty handle") {
+  test::names names;
+  manager m(names.options());
+  create_options keep;
+  keep.keep = true;
+  auto k = m.from_shape<int>({4}, keep);
+  CHECK(k.owner_state() == owner_status::untracked);
+  CHECK(ndarray<int>::attach(k.name()).owner_state() == owner_status::untracked);
+  CHECK_FALSE(k.owner_alive());
+  ::shm_unlink(k.name().c_str());
+  auto mine = m.from_shape<int>({4});
+  CHECK(mine.owner_state() == owner_status::alive);  // its own manager's: alive
+  CHECK(m.from_shape<int>({4}, anonymous{}).owner_state() == owner_status::untracked);
+  CHECK(ndarray<int>().owner_state() == owner_status::untracked);
+}
+
+TEST_CASE("attach with wait_for_name waits for a name a producer makes 100 ms later") {
+  test::names names;
+  const std::string name = names("late");
+  int down[2];
+  REQUIRE(::pipe(down) == 0);
+  const pid_t producer = ::fork();
+  REQUIRE(producer >= 0);
+  if (producer == 0) {
+    ::close(down[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    {
+      manager m(names.options());
+      auto a = m.from_shape<int>({4}, posix_shm(name));
+      a(1) = 42;
+      char c;
+      (void)!::read(down[0], &c, 1);  // until the consumer is done
+    }
+    ::_exit(0);
+  }
+  ::close(down[0]);
+  // Without waiting for the name: not_found at once.
+  CHECK_THROWS_AS(ndarray<int>::attach(name), not_found);
+  // Waiting, but not long enough: not_found still, once the wait is over.
+  attach_options brief;
+  brief.wait = std::chrono::milliseconds(20);
+  brief.wait_for_name = true;
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(ndarray<int>::attach(name, brief), not_found);
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(20));
+  // Waiting long enough: the producer's array.
+  attach_options patient;
+  patient.wait = std::chrono::seconds(10);
+  patient.wait_for_name = true;
+  auto a = ndarray<int>::attach(name, patient);
+  CHECK(a(1) == 42);
+  (void)!::write(down[1], "x", 1);
+  ::close(down[1]);
+  CHECK(test::reap(producer) == 0);
+}
