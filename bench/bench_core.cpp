@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
   // array pays it once), against the bare calls it is built on.
   {
     const std::string raw_name = "/shmarray_bench_token_" + std::to_string(getpid());
-    auto& token = shmarray::detail::owner_token::get();
+    auto& token = shmarray::detail::owner::token::get();
     const int batch = 200;
     const auto r = compare(
         15 / scale,

@@ -182,7 +182,7 @@ TEST_CASE("shmarray gc removes what a killed owner left, and nothing else") {
       keep.keep = true;
       auto k = dying.from_shape<float>({2}, keep);
       const std::string said = a.name() + " " + b.name() + " " + raw.name() + " " + k.name() + " " +
-                               detail::token_name(detail::owner_token::get().id());
+                               detail::owner::token_name(detail::owner::token::get().id());
       (void)!::write(fds[1], said.data(), said.size());
       ::raise(SIGKILL);
       return 1;
@@ -267,7 +267,7 @@ TEST_CASE("shmarray ls -a lists the owner tokens, and rm keeps a live owner's") 
   {
     manager m(names.options());
     auto a = m.from_shape<int>({4});
-    const std::string token = detail::token_name(detail::owner_token::get().id());
+    const std::string token = detail::owner::token_name(detail::owner::token::get().id());
     const auto all = cli({"ls", "-a"});
     CHECK_THAT(all.out, Catch::Matches("(.|\n)*\n" + token + " .* yes .* owner token\n(.|\n)*"));
     CHECK(cli({"ls"}).out.find(token) == std::string::npos);

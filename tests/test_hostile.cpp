@@ -562,12 +562,13 @@ TEST_CASE("a file named like a token is one only if its bytes name it; one too l
     if (vfd < 0 || !detail::identify(vfd, target)) return 2;
     ::close(vfd);
     std::string bytes;
-    detail::wire::header_record(bytes, 0xfeedfaceull, {0, 12345, 678});
-    detail::wire::object_record(bytes, 'R', 'f', victim, target);
+    detail::owner::wire::header_record(bytes, 0xfeedfaceull, {0, 12345, 678});
+    detail::owner::wire::object_record(bytes, detail::owner::wire::op::add,
+                                       detail::owner::wire::object_kind::file, victim, target);
     const int fd = ::open("/dev/shm/pixels", O_CREAT | O_EXCL | O_WRONLY, 0600);
     if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != ssize_t(bytes.size())) return 2;
     ::close(fd);
-    const std::string token = "/dev/shm" + detail::token_name(0xfeedfaceull);
+    const std::string token = "/dev/shm" + detail::owner::token_name(0xfeedfaceull);
     if (::link("/dev/shm/pixels", token.c_str()) != 0) return 2;
     const auto gc = test::run_program(cli, {"gc"});
     expect(exists(victim), "root's file went: " + gc.out);

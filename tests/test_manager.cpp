@@ -328,7 +328,7 @@ TEST_CASE("an array is complete whenever its record says it is ready") {
 
 TEST_CASE("an owner token is held while the process owns managed segments, and only then") {
   test::names names;
-  auto& token = detail::owner_token::get();
+  auto& token = detail::owner::token::get();
   REQUIRE(token.id() == 0);  // this process owns nothing yet
   std::uint64_t id = 0;
   std::string kept;
@@ -337,8 +337,9 @@ TEST_CASE("an owner token is held while the process owns managed segments, and o
     auto a = m.from_shape<double>({4});
     id = token.id();
     REQUIRE(id != 0);
-    CHECK(test::shm_names(detail::token_name(id).substr(1)).size() == 1);
-    CHECK(detail::token_state(id, false) == detail::owner_state::alive);  // held, even for us
+    CHECK(test::shm_names(detail::owner::token_name(id).substr(1)).size() == 1);
+    CHECK(detail::owner::token_state(id, false) ==
+          detail::owner::liveness::alive);  // held, even for us
     {
       manager other(names.options());  // one token per process, however many managers
       auto b = other.from_shape<int>({2});
@@ -358,8 +359,8 @@ TEST_CASE("an owner token is held while the process owns managed segments, and o
     CHECK(detail::read_record(sk.data(), sk.size(), k.name()).owner_token == 0);
   }
   CHECK(token.id() == 0);  // the last managed segment went with its manager
-  CHECK(test::shm_names(detail::token_name(id).substr(1)).empty());
-  CHECK(detail::token_state(id, false) == detail::owner_state::dead);
+  CHECK(test::shm_names(detail::owner::token_name(id).substr(1)).empty());
+  CHECK(detail::owner::token_state(id, false) == detail::owner::liveness::dead);
   posix_shm(kept).remove();
   CHECK(names.left().empty());
 }
@@ -378,7 +379,7 @@ TEST_CASE("a forked child never keeps its dead parent's token held") {
     if (p == 0) {
       manager m(names.options());
       auto a = m.from_shape<int>({4});
-      const std::uint64_t id = detail::owner_token::get().id();
+      const std::uint64_t id = detail::owner::token::get().id();
       if (::fork() == 0) {
         const pid_t g = ::getpid();
         (void)!::write(from_g[1], &g, sizeof g);
@@ -396,16 +397,16 @@ TEST_CASE("a forked child never keeps its dead parent's token held") {
     const bool g_alive = ::kill(g, 0) == 0;
     // A cleaner (P's watchdog removing the token) holds its lock for an
     // instant, which reads as held: G must not hold it for long.
-    auto state = detail::token_state(id, false);
-    for (int i = 0; i < 200 && state == detail::owner_state::alive; ++i) {
+    auto state = detail::owner::token_state(id, false);
+    for (int i = 0; i < 200 && state == detail::owner::liveness::alive; ++i) {
       ::usleep(10000);
-      state = detail::token_state(id, false);
+      state = detail::owner::token_state(id, false);
     }
     ::kill(g, SIGKILL);
     test::reap(g);  // an orphan of P: ours, as a subreaper
-    ::shm_unlink(detail::token_name(id).c_str());
+    ::shm_unlink(detail::owner::token_name(id).c_str());
     if (!g_alive) return 4;
-    return state == detail::owner_state::dead ? 0 : 5;
+    return state == detail::owner::liveness::dead ? 0 : 5;
   });
   for (int fd : {from_p[0], from_p[1], from_g[0], from_g[1]})
     ::close(fd);
@@ -418,17 +419,17 @@ TEST_CASE("a forked child never keeps its dead parent's token held") {
 TEST_CASE("a new token is locked before it has a name, and named before anyone can see its id") {
   test::names names;
   const int status = test::in_child([&] {
-    auto& token = detail::owner_token::get();
+    auto& token = detail::owner::token::get();
     const std::uint64_t id = token.acquire();
     if (id == 0) return 1;
     // locked and unnamed: nobody can find it, so nobody can take it
-    if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 2;
+    if (!test::shm_names(detail::owner::token_name(id).substr(1)).empty()) return 2;
     if (token.publish(id) != id) return 3;
-    if (test::shm_names(detail::token_name(id).substr(1)).size() != 1) return 4;
-    if (detail::token_state(id, false) != detail::owner_state::alive) return 5;
+    if (test::shm_names(detail::owner::token_name(id).substr(1)).size() != 1) return 4;
+    if (detail::owner::token_state(id, false) != detail::owner::liveness::alive) return 5;
     if (token.publish(id) != id) return 6;  // once named, publishing again changes nothing
     token.release();
-    if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 7;
+    if (!test::shm_names(detail::owner::token_name(id).substr(1)).empty()) return 7;
     return 0;
   });
   CHECK(test::exited_with(status, 0));
@@ -472,8 +473,9 @@ int segments_work(const test::names& names) {
     auto a = m.from_shape<int>({100});
     a(99) = 5;
     auto b = m.from_shape<float>({3}, shmarray::file("/tmp/" + names.prefix() + "f.bin"));
-    id = detail::owner_token::get().id();
-    if (id == 0 || detail::token_state(id, false) != detail::owner_state::alive) return 2;
+    id = detail::owner::token::get().id();
+    if (id == 0 || detail::owner::token_state(id, false) != detail::owner::liveness::alive)
+      return 2;
     if (ndarray<int>::attach(a.name())(99) != 5) return 3;
     try {
       m.from_shape<int>({1}, posix_shm(a.name()));
@@ -483,7 +485,7 @@ int segments_work(const test::names& names) {
     segment sa(open_only, posix_shm(a.name()), access_mode::read_only);
     if (detail::read_record(sa.data(), sa.size(), a.name()).owner_token != id) return 5;
   }
-  if (!test::shm_names(detail::token_name(id).substr(1)).empty()) return 6;
+  if (!test::shm_names(detail::owner::token_name(id).substr(1)).empty()) return 6;
   if (::access(("/tmp/" + names.prefix() + "f.bin").c_str(), F_OK) == 0) return 7;
   return 0;
 }
@@ -522,3 +524,104 @@ TEST_CASE("where unnamed files cannot be linked, segments and the token are made
   });
 }
 #endif
+
+TEST_CASE("owner_state says alive while the producer lives and gone once it died") {
+  test::names names;
+  int up[2], down[2];
+  REQUIRE(::pipe(up) == 0);
+  REQUIRE(::pipe(down) == 0);
+  const pid_t producer = ::fork();
+  REQUIRE(producer >= 0);
+  if (producer == 0) {
+    ::close(up[0]);
+    ::close(down[1]);
+    manager m(names.options());
+    auto a = m.from_shape<double>({16});
+    a(3) = 7;
+    const std::string name = a.name() + "\n";
+    (void)!::write(up[1], name.data(), name.size());
+    char c;
+    (void)!::read(down[0], &c, 1);  // until the consumer has looked
+    ::raise(SIGKILL);               // dies as a crashed producer dies
+    ::_exit(1);
+  }
+  ::close(up[1]);
+  ::close(down[0]);
+  const std::string name = test::read_line(up[0]);
+  ::close(up[0]);
+  REQUIRE(!name.empty());
+  auto a = ndarray<const double>::attach(name);
+  CHECK(a.owner_state() == owner_status::alive);
+  CHECK(a.owner_alive());
+  (void)!::write(down[1], "x", 1);
+  ::close(down[1]);
+  CHECK(test::killed_by(test::reap(producer), SIGKILL));
+  // The producer's token is free (or removed by its helper) from now on.
+  CHECK(a.owner_state() == owner_status::gone);
+  CHECK_FALSE(a.owner_alive());
+  CHECK(a(3) == 7);  // the consumer's mapping stays
+  // Its helper removes the name; without one, gc would.
+  for (int i = 0; i < 200 && names.exists(name); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (names.exists(name)) {
+    const auto e = inspect(name);
+    CHECK(e.owner == owner_status::gone);
+    remove_object(e);
+  }
+}
+
+TEST_CASE("owner_state is untracked for a kept segment, anonymous memory and an empty handle") {
+  test::names names;
+  manager m(names.options());
+  create_options keep;
+  keep.keep = true;
+  auto k = m.from_shape<int>({4}, keep);
+  CHECK(k.owner_state() == owner_status::untracked);
+  CHECK(ndarray<int>::attach(k.name()).owner_state() == owner_status::untracked);
+  CHECK_FALSE(k.owner_alive());
+  ::shm_unlink(k.name().c_str());
+  auto mine = m.from_shape<int>({4});
+  CHECK(mine.owner_state() == owner_status::alive);  // its own manager's: alive
+  CHECK(m.from_shape<int>({4}, anonymous{}).owner_state() == owner_status::untracked);
+  CHECK(ndarray<int>().owner_state() == owner_status::untracked);
+}
+
+TEST_CASE("attach with wait_for_name waits for a name a producer makes 100 ms later") {
+  test::names names;
+  const std::string name = names("late");
+  int down[2];
+  REQUIRE(::pipe(down) == 0);
+  const pid_t producer = ::fork();
+  REQUIRE(producer >= 0);
+  if (producer == 0) {
+    ::close(down[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    {
+      manager m(names.options());
+      auto a = m.from_shape<int>({4}, posix_shm(name));
+      a(1) = 42;
+      char c;
+      (void)!::read(down[0], &c, 1);  // until the consumer is done
+    }
+    ::_exit(0);
+  }
+  ::close(down[0]);
+  // Without waiting for the name: not_found at once.
+  CHECK_THROWS_AS(ndarray<int>::attach(name), not_found);
+  // Waiting, but not long enough: not_found still, once the wait is over.
+  attach_options brief;
+  brief.wait = std::chrono::milliseconds(20);
+  brief.wait_for_name = true;
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(ndarray<int>::attach(name, brief), not_found);
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(20));
+  // Waiting long enough: the producer's array.
+  attach_options patient;
+  patient.wait = std::chrono::seconds(10);
+  patient.wait_for_name = true;
+  auto a = ndarray<int>::attach(name, patient);
+  CHECK(a(1) == 42);
+  (void)!::write(down[1], "x", 1);
+  ::close(down[1]);
+  CHECK(test::reap(producer) == 0);
+}

@@ -84,7 +84,7 @@ TEST_CASE("systemd's RemoveIPC removes a running job's segments: the job keeps i
       manager m(names.options());
       auto a = m.from_shape<int>({1000});
       test::iota(a);
-      const std::uint64_t before = detail::owner_token::get().id();
+      const std::uint64_t before = detail::owner::token::get().id();
       char c = 0;
       (void)!::write(to_parent[1], "1", 1);
       (void)!::read(to_child[0], &c, 1);  // the user logged out: everything of theirs is gone
@@ -102,11 +102,11 @@ TEST_CASE("systemd's RemoveIPC removes a running job's segments: the job keeps i
       // New arrays name a new token, which says their owner is alive: no
       // `shmarray gc` takes them for a dead owner's.
       auto b = m.from_shape<int>({10});
-      const std::uint64_t after = detail::owner_token::get().id();
+      const std::uint64_t after = detail::owner::token::get().id();
       code = 4;
       if (after == 0 || after == before) ::_exit(code);
       code = 5;
-      if (detail::token_state(after, false) != detail::owner_state::alive) ::_exit(code);
+      if (detail::owner::token_state(after, false) != detail::owner::liveness::alive) ::_exit(code);
       segment sb(open_only, posix_shm(b.name()), access_mode::read_only);
       code = 6;
       if (detail::read_record(sb.data(), sb.size(), b.name()).owner_token != after) ::_exit(code);

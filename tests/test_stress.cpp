@@ -62,7 +62,7 @@ struct control {
 
 std::set<std::string> tokens() {
   std::set<std::string> out;
-  for (auto& n : test::shm_names(detail::token_prefix))
+  for (auto& n : test::shm_names(detail::owner::token_prefix))
     out.insert(n);
   return out;
 }
@@ -175,7 +175,7 @@ pid_t spawn(std::size_t slot, const std::string& ledger_name, const std::string&
 }  // namespace
 
 TEST_CASE("processes create, attach, lock, write and remove at once, SIGKILLed at random") {
-  if (detail::find_helper().empty()) {
+  if (detail::owner::find_helper().empty()) {
     std::printf("SHMARRAY-SKIP: the shmarray command (the watchdog helper) is not built here\n");
     return;
   }
@@ -268,7 +268,7 @@ TEST_CASE("processes create, attach, lock, write and remove at once, SIGKILLed a
     std::set<pid_t> now = helpers();
     for (pid_t p : helpers_before)
       now.erase(p);
-    now.erase(detail::watchdog::get().helper_pid());
+    now.erase(detail::owner::watchdog::get().helper_pid());
     return now;
   };
   // (Tokens of processes that ended before this test may go meanwhile.)

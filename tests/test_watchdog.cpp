@@ -23,7 +23,7 @@ namespace {
 
 // Skips the test where the helper is not built here (no CLI11).
 bool no_helper() {
-  if (!detail::find_helper().empty()) return false;
+  if (!detail::owner::find_helper().empty()) return false;
   std::printf("SHMARRAY-SKIP: the shmarray command (the watchdog helper) is not built here\n");
   return true;
 }
@@ -63,8 +63,8 @@ TEST_CASE("a SIGKILLed owner's segments go within seconds, by a helper that is n
     auto a = m.from_shape<double>({64});
     auto raw = m.from_shape<int>({16}, test::raw());  // no record: the watchdog alone knows it
     auto f = m.from_shape<float>({8}, shmarray::file(file));
-    r->helper = detail::watchdog::get().helper_pid();
-    r->token = detail::owner_token::get().id();
+    r->helper = detail::owner::watchdog::get().helper_pid();
+    r->token = detail::owner::token::get().id();
     errno = 0;
     const bool childless = ::waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
     r->ready = childless ? 1 : 2;  // the helper is not the owner's child
@@ -78,7 +78,7 @@ TEST_CASE("a SIGKILLed owner's segments go within seconds, by a helper that is n
   struct stat st {};
   CHECK(::stat(file.c_str(), &st) != 0);  // the file backing's too
   CHECK(test::ends(r->helper));           // it exits once it has cleaned up, the token last
-  CHECK(test::shm_names(detail::token_name(r->token).substr(1)).empty());
+  CHECK(test::shm_names(detail::owner::token_name(r->token).substr(1)).empty());
   ::rmdir(dir);
   ::munmap(r, 4096);
 }
@@ -96,7 +96,7 @@ TEST_CASE("the helper ignores a Ctrl-C and never removes a name reused by someon
     manager m(names.options());
     auto a = m.from_shape<int>({4}, posix_shm(reused));
     auto b = m.from_shape<int>({4});
-    r->helper = detail::watchdog::get().helper_pid();
+    r->helper = detail::owner::watchdog::get().helper_pid();
     r->ready = 1;
     char c;
     (void)!::read(go[0], &c, 1);
@@ -135,7 +135,7 @@ TEST_CASE("an owner killed while a pool or fork_workers job runs leaves no segme
       manager m(names.options());
       auto a = m.from_shape<double>({1024});
       auto b = m.from_shape<double>({16, 16});
-      r->helper = detail::watchdog::get().helper_pid();
+      r->helper = detail::owner::watchdog::get().helper_pid();
       auto job = [r](const worker& w) {
         r->workers[w.rank()] = ::getpid();
         for (;;)
@@ -174,7 +174,7 @@ TEST_CASE("a child that outlives its killed parent does not keep the parent's se
     if (p == 0) {
       manager m(names.options());
       auto a = m.from_shape<int>({4});
-      r->helper = detail::watchdog::get().helper_pid();
+      r->helper = detail::owner::watchdog::get().helper_pid();
       if (const pid_t g = ::fork(); g == 0) {
         r->workers[0] = ::getpid();  // G runs: its fork handlers have run
         for (;;)
@@ -219,7 +219,7 @@ TEST_CASE("without a helper: one warning, and segments work as before") {
     auto a = m.from_shape<int>({4});
     auto b = m.from_shape<int>({4});
     a(0) = 1;
-    return a(0) == 1 && detail::watchdog::get().helper_pid() == 0 ? 0 : 1;
+    return a(0) == 1 && detail::owner::watchdog::get().helper_pid() == 0 ? 0 : 1;
   });
   ::close(err[1]);
   std::string said = test::read_all(err[0]);
@@ -353,7 +353,7 @@ TEST_CASE(
         manager m;
         auto a = m.from_shape<float>({1024});
         auto b = m.from_shape<int>({16}, test::raw());
-        const pid_t helper = detail::watchdog::get().helper_pid();
+        const pid_t helper = detail::owner::watchdog::get().helper_pid();
         (void)!::write(ready[1], &helper, sizeof helper);
         for (;;)
           ::pause();
@@ -380,7 +380,7 @@ TEST_CASE(
         return 1;
       }
       if (by_gc) {
-        const auto gc = test::run_program(detail::find_helper().c_str(), {"gc"});
+        const auto gc = test::run_program(detail::owner::find_helper().c_str(), {"gc"});
         say(gc.out);
       } else {
         // The next program: its helper collects in the background.
@@ -419,11 +419,11 @@ TEST_CASE("a helper killed alone is replaced at the next array and told everythi
     manager m(names.options());
     auto a = m.from_shape<double>({64});
     auto f = m.from_shape<float>({8}, file(path));
-    const pid_t first = detail::watchdog::get().helper_pid();
+    const pid_t first = detail::owner::watchdog::get().helper_pid();
     ::kill(first, SIGKILL);  // what an OOM killer or a careless pkill does
     if (!test::exited_whole(first)) return 2;
     auto b = m.from_shape<double>({64});  // notices, and starts another
-    r->helper = detail::watchdog::get().helper_pid();
+    r->helper = detail::owner::watchdog::get().helper_pid();
     r->ready = r->helper > 0 && r->helper != first ? 1 : 3;
     ::raise(SIGKILL);
     return 1;
@@ -515,7 +515,7 @@ TEST_CASE(
       ::raise(SIGKILL);
       return 1;
     });
-    const auto gc = test::run_program(detail::find_helper().c_str(), {"gc"});
+    const auto gc = test::run_program(detail::owner::find_helper().c_str(), {"gc"});
     if (!test::killed_by(alone, SIGKILL) ||
         gc.out.find("left " + dir + "/c.bin alone: its file system keeps no birth time") ==
             std::string::npos ||

@@ -24,32 +24,18 @@
 #include <vector>
 
 #include "backing.hpp"
-#include "detail/os.hpp"
-#include "detail/token.hpp"
-#include "detail/wire.hpp"
+#include "detail/endian.hpp"
+#include "detail/os_error.hpp"
+#include "detail/system.hpp"
+#include "detail/owner/collect.hpp"
+#include "detail/owner/token.hpp"
+#include "detail/text.hpp"
 #include "errors.hpp"
 #include "metadata.hpp"
+#include "owner_status.hpp"
+#include "shape.hpp"
 
 namespace shmarray {
-
-// Whether the owner of a segment (or of a token) is alive, as its owner
-// token tells: held (alive), free or missing (gone), none named (untracked:
-// a kept segment, never collected), or a token that cannot be read here.
-enum class owner_status { alive, gone, untracked, unreadable };
-
-inline const char* to_string(owner_status s) noexcept {
-  switch (s) {
-    case owner_status::alive:
-      return "alive";
-    case owner_status::gone:
-      return "gone";
-    case owner_status::untracked:
-      return "untracked";
-    case owner_status::unreadable:
-      break;
-  }
-  return "unreadable";
-}
 
 // What an object in /dev/shm is; the words are those of `shmarray ls`.
 enum class object_status {
@@ -94,14 +80,35 @@ struct object_entry {
   std::uint64_t bytes = 0;  // the object's size
   bool shmarray = false;    // its last 512 bytes start with a record's magic
   object_status status = object_status::ok;
-  std::string error;  // the typed error's message, when status is not ok
-  segment_info info;  // when status is ok
+  std::string error;      // the typed error's message, when status is not ok
+  segment_info info;      // when status is ok
+  bool same_boot = true;  // ok segments: made since this machine last booted
   bool lock_ready = false;
   owner_status owner = owner_status::untracked;  // ok segments and tokens
   std::string owner_error;                       // when owner is unreadable
   std::uint64_t token = 0;                       // a token's id
   detail::object_id id;                          // device, inode and birth time
 };
+
+// A name as it may be printed: any bytes that are not printable UTF-8
+// (control characters, invalid bytes, quotes) escaped as $'...' shows them,
+// so that no name, whoever made it, can forge a listing.
+inline std::string printable_name(std::string_view name) {
+  return detail::escaped(name);
+}
+
+// A name as a JSON string, quotes included (invalid UTF-8 escaped).
+inline std::string json_string(std::string_view s) {
+  return detail::json_quoted(s);
+}
+
+// The strides of an inspected segment's array, in bytes.
+inline std::vector<std::ptrdiff_t> byte_strides(const segment_info& info) {
+  std::vector<std::ptrdiff_t> out;
+  for (const auto s : detail::packed_strides(info.shape, info.order))
+    out.push_back(s * std::ptrdiff_t(info.itemsize));
+  return out;
+}
 
 namespace detail {
 
@@ -139,22 +146,8 @@ inline std::vector<std::string> shm_files() {
   return out;
 }
 
-inline owner_status owner_of(owner_state s) noexcept {
-  switch (s) {
-    case owner_state::alive:
-      return owner_status::alive;
-    case owner_state::dead:
-      return owner_status::gone;
-    case owner_state::unknown:
-      return owner_status::untracked;
-    case owner_state::unreadable:
-      break;
-  }
-  return owner_status::unreadable;
-}
-
 inline std::string token_unreadable(std::uint64_t id, int err) {
-  return "its owner token " + token_name(id) + " cannot be read: " + errno_text(err);
+  return "its owner token " + owner::token_name(id) + " cannot be read: " + errno_text(err);
 }
 
 // The status word of a typed error met while inspecting.
@@ -180,7 +173,7 @@ inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
     e.status = object_status::owner_token;
     e.token = token;
     int err = 0;
-    e.owner = owner_of(token_lock_state(fd, &err));
+    e.owner = owner::status_of(owner::token_lock_state(fd, &err));
     if (e.owner == owner_status::unreadable) e.owner_error = token_unreadable(token, err);
     return;
   }
@@ -194,41 +187,12 @@ inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
   if (!read_tail(fd, size, rec)) (void)read_record_at(fd, size, e.name, rec);  // says why
   e.shmarray = has_magic(rec);
   e.info = validate_record(rec, size, e.name);
+  e.same_boot = e.info.boot_id == boot_id();
   e.lock_ready = load_le<std::uint32_t>(rec + format::off_lock_state) == format::lock_ready;
   int err = 0;
-  e.owner = owner_of(token_state(e.info.owner_token, e.info.boot_id != boot_id(), &err));
+  e.owner = owner::status_of(owner::token_state(e.info.owner_token, !e.same_boot, &err));
   if (e.owner == owner_status::unreadable)
     e.owner_error = token_unreadable(e.info.owner_token, err);
-}
-
-// Journals larger than this are not read (one forged to fill /dev/shm must
-// not fill the reader's memory too): their tokens are left, and said.
-inline constexpr std::size_t journal_limit = std::size_t(256) << 20;
-
-// The objects the journal of token `id` (open as `fd`, examined as `st`)
-// still names: its 'R' records less its 'U' records, up to the first that
-// is not whole (the owner died writing it). Read with pread. False where it
-// is not token `id`'s journal (no header naming this very file: another
-// user's file named like a token), or is too large to read.
-inline bool journal_of(int fd, const struct stat& st, std::uint64_t id, wire::live_set& live) {
-  live.clear();
-  if (st.st_size == 0) return true;  // a token that keeps no journal
-  if (std::uint64_t(st.st_size) > journal_limit) return false;
-  std::string bytes(std::size_t(st.st_size), '\0');
-  const std::size_t got = pread_full(fd, bytes.data(), bytes.size(), 0);
-  object_id self;
-  if (!identify(fd, self) || !wire::header_is(bytes.data(), got, id, self)) return false;
-  live.apply_all(bytes.data() + wire::header_size, got - wire::header_size);
-  return true;
-}
-
-// Where an object the helper or a journal names is: /dev/shm/NAME for kind
-// 's' (one '/', at the start), a file's absolute path for 'f'; "" where the
-// name cannot be one.
-inline std::string object_path(char kind, const std::string& name) {
-  if (name.size() < 2 || name[0] != '/' || name.find('\0') != std::string::npos) return "";
-  if (kind == 's') return name.find('/', 1) == std::string::npos ? shm_dir + name : "";
-  return name;
 }
 
 }  // namespace detail
@@ -260,7 +224,7 @@ inline object_entry inspect(std::string_view name) {
     if (fd < 0) {
       const int err = errno;
       if (err == ENOENT) throw not_found(detail::message(e.name, "was removed meanwhile"));
-      if (const auto id = detail::token_id_of(bare)) {  // a token still, whoever's it is
+      if (const auto id = detail::owner::token_id_of(bare)) {  // a token still, whoever's it is
         e.status = object_status::owner_token;
         e.token = id;
         e.owner = owner_status::unreadable;
@@ -270,7 +234,7 @@ inline object_entry inspect(std::string_view name) {
       detail::throw_os_error(err, e.name, "cannot be read");
     }
     detail::fd_guard close_fd{fd};
-    detail::inspect_fd(fd, e, detail::token_id_of(bare));
+    detail::inspect_fd(fd, e, detail::owner::token_id_of(bare));
   } catch (const error& x) {
     e.status = detail::status_of(x);
     e.error = x.what();
@@ -285,7 +249,7 @@ inline object_entry inspect(std::string_view name) {
 inline std::vector<object_entry> list_objects(bool all = false) {
   std::vector<object_entry> out;
   for (const auto& n : detail::shm_files()) {
-    if (!all && detail::token_id_of(n)) continue;
+    if (!all && detail::owner::token_id_of(n)) continue;
     try {
       object_entry e = inspect(n);
       if (e.status == object_status::gone) continue;
@@ -295,127 +259,6 @@ inline std::vector<object_entry> list_objects(bool all = false) {
   }
   return out;
 }
-
-// What collect_dead found: a dead owner's segment (found by its record, or
-// named by its token's journal: then `token` says which), a token nobody
-// holds, or something left alone, and why (its owner's token cannot be read,
-// a file without a birth time, another user's journal, ...).
-struct collected {
-  enum class kind { segment, token, skipped };
-  kind what = kind::segment;
-  std::string name;            // "/name" in /dev/shm, or a file backing's path
-  std::int64_t owner_pid = 0;  // a segment's, from its record (0: from a journal)
-  std::string token;           // the journal's token, for what it named
-  bool removed = false;
-  std::string why;  // skipped: the reason
-};
-
-namespace detail {
-
-// Removes (with `dry_run`, only names) what a dead owner's journal still
-// names, where each is still that object (device, inode and birth time) and
-// `owner`'s, and calls seen() for each; false where some removal failed for
-// a reason that may pass (the token is then kept, for another try). A file
-// whose file system keeps no birth time is left alone and said: nothing
-// tells it from a later file of that path and inode.
-template <class Seen>
-bool collect_journal(const wire::live_set& live, uid_t owner, const std::string& token,
-                     bool dry_run, Seen& seen) {
-  bool ok = true;
-  for (const auto& [key, r] : live) {
-    const std::string path = object_path(r.kind, r.name);
-    if (path.empty()) continue;
-    collected c;
-    c.name = r.name;
-    c.token = token;
-    if (r.kind == 'f' && r.object.birth_ns == 0) {
-      struct stat st {};
-      if (::lstat(path.c_str(), &st) != 0 || std::uint64_t(st.st_ino) != r.object.inode) continue;
-      c.what = collected::kind::skipped;
-      c.why =
-          "its file system keeps no birth time, so it cannot be told from a later file at "
-          "that path: remove it yourself if it is the one its owner (of " +
-          token + ") left";
-      seen(c);
-      continue;
-    }
-    const removal x = unlink_if_same(path, r.object, r.kind == 's', &owner, dry_run);
-    if (x == removal::failed) ok = false;
-    if (x != removal::removed) continue;
-    c.removed = !dry_run;
-    seen(c);
-  }
-  return ok;
-}
-
-// collect_journal for another user's token, with only that user's rights:
-// in a child that becomes that user (uid, and gid of the token; no
-// supplementary groups), so that nothing is removed the user could not.
-// What the child saw comes back through a pipe.
-template <class Seen>
-bool collect_journal_as(const wire::live_set& live, const struct stat& token_st,
-                        const std::string& token, bool dry_run, Seen& seen) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return false;
-  std::fflush(nullptr);
-  const pid_t child = ::fork();
-  if (child < 0) {
-    ::close(p[0]);
-    ::close(p[1]);
-    return false;
-  }
-  if (child == 0) {
-    ::close(p[0]);
-    bool ok = ::setgroups(0, nullptr) == 0 &&
-              ::setresgid(token_st.st_gid, token_st.st_gid, token_st.st_gid) == 0 &&
-              ::setresuid(token_st.st_uid, token_st.st_uid, token_st.st_uid) == 0;
-    try {
-      auto say = [&](const collected& c) {
-        std::string m(1, c.what == collected::kind::skipped ? 'S' : c.removed ? 'R' : 'W');
-        for (const std::string* s : {&c.name, &c.why}) {
-          wire::put_u64(m, s->size());
-          m += *s;
-        }
-        (void)!::write(p[1], m.data(), m.size());
-      };
-      ok = ok && collect_journal(live, token_st.st_uid, token, dry_run, say);
-    } catch (...) {
-      ok = false;
-    }
-    ::_exit(ok ? 0 : 1);
-  }
-  ::close(p[1]);
-  std::string in;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) != 0;)
-    if (n > 0)
-      in.append(buf, std::size_t(n));
-    else if (errno != EINTR)
-      break;
-  ::close(p[0]);
-  int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  for (std::size_t at = 0; at < in.size();) {
-    collected c;
-    c.what = in[at] == 'S' ? collected::kind::skipped : collected::kind::segment;
-    c.removed = in[at] == 'R';
-    c.token = token;
-    ++at;
-    for (std::string* s : {&c.name, &c.why}) {
-      if (at + 8 > in.size()) return false;
-      const std::size_t n = std::size_t(load_le<std::uint64_t>(in.data() + at));
-      at += 8;
-      if (n > in.size() - at) return false;
-      s->assign(in, at, n);
-      at += n;
-    }
-    seen(c);
-  }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-}  // namespace detail
 
 // Finds the shmarray segments in /dev/shm whose owner is gone (the record
 // validates, and its token is free or missing, or it comes from an earlier
@@ -435,7 +278,7 @@ template <class Seen>
 void collect_dead(bool dry_run, Seen&& seen, bool others = false) {
   std::vector<std::uint64_t> tokens;
   for (const auto& n : detail::shm_files()) {
-    if (const auto id = detail::token_id_of(n)) {
+    if (const auto id = detail::owner::token_id_of(n)) {
       tokens.push_back(id);
       continue;
     }
@@ -460,15 +303,15 @@ void collect_dead(bool dry_run, Seen&& seen, bool others = false) {
     }
   }
   for (const auto id : tokens) {
-    const std::string token = detail::token_name(id);
+    const std::string token = detail::owner::token_name(id);
     auto journal = [&](int fd, const struct stat& st) {
-      detail::wire::live_set live;
+      detail::owner::wire::live_set live;
       collected left;
       left.what = collected::kind::skipped;
       left.name = token;
-      if (!detail::journal_of(fd, st, id, live)) {
+      if (!detail::owner::journal_of(fd, st, id, live)) {
         left.why =
-            std::uint64_t(st.st_size) > detail::journal_limit
+            std::uint64_t(st.st_size) > detail::owner::journal_limit
                 ? "its journal is larger than gc reads (" + std::to_string(st.st_size) + " bytes)"
                 : "it is not an owner token: its bytes do not name this very file";
         seen(left);
@@ -476,21 +319,46 @@ void collect_dead(bool dry_run, Seen&& seen, bool others = false) {
       }
       if (live.empty()) return true;
       if (st.st_uid == ::geteuid())
-        return detail::collect_journal(live, st.st_uid, token, dry_run, seen);
+        return detail::owner::collect_journal(live, st.st_uid, token, dry_run, seen);
       if (others && ::geteuid() == 0)
-        return detail::collect_journal_as(live, st, token, dry_run, seen);
+        return detail::owner::collect_journal_as(live, st, token, dry_run, seen);
       left.why = "it is user " + std::to_string(st.st_uid) +
                  "'s, whose journal only that user or root's shmarray gc collects";
       if (others) seen(left);
       return false;
     };
-    if (!detail::remove_token_if_dead(id, journal, dry_run)) continue;
+    if (!detail::owner::remove_token_if_dead(id, journal, dry_run)) continue;
     collected c;
     c.what = collected::kind::token;
     c.name = token;
     c.removed = !dry_run;
     seen(c);
   }
+}
+
+// collect_dead, returning what it found.
+inline std::vector<collected> collect_dead(bool dry_run = false, bool others = false) {
+  std::vector<collected> out;
+  collect_dead(
+      dry_run, [&](const collected& c) { out.push_back(c); }, others);
+  return out;
+}
+
+// Removes the object an entry of inspect() or list_objects() names from
+// /dev/shm (mappings of it stay valid). Refuses, with access_denied, the
+// token of a live owner: without it, gc would take that process's segments
+// for a dead owner's. What to remove is the caller's choice: an entry that
+// is no shmarray segment (not e.shmarray) is removed too. One gone already
+// is no error.
+inline void remove_object(const object_entry& e) {
+  if (e.status == object_status::owner_token && e.owner == owner_status::alive)
+    throw access_denied(
+        detail::message(e.name,
+                        "is the owner token of a live process; not removed (without it, "
+                        "gc would take that process's segments for a dead owner's)"));
+  const std::string path = detail::shm_dir + e.name;
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    detail::throw_os_error(errno, e.name, "could not be removed");
 }
 
 }  // namespace shmarray

@@ -21,12 +21,10 @@
 #include <vector>
 
 #include "backing.hpp"
+#include "detail/owner/lifetime.hpp"
 #include "detail/scope_exit.hpp"
-#include "detail/token.hpp"
-#include "detail/watchdog.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
-#include "inspect.hpp"
 #include "metadata.hpp"
 #include "ndarray.hpp"
 #include "segment.hpp"
@@ -167,13 +165,7 @@ class manager {
 
  public:
   // The names this manager will remove, in creation order.
-  std::vector<std::string> names() const {
-    std::lock_guard<std::mutex> g(st().mu);
-    std::vector<std::string> out;
-    for (const auto& o : s_->owned)
-      out.push_back(o.name);
-    return out;
-  }
+  std::vector<std::string> names() const { return st().owned.names(); }
 
   // Storage for shmarray::allocator over named memory: a raw segment that
   // lives until deallocate_bytes or the manager's end.
@@ -182,21 +174,16 @@ class manager {
     for (int attempt = 0;; ++attempt) {
       const posix_shm name = generate_name(self);
       try {
-        claimed_token token;
-        watch_request watch{'s', name.name(), token.id, false};
+        owned_creation made(st().owned, detail::owner::wire::object_kind::shm, name.name());
         detail::initial_bytes init;
-        init.created = &watch_created;
-        init.context = &watch;
-        detail::scope_exit unwatch([&] { watch.undo(); });
+        made.watch(init);
         segment seg(create_only, name, bytes, {}, init);
         detail::scope_exit undo([&] { remove_quietly(name); });
         std::lock_guard<std::mutex> g(st().mu);
         void* p = seg.data();
-        st().owned.push_back({name.name(), name.name(), self, seg.id(), token.counted, 's'});
+        made.owned(name.name(), self, seg.id());
         st().allocations.emplace(p, std::move(seg));
-        unwatch.dismiss();
         undo.dismiss();
-        token.hand_over();
         return p;
       } catch (const already_exists&) {
         if (attempt == 16) throw;
@@ -208,89 +195,20 @@ class manager {
     std::lock_guard<std::mutex> g(s_->mu);
     const auto it = s_->allocations.find(p);
     if (it == s_->allocations.end()) return;
-    remove_owned(it->second.name());
+    s_->owned.remove(it->second.name());
     s_->allocations.erase(it);
   }
 
  private:
-  // A name this manager created, and the object it named then.
-  struct owned_name {
-    std::string name;        // as the segment has it
-    std::string registered;  // as the watchdog has it: "/NAME", or the file's link-free path
-    pid_t creator;
-    detail::object_id id;
-    bool token;  // counted in the creator's owner token
-    char kind;   // for the watchdog: 's' POSIX shared memory, 'f' a file
-  };
+  using owned_creation = detail::owner::ownership::creation;
   struct state {
     std::string prefix;
-    mutable std::mutex mu;
-    std::vector<owned_name> owned;
+    mutable std::mutex mu;  // for allocations
+    // The names it created, their token references and their watchdog
+    // registrations: removed at the manager's end.
+    detail::owner::ownership owned;
     std::map<void*, segment> allocations;
   };
-
-  // Without a watchdog, nobody removes what a crashed owner left until
-  // someone runs `shmarray gc`: so the first named segment of a process
-  // that runs without one does it (once per process, never in every
-  // constructor: a scan of /dev/shm costs what its objects cost to open).
-  static void collect_once() noexcept {
-    static std::atomic<bool> done{false};
-    if (done.exchange(true)) return;
-    try {
-      collect_dead(false, [](const collected&) {});
-    } catch (...) {
-    }
-  }
-
-  // One reference to this process's owner token, for a named segment that
-  // the manager owns (raw ones included: the token's journal names them),
-  // announced to the watchdog and then named; released on destruction
-  // unless kept. `id` is what a record names; 0 where no token could be made.
-  struct claimed_token {
-    std::uint64_t id = 0;
-    bool counted = false;
-    claimed_token() {
-      id = detail::owner_token::get().acquire();
-      counted = id != 0;
-      detail::watchdog::get().prepare(id);
-      // The token is named only once the watchdog knows it (see acquire); a
-      // new one (the old one lost) is announced in turn.
-      while (id) {
-        const std::uint64_t named = detail::owner_token::get().publish(id);
-        if (named == id) break;
-        id = named;
-        if (id) detail::watchdog::get().prepare(id);
-      }
-      if (!detail::watchdog::get().running()) collect_once();
-    }
-    claimed_token(const claimed_token&) = delete;
-    claimed_token& operator=(const claimed_token&) = delete;
-    ~claimed_token() {
-      if (counted) detail::owner_token::get().release();
-    }
-    // The reference now belongs to the segment made, released with it.
-    void hand_over() noexcept { counted = false; }
-  };
-
-  // What the watchdog is told when a new object exists (see create).
-  struct watch_request {
-    char kind;
-    std::string name;  // "/NAME", or a file's link-free path
-    std::uint64_t token;
-    bool registered;
-    detail::object_id id{};
-    // Unregisters what was registered, if the creation failed.
-    void undo() const noexcept {
-      if (registered) detail::watchdog::get().remove(kind, name, id);
-    }
-  };
-  static void watch_created(void* context, const detail::object_id& id) noexcept {
-    auto* w = static_cast<watch_request*>(context);
-    w->undo();  // a second object of the same creation (the fallback by name)
-    detail::watchdog::get().add(w->kind, w->name, id, w->token);
-    w->registered = true;
-    w->id = id;
-  }
 
   template <class Backing>
   static constexpr char kind_of() {
@@ -348,22 +266,14 @@ class manager {
     // with a record names it there, so that `shmarray gc` can tell when the
     // owner is gone, and the token's journal names them all. A kept one
     // names none and is never collected.
-    std::optional<claimed_token> token;
+    std::optional<owned_creation> made;
     if constexpr (detail::is_named<Backing>::value)
-      if (!o.keep) token.emplace();
-    const std::uint64_t token_id = token ? token->id : 0;
-    // The watchdog learns of the object as soon as it exists, before it is
-    // filled, so an owner killed while a large array is filled leaks nothing.
-    watch_request watch{kind_of<Backing>(), {}, token_id, false};
+      if (!o.keep)
+        made.emplace(st().owned, detail::owner::wire::object_kind(kind_of<Backing>()),
+                     registered_name(backing));
+    const std::uint64_t token_id = made ? made->token_id() : 0;
     detail::initial_bytes init{data, data ? nbytes : std::size_t{0}};
-    if constexpr (detail::is_named<Backing>::value) {
-      if (!o.keep) {
-        watch.name = registered_name(backing);
-        init.created = &watch_created;
-        init.context = &watch;
-      }
-    }
-    auto unwatch = detail::scope_exit([&] { watch.undo(); });
+    if (made) made->watch(init);
     segment seg(create_only, backing, std::size_t(total), o.map, init);
     auto undo = detail::scope_exit([&] { remove_quietly(backing); });
     std::optional<segment_info> info;
@@ -372,50 +282,15 @@ class manager {
       info->owner_token = token_id;
       detail::write_record(seg.data(), seg.size(), *info, seg.name());
     }
-    if constexpr (detail::is_named<Backing>::value) {
-      if (!o.keep) {
-        std::lock_guard<std::mutex> g(st().mu);
-        st().owned.push_back(
-            {seg.name(), watch.name, self, seg.id(), token->counted, kind_of<Backing>()});
-      }
-    }
-    unwatch.dismiss();
-    if (token) token->hand_over();
+    if (made) made->owned(seg.name(), self, seg.id());
     undo.dismiss();
     return ndarray<T>(detail::trusted_t{}, std::move(seg), info ? &*info : nullptr, shape, o.order);
-  }
-
-  // Removes a name this process created, if it still names what was created
-  // (gone already, or reused by someone else: left alone); a fork()ed
-  // child's copy of the manager never removes its parent's names.
-  static void remove_if_mine(const owned_name& o) noexcept {
-    if (o.creator != ::getpid()) return;
-    try {
-      const std::string path = o.kind == 's' ? "/dev/shm" + o.registered : o.registered;
-      // The owner's own: device and inode do where no birth time is kept.
-      detail::unlink_if_same(path, o.id, true);
-    } catch (...) {  // out of memory: the watchdog removes it at the end
-    }
-    detail::watchdog::get().remove(o.kind, o.registered, o.id);
-    if (o.token) detail::owner_token::get().release();
-  }
-
-  // Removes one owned name and stops owning it; the caller holds the mutex.
-  void remove_owned(const std::string& name) noexcept {
-    for (auto it = s_->owned.begin(); it != s_->owned.end(); ++it) {
-      if (it->name != name) continue;
-      remove_if_mine(*it);
-      s_->owned.erase(it);
-      return;
-    }
   }
 
   void remove_all() noexcept {
     if (!s_) return;
     std::lock_guard<std::mutex> g(st().mu);
-    for (const auto& o : s_->owned)
-      remove_if_mine(o);
-    s_->owned.clear();
+    s_->owned.remove_all();
     s_->allocations.clear();
   }
 

@@ -27,6 +27,7 @@
 #include "errors.hpp"
 #include "lock.hpp"
 #include "metadata.hpp"
+#include "owner_status.hpp"
 #include "segment.hpp"
 #include "shape.hpp"
 
@@ -40,6 +41,10 @@ struct attach_options {
   // not_ready is thrown. Zero: try once.
   std::chrono::milliseconds wait{200};
   map_options map;
+  // Also wait, as long as `wait`, for the name to appear: a consumer
+  // started before its producer attaches once the producer has made the
+  // array, with no retry loop of its own; not_found once `wait` has passed.
+  bool wait_for_name = false;
 };
 
 namespace detail {
@@ -49,6 +54,8 @@ namespace detail {
 struct array_state {
   segment seg;
   std::byte* record = nullptr;
+  std::uint64_t owner_token = 0;  // from the record as validated (0: none)
+  bool other_boot = false;        // the record comes from an earlier boot
 };
 
 struct trusted_t {};
@@ -179,6 +186,19 @@ class ndarray : public detail::array_view<T> {
   }
   // Whether the segment carries a record (and so a lock); false for raw segments.
   bool has_metadata() const noexcept { return state_ && state_->record; }
+  // Whether the process that made the array (its manager's process) is
+  // alive, as its owner token says: alive; gone (it ended or died, however:
+  // what it left is shmarray gc's); untracked where no token is named (a
+  // kept or raw segment, anonymous memory, an empty handle); unreadable
+  // where the token cannot be read here. Asks the kernel at each call.
+  owner_status owner_state() const {
+    if (!state_ || state_->owner_token == 0) return owner_status::untracked;
+    return detail::owner::status_of(
+        detail::owner::token_state(state_->owner_token, state_->other_boot));
+  }
+  // True while the owner is known to be alive (owner_state() is alive).
+  bool owner_alive() const { return owner_state() == owner_status::alive; }
+
   // Shares ownership of the mapping: whoever holds it keeps the memory
   // mapped, as a handle does (for views that must not outlive it).
   std::shared_ptr<const void> keep_alive() const noexcept { return state_; }
@@ -253,20 +273,33 @@ class ndarray : public detail::array_view<T> {
   // Built by manager from a segment it has just created and described.
   ndarray(detail::trusted_t, segment seg, const segment_info* info, shape_type shape, order o) {
     state_ = detail::share(std::move(seg), info != nullptr);
+    if (info) state_->owner_token = info->owner_token;
     set_view(reinterpret_cast<T*>(state_->seg.data()), std::move(shape), o);
   }
 
   static constexpr access_mode mode =
       std::is_const_v<T> ? access_mode::read_only : access_mode::read_write;
 
+  // Retries while the segment is being created (and, with wait_for_name,
+  // while its name does not exist yet) until opts.wait has passed; then the
+  // last attempt's error is thrown.
   template <class F>
   static ndarray retry_while_not_ready(const attach_options& opts, F&& attempt) {
     const auto deadline = std::chrono::steady_clock::now() + opts.wait;
+    auto pause = std::chrono::milliseconds(1);
     for (;;) {
       try {
         return attempt();
       } catch (const not_ready&) {
         if (std::chrono::steady_clock::now() >= deadline) throw;
+      } catch (const not_found&) {
+        if (!opts.wait_for_name || std::chrono::steady_clock::now() >= deadline) throw;
+        // Up to 10 ms between looks: a name that takes seconds costs little.
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        std::this_thread::sleep_for(std::min({pause, left, std::chrono::milliseconds(10)}));
+        pause *= 2;
+        continue;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -367,6 +400,8 @@ class ndarray : public detail::array_view<T> {
     std::byte* rec = detail::record_of(seg.data(), seg.size());
     if (seg.writable()) detail::refresh_lock(rec, seg.name());
     state_ = detail::share(std::move(seg), true);
+    state_->owner_token = info.owner_token;
+    state_->other_boot = info.boot_id != detail::boot_id();
     set_view(reinterpret_cast<T*>(state_->seg.data()), info.shape, info.order);
   }
 

@@ -29,7 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <shmarray/detail/wire.hpp>
+#include <shmarray/detail/owner/wire.hpp>
 #include <shmarray/shmarray.hpp>
 #include <string>
 #include <vector>
@@ -99,7 +99,7 @@ int own(std::size_t n, const std::string& taken = "") {
     arrays.push_back(m.from_shape<std::uint8_t>({std::size_t(1) << 20}));
     line += arrays.back().name() + " ";
   }
-  line += std::to_string(detail::watchdog::get().helper_pid()) + "\n";
+  line += std::to_string(detail::owner::watchdog::get().helper_pid()) + "\n";
   std::fputs(line.c_str(), stdout);
   std::fflush(stdout);
   for (;;)
@@ -110,14 +110,14 @@ int own(std::size_t n, const std::string& taken = "") {
 // `journal`: made as a real one is, its header naming the file itself.
 void dead_token(const std::string& journal) {
   constexpr std::uint64_t id = 0xdeadbeefull;
-  const std::string path = "/dev/shm" + detail::token_name(id);
+  const std::string path = "/dev/shm" + detail::owner::token_name(id);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return;  // (it is there already)
   ::fchmod(fd, 0644);
   detail::object_id self;
   if (!detail::identify(fd, self)) fail("identify");
   std::string bytes;
-  detail::wire::header_record(bytes, id, self);
+  detail::owner::wire::header_record(bytes, id, self);
   bytes += journal;
   if (::write(fd, bytes.data(), bytes.size()) != ssize_t(bytes.size())) fail("write");
   ::close(fd);
@@ -126,7 +126,8 @@ void dead_token(const std::string& journal) {
 std::string journal_naming(const std::vector<std::string>& paths, const detail::object_id& as) {
   std::string j;
   for (const auto& p : paths)
-    detail::wire::object_record(j, 'R', 'f', p, as);
+    detail::owner::wire::object_record(j, detail::owner::wire::op::add,
+                                       detail::owner::wire::object_kind::file, p, as);
   return j;
 }
 
@@ -136,8 +137,9 @@ int forge_token(const std::vector<std::string>& paths) {
     struct statx sx {};
     if (::statx(AT_FDCWD, p.c_str(), AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_BTIME, &sx) != 0)
       fail("statx " + p);
-    detail::wire::object_record(j, 'R', 'f', p,
-                                {detail::device_of(sx), sx.stx_ino, detail::birth_of(sx)});
+    detail::owner::wire::object_record(j, detail::owner::wire::op::add,
+                                       detail::owner::wire::object_kind::file, p,
+                                       {detail::device_of(sx), sx.stx_ino, detail::birth_of(sx)});
   }
   dead_token(j);
   return 0;
@@ -161,7 +163,7 @@ int swap(const std::string& dir, const std::string& name, const std::string& to)
       paths.push_back(d + "/" + name);
   }
   const std::string journal = journal_naming(paths, id);
-  const std::string token = "/dev/shm" + detail::token_name(0xdeadbeefull);
+  const std::string token = "/dev/shm" + detail::owner::token_name(0xdeadbeefull);
   ::setpgid(0, 0);      // one group: the test ends both at once
   if (::fork() == 0) {  // keeps the links and the token there, whatever gc removes
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -188,7 +190,7 @@ int squat() {
     if (n <= 0) fail("read");
     for (char* p = buf; p < buf + n;) {
       const auto* e = reinterpret_cast<const inotify_event*>(p);
-      if (e->len && detail::token_id_of(e->name)) {
+      if (e->len && detail::owner::token_id_of(e->name)) {
         const std::string path = std::string("/dev/shm/") + e->name;
         const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd >= 0) {

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdint>
@@ -22,10 +23,56 @@
 #include <mutex>
 #include <string>
 
-#include "os.hpp"
+#include "../os_error.hpp"
+#include "../unnamed_file.hpp"
 #include "wire.hpp"
 
-namespace shmarray::detail {
+namespace shmarray::detail::owner {
+
+// The per-process reset after fork(), in one place. The owner's singletons
+// (the token below, the watchdog client of helper_client.hpp) each hold a
+// mutex and a state that belong to one process. One pthread_atfork takes
+// their mutexes around fork() (the watchdog's first: it takes the token's
+// while it holds its own) and, in the child, forgets the parent's state
+// (after_fork_in_child), as Python's _owner.py does with register_at_fork.
+class fork_reset {
+ public:
+  enum part { watchdog_part, token_part, parts };
+  struct hooks {
+    void (*lock)() noexcept;
+    void (*unlock)() noexcept;
+    void (*forget)() noexcept;  // in the child: the parent's state is not ours
+  };
+  // Called once by each singleton, as it is made.
+  static void join(part p, const hooks& h) noexcept {
+    static const bool installed = (::pthread_atfork(prepare, parent, after_fork_in_child), true);
+    (void)installed;
+    slot(p).store(&h);
+  }
+  // In a forked child: every part forgets its parent's state, and its
+  // mutex (taken before the fork) is released.
+  static void after_fork_in_child() noexcept {
+    for (int p = 0; p < parts; ++p)
+      if (const hooks* h = slot(part(p)).load()) {
+        h->forget();
+        h->unlock();
+      }
+  }
+
+ private:
+  static std::atomic<const hooks*>& slot(part p) noexcept {
+    static std::atomic<const hooks*> s[parts];
+    return s[p];
+  }
+  static void prepare() noexcept {
+    for (int p = 0; p < parts; ++p)
+      if (const hooks* h = slot(part(p)).load()) h->lock();
+  }
+  static void parent() noexcept {
+    for (int p = parts; p-- > 0;)
+      if (const hooks* h = slot(part(p)).load()) h->unlock();
+  }
+};
 
 // "/.shmarray-owner-" and 16 hex digits: hidden from a plain ls of /dev/shm.
 inline constexpr char token_prefix[] = ".shmarray-owner-";
@@ -53,10 +100,10 @@ inline std::uint64_t token_id_of(const std::string& file) {
 // This process's token: made with its first managed segment, removed with
 // its last. Forked children do not inherit it (it is closed in them), so a
 // child never makes a dead owner look alive.
-class owner_token {
+class token {
  public:
-  static owner_token& get() {
-    static owner_token* t = new owner_token;  // never destroyed: used from atexit paths
+  static token& get() {
+    static token* t = make_once();  // never destroyed: used from atexit paths
     return *t;
   }
 
@@ -147,32 +194,32 @@ class owner_token {
   }
 
  private:
-  owner_token() {
-    ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
-                     [] {
-                       // In the child: the parent's token is not ours; close
-                       // our copy (the parent's lock stays) and start afresh.
-                       owner_token& t = get();
-                       if (t.fd_ >= 0) ::close(t.fd_);
-                       t.fd_ = -1;
-                       t.id_ = 0;
-                       t.refs_ = 0;
-                       t.journal_bytes_ = 0;
-                       t.named_ = false;
-                       t.pid_ = ::getpid();
-                       t.mu_.unlock();
-                     });
-    pid_ = ::getpid();
+  token() : pid_(::getpid()) {}
+  static token* make_once() {
+    static const fork_reset::hooks hooks{[]() noexcept { get().mu_.lock(); },
+                                         []() noexcept { get().mu_.unlock(); },
+                                         []() noexcept { get().forget_parent(true); }};
+    auto* t = new token;
+    fork_reset::join(fork_reset::token_part, hooks);
+    return t;
   }
 
-  void adopt_process() noexcept {
-    if (pid_ == ::getpid()) return;  // a child made by vfork/clone without the handlers
+  // The parent's token is not ours: start afresh. After fork() our copy of
+  // its descriptor is closed (the parent's lock stays); a child of vfork or
+  // clone may share the parent's descriptors, and closes nothing.
+  void forget_parent(bool close_descriptor) noexcept {
+    if (close_descriptor && fd_ >= 0) ::close(fd_);
     fd_ = -1;
     id_ = 0;
     refs_ = 0;
     journal_bytes_ = 0;
     named_ = false;
     pid_ = ::getpid();
+  }
+
+  // A child made by vfork or clone, where no fork handler ran.
+  void adopt_process() noexcept {
+    if (pid_ != ::getpid()) forget_parent(false);
   }
 
   // A random id whose name is free now.
@@ -322,21 +369,21 @@ class owner_token {
 
 // unknown: no token to ask (kept or raw: never collected); unreadable: a
 // token exists but cannot be opened or locked here (its errno says why).
-enum class owner_state { alive, dead, unknown, unreadable };
+enum class liveness { alive, dead, unknown, unreadable };
 
 // Whether the process that holds the token open as `fd` is alive: the lock
 // is held (alive) or free (dead). A shared lock, through a descriptor of our
 // own: taken through the owner's, it would downgrade the owner's lock.
-inline owner_state token_lock_state(int fd, int* err = nullptr) noexcept {
+inline liveness token_lock_state(int fd, int* err = nullptr) noexcept {
   const int r = ::flock(fd, LOCK_SH | LOCK_NB);
   const int e = errno;
   if (r == 0) {
     ::flock(fd, LOCK_UN);
-    return owner_state::dead;
+    return liveness::dead;
   }
-  if (e == EWOULDBLOCK) return owner_state::alive;
+  if (e == EWOULDBLOCK) return liveness::alive;
   if (err) *err = e;
-  return owner_state::unreadable;
+  return liveness::unreadable;
 }
 
 // Whether the process that holds token `id` is alive: its token is gone or
@@ -344,23 +391,23 @@ inline owner_state token_lock_state(int fd, int* err = nullptr) noexcept {
 // (unknown: a kept or raw segment, never collected); unreadable where the
 // token cannot be opened or locked (`err` says why). `other_boot`: the
 // record comes from an earlier boot, whose processes are all gone.
-inline owner_state token_state(std::uint64_t id, bool other_boot, int* err = nullptr) {
-  if (id == 0) return owner_state::unknown;
-  if (other_boot) return owner_state::dead;
+inline liveness token_state(std::uint64_t id, bool other_boot, int* err = nullptr) {
+  if (id == 0) return liveness::unknown;
+  if (other_boot) return liveness::dead;
   const int fd =
       ::shm_open(token_name(id).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
   if (fd < 0) {
-    if (errno == ENOENT) return owner_state::dead;
+    if (errno == ENOENT) return liveness::dead;
     if (err) *err = errno;
-    return owner_state::unreadable;
+    return liveness::unreadable;
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // planted: no token of anyone's
     if (err) *err = EINVAL;
     ::close(fd);
-    return owner_state::unreadable;
+    return liveness::unreadable;
   }
-  const owner_state state = token_lock_state(fd, err);
+  const liveness state = token_lock_state(fd, err);
   ::close(fd);
   return state;
 }
@@ -400,4 +447,4 @@ inline bool remove_token_if_dead(std::uint64_t id) noexcept {
   return remove_token_if_dead(id, [](int, const struct stat&) { return true; });
 }
 
-}  // namespace shmarray::detail
+}  // namespace shmarray::detail::owner

@@ -1,6 +1,6 @@
-// shmarray internals: the records an owner sends its watchdog helper, and
-// writes to its owner token's journal, in one format (docs/FORMAT.md, "The
-// owner token"). Little-endian:
+// shmarray internals: the owner's wire protocol, both halves. The records an
+// owner sends its watchdog helper, and writes to its owner token's journal,
+// in one format (docs/FORMAT.md, "The owner token"). Little-endian:
 //   'T' u64 token id                                the owner's token (helper only)
 //   'R' kind u64 dev u64 ino u64 birth u16 len name  an object registered
 //   'U' kind u64 dev u64 ino u64 birth u16 len name  that object unregistered
@@ -21,10 +21,32 @@
 #include <string>
 #include <unordered_map>
 
-#include "os.hpp"
-#include "same_object.hpp"
+#include "../endian.hpp"
+#include "../out_of_space.hpp"
+#include "../same_object.hpp"
 
-namespace shmarray::detail::wire {
+namespace shmarray::detail::owner::wire {
+
+// What a record says (its first byte).
+enum class op : char { header = 'H', token = 'T', add = 'R', remove = 'U' };
+
+// What kind of object an 'R' or 'U' record names (its second byte).
+enum class object_kind : char { shm = 's', file = 'f' };
+
+// The kind of the objects a named backing makes (its `where`).
+constexpr object_kind kind_of(space where) noexcept {
+  return where == space::dev_shm ? object_kind::shm : object_kind::file;
+}
+
+// Where an object a record names is: /dev/shm/NAME for a POSIX object (one
+// '/', at the start), a file's absolute path as it is; "" where the name
+// cannot be one.
+inline std::string object_path(object_kind kind, const std::string& name) {
+  if (name.size() < 2 || name[0] != '/' || name.find('\0') != std::string::npos) return "";
+  if (kind == object_kind::shm)
+    return name.find('/', 1) == std::string::npos ? "/dev/shm" + name : "";
+  return name;
+}
 
 static_assert(PATH_MAX <= 0xFFFF, "a path's length must fit the protocol's u16");
 
@@ -41,7 +63,7 @@ inline void put_u64(std::string& s, std::uint64_t v) {
 inline constexpr std::size_t header_size = 1 + 8 + 8 + 8;
 
 inline void header_record(std::string& s, std::uint64_t token, const object_id& self) {
-  s.push_back('H');
+  s.push_back(char(op::header));
   put_u64(s, token);
   put_u64(s, self.inode);
   put_u64(s, self.birth_ns);
@@ -56,15 +78,15 @@ inline bool header_is(const char* p, std::size_t n, std::uint64_t token, const o
 
 // Appends the 'T' record of token `id`.
 inline void token_record(std::string& s, std::uint64_t id) {
-  s.push_back('T');
+  s.push_back(char(op::token));
   put_u64(s, id);
 }
 
 // Appends an 'R' (register) or 'U' (unregister) record of one object.
-inline void object_record(std::string& s, char op, char kind, const std::string& name,
+inline void object_record(std::string& s, op what, object_kind kind, const std::string& name,
                           const object_id& id) {
-  s.push_back(op);
-  s.push_back(kind);
+  s.push_back(char(what));
+  s.push_back(char(kind));
   put_u64(s, id.device);
   put_u64(s, id.inode);
   put_u64(s, id.birth_ns);
@@ -75,10 +97,10 @@ inline void object_record(std::string& s, char op, char kind, const std::string&
 
 // One record, parsed.
 struct record {
-  char op = 0;           // 'T', 'R' or 'U'
-  char kind = 0;         // 's' or 'f' ('R', 'U')
-  std::uint64_t id = 0;  // 'T'
-  object_id object;      // 'R', 'U'
+  wire::op op = op::token;
+  object_kind kind = object_kind::shm;  // add, remove
+  std::uint64_t id = 0;                 // 'T'
+  object_id object;                     // 'R', 'U'
   std::string name;
 };
 
@@ -91,16 +113,16 @@ inline constexpr std::size_t object_head = 1 + 1 + 8 + 8 + 8 + 2;  // the bytes 
 inline std::size_t parse(const char* p, std::size_t n, record& out) {
   auto u64 = [p](std::size_t at) { return load_le<std::uint64_t>(p + at); };
   if (n < 1) return incomplete;
-  out.op = p[0];
-  if (out.op == 'T') {
+  out.op = wire::op(p[0]);
+  if (out.op == op::token) {
     if (n < 9) return incomplete;
     out.id = u64(1);
     return 9;
   }
-  if (out.op != 'R' && out.op != 'U') return invalid;
+  if (out.op != op::add && out.op != op::remove) return invalid;
   if (n < object_head) return incomplete;
-  out.kind = p[1];
-  if (out.kind != 's' && out.kind != 'f') return invalid;
+  out.kind = object_kind(p[1]);
+  if (out.kind != object_kind::shm && out.kind != object_kind::file) return invalid;
   out.object = {u64(2), u64(10), u64(18)};
   const std::size_t len = load_le<std::uint16_t>(p + 26);
   if (n < object_head + len) return incomplete;
@@ -108,15 +130,45 @@ inline std::size_t parse(const char* p, std::size_t n, record& out) {
   return object_head + len;
 }
 
+// The helper's half: a byte stream from the owner, cut into whole records.
+class stream {
+ public:
+  // Takes `n` more bytes and calls f(record) for each record now whole;
+  // once bytes come that are not the protocol, the rest is ignored (false).
+  template <class F>
+  bool feed(const char* p, std::size_t n, F&& f) {
+    if (confused_) return false;
+    in_.append(p, n);
+    std::size_t at = 0;
+    for (record r;;) {
+      const std::size_t took = parse(in_.data() + at, in_.size() - at, r);
+      if (took == incomplete) break;
+      if (took == invalid) {
+        confused_ = true;
+        in_.clear();
+        return false;
+      }
+      at += took;
+      f(r);
+    }
+    in_.erase(0, at);
+    return true;
+  }
+
+ private:
+  std::string in_;  // what has come and is not a whole record yet
+  bool confused_ = false;
+};
+
 // The objects still registered: 'R' records less the 'U' records of the
 // same kind, name, device and inode, in constant time each (a journal may
 // hold hundreds of thousands, and another user may write a forged one).
 class live_set {
  public:
   void apply(const record& r) {
-    if (r.op == 'R') {
+    if (r.op == op::add) {
       if (live_.insert_or_assign(key(r), r).second) bytes_ += object_head + r.name.size();
-    } else if (r.op == 'U') {
+    } else if (r.op == op::remove) {
       if (live_.erase(key(r))) bytes_ -= object_head + r.name.size();
     }
   }
@@ -126,7 +178,7 @@ class live_set {
     std::size_t at = 0;
     for (record r;;) {
       const std::size_t took = parse(p + at, n - at, r);
-      if (took == incomplete || took == invalid || r.op == 'T') return at;
+      if (took == incomplete || took == invalid || r.op == op::token) return at;
       apply(r);
       at += took;
     }
@@ -148,7 +200,7 @@ class live_set {
   static std::string key(const record& r) {
     std::string k;
     k.reserve(r.name.size() + 28);
-    k += r.kind;
+    k += char(r.kind);
     put_u64(k, r.object.device);
     put_u64(k, r.object.inode);
     put_u64(k, r.object.birth_ns);
@@ -159,4 +211,4 @@ class live_set {
   std::size_t bytes_ = 0;
 };
 
-}  // namespace shmarray::detail::wire
+}  // namespace shmarray::detail::owner::wire

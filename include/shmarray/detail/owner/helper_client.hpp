@@ -1,4 +1,4 @@
-// shmarray internals: the watchdog. A process that owns named segments has a
+// shmarray internals: the watchdog client. A process that owns named segments has a
 // helper process (the installed `shmarray` command, in its hidden watchdog
 // mode) hold one end of a socket; the owner registers each segment as it
 // makes it and unregisters it when it removes it. When the owner dies,
@@ -32,15 +32,15 @@
 #include <string>
 #include <vector>
 
-#include "os.hpp"
+#include "../os_error.hpp"
 #include "token.hpp"
 #include "wire.hpp"
 
 extern char** environ;
 
-namespace shmarray::detail {
+namespace shmarray::detail::owner {
 
-// The records sent to the helper are detail/wire.hpp's.
+// The records sent to the helper are wire.hpp's; the helper is helper_daemon.hpp.
 
 // Where the helper is: $SHMARRAY_HELPER (empty: no helper), the path the
 // build recorded (SHMARRAY_HELPER), then `shmarray` on PATH.
@@ -68,21 +68,22 @@ inline std::string find_helper() {
 class watchdog {
  public:
   static watchdog& get() {
-    static watchdog* w = new watchdog;  // never destroyed: segments outlive statics
+    static watchdog* w = make_once();  // never destroyed: segments outlive statics
     return *w;
   }
 
   // Registers a named segment (starting the helper with the first); `token`
   // is the owner's token, 0 if none. Quietly does nothing where there is no
   // helper (said once on stderr).
-  void add(char kind, const std::string& name, const object_id& id, std::uint64_t token) noexcept {
+  void add(wire::object_kind kind, const std::string& name, const object_id& id,
+           std::uint64_t token) noexcept {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
     if (token) token_ = token;
     std::string rec;
     try {
-      wire::object_record(rec, 'R', kind, name, id);
-      registered_.apply({'R', kind, 0, id, name});
+      wire::object_record(rec, wire::op::add, kind, name, id);
+      registered_.apply({wire::op::add, kind, 0, id, name});
     } catch (...) {  // out of memory: nothing more can be done
       return;
     }
@@ -116,13 +117,13 @@ class watchdog {
   // Unregisters the object `dev`/`ino` registered under `name`: the owner
   // removed it, or its creation failed. Another object registered under
   // the same name stays registered.
-  void remove(char kind, const std::string& name, const object_id& id) noexcept {
+  void remove(wire::object_kind kind, const std::string& name, const object_id& id) noexcept {
     std::lock_guard<std::mutex> g(mu_);
     if (pid_ != ::getpid()) return;
     std::string rec;
     try {
-      wire::object_record(rec, 'U', kind, name, id);
-      registered_.apply({'U', kind, 0, id, name});
+      wire::object_record(rec, wire::op::remove, kind, name, id);
+      registered_.apply({wire::op::remove, kind, 0, id, name});
     } catch (...) {
       return;
     }
@@ -142,33 +143,27 @@ class watchdog {
   }
 
  private:
-  watchdog() {
-    // The watchdog's mutex is held when the token's is taken (journal), so
-    // the token's fork handlers are registered first: prepare handlers run
-    // in reverse order, taking the watchdog's mutex, then the token's.
-    (void)owner_token::get();
-    ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
-                     [] {
-                       // A forked child does not keep its parent's helper
-                       // waiting: its copy of the socket goes.
-                       watchdog& w = get();
-                       if (w.fd_ >= 0) ::close(w.fd_);
-                       if (w.ack_ >= 0) ::close(w.ack_);
-                       w.fd_ = w.ack_ = -1;
-                       w.mid_ = 0;  // the parent's child, not ours
-                       w.ack_got_ = 0;
-                       w.helper_ = 0;
-                       w.token_sent_ = w.token_ = w.journaled_ = 0;
-                       w.registered_.clear();  // the parent's, not ours
-                       w.tried_ = w.lost_ = false;
-                       w.pid_ = ::getpid();
-                       w.mu_.unlock();
-                     });
-    pid_ = ::getpid();
+  watchdog() : pid_(::getpid()) {}
+  static watchdog* make_once() {
+    // Its mutex is held when the token's is taken (journal): the fork
+    // handlers take it first (see fork_reset).
+    static const fork_reset::hooks hooks{[]() noexcept { get().mu_.lock(); },
+                                         []() noexcept { get().mu_.unlock(); },
+                                         []() noexcept { get().forget_parent(true); }};
+    (void)token::get();
+    auto* w = new watchdog;
+    fork_reset::join(fork_reset::watchdog_part, hooks);
+    return w;
   }
 
-  void adopt_process() noexcept {
-    if (pid_ == ::getpid()) return;
+  // The parent's helper is not ours: a forked child does not keep it
+  // waiting (its copy of the socket goes); a child of vfork or clone may
+  // share the parent's descriptors, and closes nothing.
+  void forget_parent(bool close_descriptors) noexcept {
+    if (close_descriptors) {
+      if (fd_ >= 0) ::close(fd_);
+      if (ack_ >= 0) ::close(ack_);
+    }
     fd_ = ack_ = -1;
     mid_ = 0;
     ack_got_ = 0;
@@ -177,6 +172,10 @@ class watchdog {
     registered_.clear();
     tried_ = lost_ = false;
     pid_ = ::getpid();
+  }
+
+  void adopt_process() noexcept {
+    if (pid_ != ::getpid()) forget_parent(false);
   }
 
   // Whether the helper has gone: it never writes, so a readable socket (end
@@ -230,7 +229,7 @@ class watchdog {
   std::string all_registered() const {
     std::string all;
     for (const auto& [key, r] : registered_)
-      wire::object_record(all, 'R', r.kind, r.name, r.object);
+      wire::object_record(all, wire::op::add, r.kind, r.name, r.object);
     return all;
   }
 
@@ -242,12 +241,12 @@ class watchdog {
   }
 
   // Keeps the owner token's journal in step with what is registered (see
-  // owner_token::journal): appends `rec`; writes it whole to a new token,
+  // token::journal): appends `rec`; writes it whole to a new token,
   // and rewrites it when it has grown to four times what is still live.
   void journal(const std::string& rec) noexcept {
     if (!token_) return;
     try {
-      owner_token& t = owner_token::get();
+      token& t = token::get();
       if (journaled_ == token_ && t.journal(token_, rec, false)) {
         const std::size_t bytes = t.journal_bytes();
         if (bytes < (64u << 10) || bytes < 4 * registered_.bytes()) return;
@@ -396,4 +395,4 @@ class watchdog {
   bool said_ = false;
 };
 
-}  // namespace shmarray::detail
+}  // namespace shmarray::detail::owner
