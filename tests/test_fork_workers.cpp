@@ -261,7 +261,7 @@ TEST_CASE("the worker hook runs in every worker, not in the parent") {
     process_pool pool(2);
     int* p = ran.data();
     std::fill(ran.begin(), ran.end(), 0);
-    pool.run([p](const worker& w) { p[w.rank()] = hook_ran; });
+    pool.run([](int* x, const worker& w) { x[w.rank()] = hook_ran; }, p);
     CHECK(ran(0) + ran(1) == 2);
   }
   CHECK(hook_ran == 0);
@@ -327,8 +327,8 @@ TEST_CASE("parallel_for: dynamic chunks, signed and empty ranges, fewer indices 
                  [&](int i, const worker& w) { workers(std::size_t(i)) = int(w.count()); });
     CHECK(workers(0) == 2);  // two indices: two workers, not eight
     CHECK(workers(1) == 2);
-    CHECK_THROWS_AS(parallel_for(0, 0, 10, [](int) {}), std::invalid_argument);
-    CHECK_THROWS_AS(fork_workers(0, [] {}), std::invalid_argument);
+    CHECK_THROWS_AS(parallel_for(0, 0, 10, [](int) {}), shmarray::invalid_argument);
+    CHECK_THROWS_AS(fork_workers(0, [] {}), shmarray::invalid_argument);
   }
   CHECK(no_children());
   CHECK(names.left().empty());
@@ -454,7 +454,7 @@ TEST_CASE("workers die with their parent: a killed parent leaves none") {
   SECTION("a pool's idle workers") {
     const int status = owner_killed(2, [](std::atomic<pid_t>* pids) {
       process_pool pool(2);
-      pool.run([pids](const worker& w) { pids[w.rank()] = ::getpid(); });
+      pool.run([](std::atomic<pid_t>* ps, const worker& w) { ps[w.rank()] = ::getpid(); }, pids);
       for (;;)
         ::pause();
     });

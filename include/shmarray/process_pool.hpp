@@ -21,6 +21,8 @@
 #include "detail/fork_server.hpp"
 #include "detail/index_split.hpp"
 #include "detail/job_protocol.hpp"
+#include "detail/mapping_registry.hpp"
+#include "detail/pool_job.hpp"
 #include "detail/os.hpp"
 #include "errors.hpp"
 #include "worker.hpp"
@@ -32,15 +34,18 @@ namespace shmarray {
 // a fork() each step (from a parent with gigabytes of private memory, a fork
 // costs tens of milliseconds).
 //
-// A job is copied byte for byte into shared memory and called in workers that
-// were forked before it existed, so it must be trivially copyable (checked at
-// compile time): a function pointer, or a lambda capturing by value only
-// indices, sizes, fixed_name and raw pointers into shared arrays made before
-// the pool. A pointer or reference to the parent's stack is refused when the
-// job is run (where the closure has no padding to hide one); an array made
-// after the pool is reached by name (capture a fixed_name and attach in the
-// job). The job's code must be in the program or a library loaded before the
-// pool (not a library dlopen()ed later).
+// The workers were forked when the pool was made, so a job cannot see the
+// parent's memory as it is now, only shared memory made before the pool. So
+// a job is a callable that captures nothing (a captureless lambda or a
+// function pointer: checked at compile time) and, optionally, one argument,
+// copied into shared memory for the call: a trivially copyable value with
+// no padding (indices, sizes, pointers and array_refs into arrays made
+// before the pool, fixed_name). The argument is checked when the job is run:
+// a pointer into the parent's stack, or into an array made after the pool,
+// is refused (invalid_job). An array made after the pool is reached by name
+// (pass a fixed_name and attach in the job). The job's code must be in the
+// program or a library loaded before the pool (not a library dlopen()ed
+// later).
 //
 // The workers are forked by a fork server made with the pool (see
 // detail::fork_server): each sees the parent's memory as it was when the pool
@@ -60,7 +65,8 @@ class process_pool {
     wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_ < 0) detail::throw_errno(errno, "eventfd for a process_pool");
     detail::scope_exit close_wake([this] { ::close(wake_); });
-    stack_ = stack_range();
+    const auto stack = stack_range();
+    mem_ = {stack.first, stack.second, detail::mapping_registry::instance().last()};
     detail::board* b = board_.get();
     const int wake = wake_;
     server_ = std::make_unique<detail::fork_server>(
@@ -102,17 +108,40 @@ class process_pool {
   // Calls fn(worker) (or fn()) on every worker once; returns when all have.
   template <class F>
   void run(F fn, const worker_options& o = {}) {
-    check_job(fn);
-    detail::stage_run(*board_, fn);
+    detail::check_callable<F>();
+    check_owner();
+    detail::stage_run(*board_, detail::plain_job<F>{fn});
+    post_and_wait(o);
+  }
+  // Calls fn(arg, worker) (or fn(arg)) on every worker once, with a copy of arg.
+  template <class F, class Arg, class = detail::if_job_argument<Arg>>
+  void run(F fn, const Arg& arg, const worker_options& o = {}) {
+    detail::check_callable<F>();
+    detail::check_argument_type<Arg>();
+    check_owner();
+    detail::check_argument(arg, mem_);
+    detail::stage_run(*board_, detail::arg_job<F, Arg>{fn, arg});
     post_and_wait(o);
   }
 
   // parallel_for over the pool's workers: fn(i) or fn(i, worker) for each index.
   template <class I, class F>
   void parallel_for(I first, I last, F fn, const for_options& o = {}) {
+    detail::check_callable<F>();
     if (detail::range_length(first, last) == 0) return;  // nothing to run, nothing to check
-    check_job(fn);
+    check_owner();
     if (detail::stage_for(*board_, first, last, fn, o))
+      post_and_wait(detail::with_total(o, detail::range_length(first, last)));
+  }
+  // fn(i, arg, worker) or fn(i, arg) for each index, with a copy of arg.
+  template <class I, class F, class Arg, class = detail::if_job_argument<Arg>>
+  void parallel_for(I first, I last, F fn, const Arg& arg, const for_options& o = {}) {
+    detail::check_callable<F>();
+    detail::check_argument_type<Arg>();
+    if (detail::range_length(first, last) == 0) return;
+    check_owner();
+    detail::check_argument(arg, mem_);
+    if (detail::stage_for(*board_, first, last, detail::arg_for_job<F, Arg>{fn, arg}, o))
       post_and_wait(detail::with_total(o, detail::range_length(first, last)));
   }
 
@@ -129,33 +158,9 @@ class process_pool {
     return {b, b + size};
   }
 
-  // Checks a job before it is copied into the shared slot.
-  template <class F>
-  void check_job(const F& fn) const {
+  void check_owner() const {
     if (::getpid() != owner_)
-      throw std::logic_error("shmarray: a process_pool is used only by the process that made it");
-    unsigned char bytes[sizeof(F)];
-    std::memcpy(bytes, std::addressof(fn), sizeof(F));
-    // A word that points into the parent's stack: a pointer to a local; the
-    // workers' stacks are their own. Only where every byte of the closure is
-    // a value: padding holds whatever was on the stack before, which may
-    // look like anything, and a closure with a reference member ([&]) does
-    // not qualify, so reference captures are not caught (C++17 cannot tell
-    // them at compile time).
-    if constexpr (sizeof(F) >= sizeof(std::uintptr_t) &&
-                  std::has_unique_object_representations_v<F>) {
-      for (std::size_t at = 0; at + sizeof(std::uintptr_t) <= sizeof(F);
-           at += alignof(std::uintptr_t)) {
-        std::uintptr_t word;
-        std::memcpy(&word, bytes + at, sizeof word);
-        if (word >= stack_.first && word < stack_.second)
-          throw std::invalid_argument(
-              "shmarray: a process_pool job captures a pointer into the parent's stack (a "
-              "pointer to a local variable); a worker has a stack of its own, where that address "
-              "means nothing. Capture values, and pointers into shared arrays made before the "
-              "pool");
-      }
-    }
+      throw wrong_process("shmarray: a process_pool is used only by the process that made it");
   }
 
   // A worker's life (after detail::start_worker): say it is ready, serve
@@ -179,8 +184,8 @@ class process_pool {
     for (auto& f : failed)
       if (f.what == worker_failure::kind::signal && (f.code == SIGSEGV || f.code == SIGBUS))
         f.message +=
-            "; in a pool job, is it a pointer into an array made after the pool, or a "
-            "reference to the parent's stack? Capture a fixed_name and attach in the job";
+            "; in a pool job, is it a pointer into an array made after the pool? Create arrays "
+            "before the pool, or pass a fixed_name and attach in the job";
     if (!failed.empty()) throw worker_error(std::move(failed));
   }
 
@@ -188,7 +193,7 @@ class process_pool {
   std::unique_ptr<detail::board> board_;
   int wake_ = -1;
   std::unique_ptr<detail::fork_server> server_;
-  std::pair<std::uintptr_t, std::uintptr_t> stack_{0, 0};
+  detail::pool_memory mem_;  // what the workers do not share
 };
 
 }  // namespace shmarray

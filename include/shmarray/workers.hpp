@@ -3,6 +3,7 @@
 // options they share and array_ref, the view a pool job carries.
 #pragma once
 
+#include "array_ref.hpp"
 #include "fork_workers.hpp"
 #include "process_pool.hpp"
 #include "worker.hpp"

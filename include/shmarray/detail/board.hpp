@@ -117,7 +117,7 @@ class board {
 
 inline void check_worker_count(std::size_t n) {
   if (n == 0 || n > max_workers)
-    throw std::invalid_argument("shmarray: cannot run " + std::to_string(n) + " workers (1 to " +
+    throw invalid_argument("shmarray: cannot run " + std::to_string(n) + " workers (1 to " +
                                 std::to_string(max_workers) + ")");
 }
 
