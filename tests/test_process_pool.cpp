@@ -448,3 +448,73 @@ TEST_CASE("a replacement that dies at once fails the job it missed, not the fork
   die_at_start->store(0);
   pool.run([] {});  // and the pool goes on once they can start
 }
+
+namespace {
+struct sweep_args {
+  const double* in;
+  double* out;
+};
+}  // namespace
+
+// The first program of issue 20, the right way: with [&] (which no longer
+// compiles, tests/compile_fail/pool_job_ping_pong_by_reference.cpp) the
+// workers read the buffers as they were when the pool forked: "expected 5,
+// got 1". Passed as the argument, each call sees the buffers of its sweep.
+TEST_CASE("ping-pong buffers swapped between pool calls are seen as they are now") {
+  test::names names;
+  {
+    manager m(names.options());
+    constexpr std::size_t n = 64;
+    auto a = m.from_shape<double>({n});
+    auto b = m.from_shape<double>({n});
+    a.fill(1.0);
+    b.fill(0.0);
+    process_pool pool(2);
+    double* in = a.data();
+    double* out = b.data();
+    for (int step = 0; step < 4; ++step) {
+      pool.parallel_for(
+          std::size_t(0), n, [](std::size_t i, const sweep_args& s) { s.out[i] = s.in[i] + 1; },
+          sweep_args{in, out});
+      std::swap(in, out);
+    }
+    CHECK(in == a.data());  // four swaps: the last result is in a
+    for (std::size_t i = 0; i < n; ++i)
+      REQUIRE(a(i) == 5.0);
+  }
+  CHECK(names.left().empty());
+}
+
+// The second program of issue 20, the right way: an array_ref of an array
+// made before the pool (with [&], tests/compile_fail/pool_job_handle_by_reference.cpp,
+// it computed nothing: a(9) stayed 0).
+TEST_CASE("a pool job fills an array made before the pool through an array_ref") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<double>({10});
+    process_pool pool(2);
+    pool.parallel_for(
+        0, 10, [](int i, const array_ref<double, 1>& r) { r(i) = 2.0 * i; }, ref<1>(a));
+    CHECK(a(9) == 18.0);
+    CHECK(a(0) == 0.0);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a pool takes a lone double, or a worker_options, as what they are") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<double>({2});
+    double* p = a.data();
+    process_pool pool(2);
+    worker_options o;
+    o.timeout = std::chrono::seconds(20);
+    pool.run([](double* x, const worker& w) { x[w.rank()] = 1.5; }, p, o);
+    pool.run([] {}, o);  // options, not an argument
+    pool.parallel_for(0, 2, [](int i, double s) { (void)i, (void)s; }, 2.5);
+    CHECK(a(0) + a(1) == 3.0);
+  }
+  CHECK(names.left().empty());
+}
