@@ -79,10 +79,10 @@ TEST_CASE("a pool refuses an array_ref of an array made after the pool, naming i
     auto later = m.from_shape<double>({16});  // not mapped in the pool's worker
     const auto r = ref<1>(later);
     CHECK_THROWS_AS(pool.run([](const array_ref<double, 1>& x) { x(0) = 1; }, r), invalid_job);
-    CHECK_THROWS_WITH(
-        pool.parallel_for(0, 4, [](int i, const array_ref<double, 1>& x) { x(i) = 1; }, r),
-        Contains(later.name()) && Contains("made after the pool was created") &&
-            Contains("create arrays before the pool"));
+    CHECK_THROWS_WITH(pool.parallel_for(
+                          0, 4, [](int i, const array_ref<double, 1>& x) { x(i) = 1; }, r),
+                      Contains(later.name()) && Contains("made after the pool was created") &&
+                          Contains("create arrays before the pool"));
     auto anon = m.from_shape<double>({4}, anonymous{});  // anonymous memory, also after
     CHECK_THROWS_WITH(pool.run([](const array_ref<double, 1>&) {}, ref<1>(anon)),
                       Contains("anonymous segment") && Contains("made after the pool"));

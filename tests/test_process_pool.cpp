@@ -36,7 +36,8 @@ TEST_CASE("a pool runs 1000 small jobs on the same workers") {
     CHECK(std::find(pids.begin(), pids.end(), 0) == pids.end());
 
     // parallel_for on the pool, both schedules
-    pool.parallel_for(0, 1000, [](int i, double* x) { x[i] = 2.0 * i; }, d);
+    pool.parallel_for(
+        0, 1000, [](int i, double* x) { x[i] = 2.0 * i; }, d);
     for_options o;
     o.sched = schedule::dynamic;
     o.chunk = 7;
@@ -46,7 +47,8 @@ TEST_CASE("a pool runs 1000 small jobs on the same workers") {
     for (int i = 0; i < 1000; ++i)
       all = all && v(std::size_t(i)) == 2.0 * i + 1;
     CHECK(all);
-    pool.parallel_for(3, 3, [](int, double* x) { x[0] = -1; }, d);  // empty: no job
+    pool.parallel_for(
+        3, 3, [](int, double* x) { x[0] = -1; }, d);  // empty: no job
     CHECK(v(0) == 1.0);
   }
   CHECK(no_children());
@@ -227,7 +229,9 @@ TEST_CASE("a pool refuses jobs that capture the parent's stack, and use from ano
     CHECK_THROWS_WITH(pool.run([](int* s) { *s = 1; }, on_stack),
                       Contains("holds a pointer into the parent's stack"));
     CHECK_THROWS_AS(pool.run([](int* s, const worker&) { *s = 1; }, on_stack), invalid_job);
-    CHECK_THROWS_AS(pool.parallel_for(0, 2, [](int, int* s) { *s = 1; }, on_stack), invalid_job);
+    CHECK_THROWS_AS(pool.parallel_for(
+                        0, 2, [](int, int* s) { *s = 1; }, on_stack),
+                    invalid_job);
     // An argument has no padding (checked at compile time): a valid job is
     // never refused, whatever the stack held before.
     struct flagged {
@@ -513,7 +517,8 @@ TEST_CASE("a pool takes a lone double, or a worker_options, as what they are") {
     o.timeout = std::chrono::seconds(20);
     pool.run([](double* x, const worker& w) { x[w.rank()] = 1.5; }, p, o);
     pool.run([] {}, o);  // options, not an argument
-    pool.parallel_for(0, 2, [](int i, double s) { (void)i, (void)s; }, 2.5);
+    pool.parallel_for(
+        0, 2, [](int i, double s) { (void)i, (void)s; }, 2.5);
     CHECK(a(0) + a(1) == 3.0);
   }
   CHECK(names.left().empty());

@@ -39,8 +39,8 @@ class array_ref {
   array_ref() noexcept = default;
   // A reference to the whole of `a` (an ndarray, or any array with its
   // interface); rank_mismatch unless a has Rank axes.
-  template <class A, class = std::enable_if_t<std::is_convertible_v<
-                         decltype(std::declval<const A&>().data()), T*>>>
+  template <class A, class = std::enable_if_t<
+                         std::is_convertible_v<decltype(std::declval<const A&>().data()), T*>>>
   explicit array_ref(const A& a) {
     static_assert(A::alignment >= alignment, "array_ref: the array type guarantees less alignment");
     if (!a) throw error("shmarray: array_ref of an empty ndarray handle, which refers to no array");

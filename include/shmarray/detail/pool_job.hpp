@@ -23,9 +23,10 @@ namespace shmarray::detail {
 
 // A function pointer, or a class with no state (a lambda that captures nothing).
 template <class F>
-inline constexpr bool is_captureless_v =
-    (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
-    (std::is_class_v<F> && std::is_empty_v<F> && std::is_trivially_copyable_v<F>);
+inline constexpr bool is_captureless_v = (std::is_pointer_v<F> &&
+                                          std::is_function_v<std::remove_pointer_t<F>>) ||
+                                         (std::is_class_v<F> && std::is_empty_v<F> &&
+                                          std::is_trivially_copyable_v<F>);
 
 template <class F>
 constexpr void check_callable() {
