@@ -38,7 +38,9 @@ TEST_CASE("an array_ref has the array's data, shape, strides and elements") {
     CHECK(r.name() == a.name());
     r(0, 0, 0) = 99;
     CHECK(a(0, 0, 0) == 99);
-    auto f = m.from_shape<double>({2, 3}, order::column_major);
+    create_options co;
+    co.order = order::column_major;
+    auto f = m.from_shape<double>({2, 3}, co);
     const array_ref<double, 2> rf(f);
     CHECK(rf.storage_order() == order::column_major);
     CHECK(rf.stride(0) == 1);
