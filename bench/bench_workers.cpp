@@ -186,8 +186,9 @@ int main(int argc, char** argv) {
           compare(
               reps, one_process,
               [&] {
-                pool.parallel_for(std::size_t(0), n_frames,
-                                  [s](std::size_t i) { blur_frame(s + i * frame_h * frame_w); });
+                pool.parallel_for(
+                    std::size_t(0), n_frames,
+                    [](std::size_t i, float* f) { blur_frame(f + i * frame_h * frame_w); }, s);
               },
               reset));
     }
@@ -200,8 +201,9 @@ int main(int argc, char** argv) {
         for (int r = 0; r < reps; ++r) {
           reset();
           t.push_back(bench::seconds_of([&] {
-            pool.parallel_for(std::size_t(0), n_frames,
-                              [s](std::size_t i) { blur_frame(s + i * frame_h * frame_w); });
+            pool.parallel_for(
+                std::size_t(0), n_frames,
+                [](std::size_t i, float* f) { blur_frame(f + i * frame_h * frame_w); }, s);
           }));
         }
         return t;

@@ -47,16 +47,19 @@ void pool_section(shmarray::manager& m) {
   se::vector(x).setZero();
   double* data = x.data();
 
-  shmarray::process_pool pool(2);  // forks its two workers once
-  for (int step = 0; step < 100; ++step)
-    pool.parallel_for(0, 4096, [data](int i) { data[i] += 0.5 * i; });  // a copy of the lambda
+  shmarray::process_pool pool(2);         // forks its two workers once
+  for (int step = 0; step < 100; ++step)  // a job captures nothing: what it needs is its argument
+    pool.parallel_for(
+        0, 4096, [](int i, double* d) { d[i] += 0.5 * i; }, data);
 
   auto later = m.from_shape<double>({2});  // made after the pool: reach it by name
-  shmarray::fixed_name name = later;       // trivially copyable, so a job may capture it
-  pool.run([name](const shmarray::worker& w) {
-    auto a = shmarray::ndarray<double>::attach(name);
-    a(w.rank()) = 1.0 + double(w.rank());
-  });
+  shmarray::fixed_name name = later;       // trivially copyable: a job's argument
+  pool.run(
+      [](const shmarray::fixed_name& n, const shmarray::worker& w) {
+        auto a = shmarray::ndarray<double>::attach(n);
+        a(w.rank()) = 1.0 + double(w.rank());
+      },
+      name);
   check(x(4095) == 100 * 0.5 * 4095, "100 pool steps");
   check(later(0) == 1.0 && later(1) == 2.0, "a job reached a newer array by name");
 }

@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "detail/mapping_registry.hpp"  // workers' hook
 #include "detail/os_error.hpp"
 #include "detail/out_of_space.hpp"
 #include "detail/same_object.hpp"
@@ -69,6 +70,9 @@ struct mapping {
   bool writable = true;
   huge_pages_status huge = huge_pages_status::not_requested;
   object_id id;  // of the named object, for telling a reused name (or inode) apart
+  // workers' hook (detail/mapping_registry.hpp), last so it goes before the
+  // region: a process_pool refuses jobs that point into mappings made after it.
+  registered_mapping registered;
 };
 
 // Lets Boost's mapped_region map any descriptor.
@@ -215,6 +219,7 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
   m.name = std::string(name);
   m.id = id;
   m.region = map_region({fd, bip::read_write}, size, name);
+  m.registered = registered_mapping(m.region.get_address(), m.region.get_size(), name);  // workers' hook
   tune(m, o, shmem);
   return m;
 }
@@ -282,6 +287,7 @@ inline mapping open_mapping(int fd, std::string_view name, bool writable, bool s
   m.writable = writable;
   if (!identify(fd, m.id)) throw_os_error(errno, name, "could not be examined");
   m.region = map_region({fd, writable ? bip::read_write : bip::read_only}, size, name);
+  m.registered = registered_mapping(m.region.get_address(), m.region.get_size(), name);  // workers' hook
   tune(m, o, shmem);
   return m;
 }
