@@ -395,7 +395,7 @@ TEST_CASE("forked workers run Eigen on one thread") {
     CHECK(seen(1) == 1);
     int* p = seen.data();
     process_pool pool(1);
-    pool.run([p] { p[2] = Eigen::nbThreads(); });
+    pool.run([](int* x) { x[2] = Eigen::nbThreads(); }, p);
     CHECK(seen(2) == 1);
   }
   CHECK(Eigen::nbThreads() == 2);  // the parent keeps its own

@@ -136,7 +136,7 @@ TEST_CASE("an owner killed while a pool or fork_workers job runs leaves no segme
       auto a = m.from_shape<double>({1024});
       auto b = m.from_shape<double>({16, 16});
       r->helper = detail::owner::watchdog::get().helper_pid();
-      auto job = [r](const worker& w) {
+      auto job = [](report* r, const worker& w) {
         r->workers[w.rank()] = ::getpid();
         for (;;)
           ::pause();
@@ -144,10 +144,10 @@ TEST_CASE("an owner killed while a pool or fork_workers job runs leaves no segme
       if (pool) {
         process_pool p(2);
         r->ready = 1;
-        p.run(job);
+        p.run(job, r);
       } else {
         r->ready = 1;
-        fork_workers(2, job);
+        fork_workers(2, [&](const worker& w) { job(r, w); });
       }
       ::_exit(0);
     }

@@ -86,17 +86,17 @@ TEST_CASE("a pool made before OpenMP: jobs and the parent may use it, and worker
     const int status = test::in_child([&] {  // OpenMP in the parent: in a child of the test's
       process_pool pool(2);
       if (threads_in_a_region() != omp_get_max_threads()) return 2;  // the parent uses it now
-      pool.run([t](const worker& w) { t[w.rank()] = 10 + threads_in_a_region(); });
+      pool.run([](int* x, const worker& w) { x[w.rank()] = 10 + threads_in_a_region(); }, t);
       // A worker killed: its replacement comes from the pool's fork server,
       // which never ran OpenMP, so its OpenMP works too.
       const pid_t victim = pool.pids()[0];
       try {
-        pool.run([victim] { ::kill(victim, SIGKILL); });
+        pool.run([](pid_t v) { ::kill(v, SIGKILL); }, victim);
       } catch (const worker_error&) {
       }
       worker_options o;
       o.timeout = std::chrono::seconds(20);  // a hang would be a failure, not a stuck test
-      pool.run([t](const worker& w) { t[w.rank()] += 100 + threads_in_a_region(); }, o);
+      pool.run([](int* x, const worker& w) { x[w.rank()] += 100 + threads_in_a_region(); }, t, o);
       return 0;
     });
     CHECK(test::exited_with(status, 0));

@@ -159,6 +159,28 @@ class unsafe_fork : public error {
   using error::error;
 };
 
+// An argument that no call can use: zero workers, or more than the limit;
+// an environment setting out of range.
+class invalid_argument : public error {
+ public:
+  using error::error;
+};
+
+// A process_pool job that its workers could not run as meant: its argument
+// points into the parent's stack, or into memory mapped after the pool was
+// made, which the workers do not have.
+class invalid_job : public invalid_argument {
+ public:
+  using invalid_argument::invalid_argument;
+};
+
+// An object used from a process that may not use it: a process_pool from a
+// forked copy of the process that made it.
+class wrong_process : public error {
+ public:
+  using error::error;
+};
+
 // How one forked worker failed.
 struct worker_failure {
   enum class kind {

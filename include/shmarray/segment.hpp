@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "creation_tags.hpp"
+#include "detail/mapping_registry.hpp"
 #include "detail/same_object.hpp"
 #include "detail/system.hpp"
 #include "errors.hpp"
@@ -86,14 +87,18 @@ class segment {
   // (device, inode, birth time; zero where it has none).
   explicit segment(boost::interprocess::mapped_region&& region, std::string name = {},
                    bool writable = true, huge_pages_status huge = huge_pages_status::not_requested,
-                   object_id id = {}) noexcept
+                   object_id id = {})
       : region_(std::move(region)),
         name_(std::move(name)),
         writable_(writable),
         huge_(huge),
-        id_(id) {
-    // mapping made: every segment's mapping comes in here.
-  }
+        id_(id),
+        // mapping made: every segment's mapping comes in here, and is noted
+        // so that a process_pool can refuse jobs that point into mappings
+        // made after its workers were forked.
+        registered_(region_.get_address() ? detail::registered_mapping(region_.get_address(),
+                                                                       region_.get_size(), name_)
+                                          : detail::registered_mapping()) {}
 
   segment(segment&&) noexcept = default;
   // The mapping held before goes through the destructor, as every other.
@@ -116,6 +121,7 @@ class segment {
     std::swap(writable_, other.writable_);
     std::swap(huge_, other.huge_);
     std::swap(id_, other.id_);
+    std::swap(registered_, other.registered_);
   }
 
   std::byte* data() const noexcept { return static_cast<std::byte*>(region_.get_address()); }
@@ -155,6 +161,8 @@ class segment {
   bool writable_ = true;
   huge_pages_status huge_ = huge_pages_status::not_requested;
   object_id id_;  // of the named object, for telling a reused name (or inode) apart
+  // Last, so that it leaves the registry before region_ unmaps.
+  detail::registered_mapping registered_;
 };
 
 }  // namespace shmarray

@@ -15,6 +15,7 @@
 #include <Eigen/Core>
 #include <array>
 #include <cstddef>
+#include <shmarray/array_ref.hpp>
 #include <shmarray/detail/views.hpp>
 #include <shmarray/manager.hpp>
 #include <shmarray/ndarray.hpp>
@@ -131,6 +132,19 @@ matrix_map<A, Order> matrix(const A& a) {
   detail::require_rank(a, 2, "matrix", "; take one frame of a stack with frame(a, k)");
   detail::require_order<Order>(a, "matrix");
   return matrix_map<A, Order>(a.data(), detail::idx(a.shape(0)), detail::idx(a.shape(1)));
+}
+
+// An array_ref of rank 1 or 2 as its vector or its matrix: the rank is
+// known at compile time (frame(r, k) for one frame of a stack).
+template <int Order = Eigen::RowMajor, class T, std::size_t Rank>
+auto map(const array_ref<T, Rank>& r) {
+  static_assert(Rank == 1 || Rank == 2,
+                "shmarray: eigen::map takes an array_ref of rank 1 or 2; take one frame of a "
+                "stack with frame(r, k), or tensor<N>(r)");
+  if constexpr (Rank == 1)
+    return vector(r);
+  else
+    return matrix<Order>(r);
 }
 
 // A stack holds its frames along its slowest axis: frames x height x width

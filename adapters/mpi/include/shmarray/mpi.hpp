@@ -78,8 +78,8 @@ inline int ranks_per_node_override() {
   char* end = nullptr;
   const long v = std::strtol(k, &end, 10);
   if (*end || v < 1 || v > 1 << 20)
-    throw std::invalid_argument(std::string("shmarray: SHMARRAY_MPI_RANKS_PER_NODE=") + k +
-                                " is not a positive number of ranks");
+    throw shmarray::invalid_argument(std::string("shmarray: SHMARRAY_MPI_RANKS_PER_NODE=") + k +
+                                     " is not a positive number of ranks");
   return int(v);
 }
 

@@ -68,6 +68,14 @@ std::array<std::size_t, N> fixed_shape(const shape_type& s) {
     out[i] = s[i];
   return out;
 }
+// An array_ref's extents (a std::array already).
+template <std::size_t N, std::size_t M>
+std::array<std::size_t, N> fixed_shape(const std::array<std::size_t, M>& s) {
+  std::array<std::size_t, N> out{};
+  for (std::size_t i = 0; i < N && i < M; ++i)
+    out[i] = s[i];
+  return out;
+}
 
 // A contiguous part of an array: where it starts, and its shape.
 template <class T, std::size_t N>

@@ -71,6 +71,18 @@ inline void prepare_job(const job_config& c) {
 // Runs the job prepare_job described on `pool`: load (read or synthesise),
 // to float, the steps, to pixels, projections. `after_stage(name)` runs in
 // the parent after each stage. Throws worker_error if a worker fails.
+// What a pool job gets: the arrays (made before the pool) and the sizes.
+template <class T>
+struct pool_args {
+  T* stack;
+  float* work;
+  T* processed;
+  T* mx;
+  float* mean;
+  float* sd;
+  std::uint64_t F, H, W, frame, which;
+};
+
 template <class T>
 stage_times run_job(process_pool& pool, const job_arrays<T>& a,
                     const std::function<void(const char*)>& after_stage = {}) {
@@ -90,21 +102,19 @@ stage_times run_job(process_pool& pool, const job_arrays<T>& a,
     o.label = label;
     return o;
   };
-  T* stack = a.stack;
-  float* work = a.work;
-  T* processed = a.processed;
+  const pool_args<T> args{a.stack, a.work, a.processed, a.max, a.mean, a.sd, F, H, W, frame, 0};
 
   if (c.input.empty()) {
     if constexpr (std::is_same_v<T, std::uint16_t>) {
       stage("synthesize", [&] {
         pool.parallel_for(
             std::size_t(0), F,
-            [stack, frame](std::size_t k) {
+            [](std::size_t k, const pool_args<T>& p) {
               static std::vector<double> expected;  // each worker's own
-              synthesize_frame(detail::g_job.synthetic, detail::g_spots, k, stack + k * frame,
+              synthesize_frame(detail::g_job.synthetic, detail::g_spots, k, p.stack + k * p.frame,
                                expected);
             },
-            opts("synthesize"));
+            args, opts("synthesize"));
       });
     } else {
       throw std::logic_error("a synthetic stack is uint16");
@@ -115,34 +125,35 @@ stage_times run_job(process_pool& pool, const job_arrays<T>& a,
       worker_options o = opts("read");
       o.total = F;
       pool.run(
-          [stack, frame, F](const worker& w) {
-            const std::size_t b = F * w.rank() / w.count(), e = F * (w.rank() + 1) / w.count();
-            read_tiff(detail::g_job.input, detail::g_job.info, stack + b * frame, b, e - b);
+          [](const pool_args<T>& p, const worker& w) {
+            const std::size_t b = p.F * w.rank() / w.count(), e = p.F * (w.rank() + 1) / w.count();
+            read_tiff(detail::g_job.input, detail::g_job.info, p.stack + b * p.frame, b, e - b);
             w.progress(e - b);
           },
-          o);
+          args, o);
     });
   }
   stage("to float", [&] {
     pool.parallel_for(
         std::size_t(0), F,
-        [stack, work, frame](std::size_t k) {
-          to_work(stack + k * frame, work + k * frame, frame);
+        [](std::size_t k, const pool_args<T>& p) {
+          to_work(p.stack + k * p.frame, p.work + k * p.frame, p.frame);
         },
-        opts("to float"));
+        args, opts("to float"));
   });
-  const float full = full_scale<T>();
   auto each_frame = [&](const char* name, int which) {
     stage(name, [&] {
       pool.parallel_for(
           std::size_t(0), F,
-          [work, H, W, which, full](std::size_t k) {
+          [](std::size_t k, const pool_args<T>& p) {
             static std::vector<float> scratch;  // each worker's own
-            frame_map f(work + k * H * W, Eigen::Index(H), Eigen::Index(W));
-            if (which == 0) subtract_background(f, scratch);
-            if (which == 1) blur(f, detail::g_kernel, scratch);
-            if (which == 2) normalize(f, full);
+            frame_map f(p.work + k * p.H * p.W, Eigen::Index(p.H), Eigen::Index(p.W));
+            if (p.which == 0) subtract_background(f, scratch);
+            if (p.which == 1) blur(f, detail::g_kernel, scratch);
+            if (p.which == 2) normalize(f, full_scale<T>());
           },
+          pool_args<T>{args.stack, args.work, args.processed, args.mx, args.mean, args.sd, F, H, W,
+                       frame, std::uint64_t(which)},
           opts(name));
     });
   };
@@ -152,20 +163,19 @@ stage_times run_job(process_pool& pool, const job_arrays<T>& a,
   stage("to pixels", [&] {
     pool.parallel_for(
         std::size_t(0), F,
-        [work, processed, frame](std::size_t k) {
-          to_pixels(work + k * frame, processed + k * frame, frame);
+        [](std::size_t k, const pool_args<T>& p) {
+          to_pixels(p.work + k * p.frame, p.processed + k * p.frame, p.frame);
         },
-        opts("to pixels"));
+        args, opts("to pixels"));
   });
   stage("projections", [&] {
-    T* mx = a.max;
-    float* mean = a.mean;
-    float* sd = a.sd;
-    pool.run([processed, mx, mean, sd, F, H, W](const worker& w) {
-      const std::size_t b = H * w.rank() / w.count(), e = H * (w.rank() + 1) / w.count();
-      std::vector<moments> acc;
-      if (e > b) project_rows(processed, F, H, W, b, e - b, mx, mean, sd, acc);
-    });
+    pool.run(
+        [](const pool_args<T>& p, const worker& w) {
+          const std::size_t b = p.H * w.rank() / w.count(), e = p.H * (w.rank() + 1) / w.count();
+          std::vector<moments> acc;
+          if (e > b) project_rows(p.processed, p.F, p.H, p.W, b, e - b, p.mx, p.mean, p.sd, acc);
+        },
+        args);
   });
   return t;
 }
