@@ -1,3 +1,4 @@
+#include <boost/interprocess/anonymous_shared_memory.hpp>
 #include <catch2/catch.hpp>
 #include <cstring>
 
@@ -140,4 +141,37 @@ TEST_CASE("a named allocator on a full /dev/shm throws a std::bad_alloc with the
   if (run.skipped()) return;
   INFO(run.said);
   CHECK(run.ok());
+}
+
+namespace {
+// A backing policy written by a user: Boost's anonymous shared memory.
+struct boost_anonymous {
+  const std::string& name() const noexcept {
+    static const std::string none;
+    return none;
+  }
+  segment create(std::size_t size, const map_options&, detail::initial_bytes init = {}) const {
+    auto region = boost::interprocess::anonymous_shared_memory(size);
+    if (init.size > 0) std::memcpy(region.get_address(), init.data, init.size);
+    return segment(std::move(region));
+  }
+};
+}  // namespace
+
+TEST_CASE("the allocator takes a user-written unnamed backing policy") {
+  static_assert(std::allocator_traits<allocator<int, boost_anonymous>>::is_always_equal::value);
+  std::vector<int, allocator<int, boost_anonymous>> v;
+  v.reserve(1000);
+  for (int i = 0; i < 1000; ++i)
+    v.push_back(i);
+  const int status = test::in_child([&] {
+    v[7] = -7;  // shared with the parent: allocated before the fork
+    return 0;
+  });
+  CHECK(test::exited_with(status, 0));
+  CHECK(v[7] == -7);
+  CHECK(v[999] == 999);
+  segment s(create_only, boost_anonymous{}, 4096);
+  CHECK(s.name().empty());
+  CHECK(s.size() == 4096);
 }

@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <new>
 #include <type_traits>
 
@@ -23,13 +25,6 @@ namespace shmarray {
 //
 // allocator<T, posix_shm> gives each allocation a name, owned by a manager:
 // the memory is removed by deallocate or at the manager's end.
-template <class T, class Backing = anonymous>
-class allocator {
-  static_assert(std::is_same_v<Backing, anonymous> || std::is_same_v<Backing, posix_shm>,
-                "shmarray::allocator supports the anonymous backing, and posix_shm through a "
-                "manager; a named backing needs an owner for its lifetime");
-};
-
 namespace detail {
 
 template <class T>
@@ -41,7 +36,69 @@ inline std::size_t allocation_bytes(std::size_t n) {
   return (bytes + page - 1) / page * page;
 }
 
+// The segments allocator<T, Backing> handed out, whatever T.
+struct allocation_table {
+  std::mutex mu;
+  std::map<void*, segment> segments;
+};
+template <class Backing>
+allocation_table& allocations() {
+  static allocation_table t;
+  return t;
+}
+
 }  // namespace detail
+
+// allocator<T, Policy> for any other unnamed backing policy (one with
+// create(size, map_options) returning a segment, and no open() or remove():
+// it can never leak a name) keeps each allocation's segment in a table of
+// the process's, unmapped by deallocate.
+template <class T, class Backing = anonymous>
+class allocator {
+  static_assert(detail::is_backing<Backing>::value,
+                "shmarray::allocator<T, Backing>: Backing is not a backing policy: it has no "
+                "create(std::size_t, const map_options&) const returning a shmarray::segment");
+  static_assert(!detail::is_named<Backing>::value,
+                "shmarray::allocator supports the anonymous backing (and any unnamed backing "
+                "policy), and posix_shm through a manager; a named backing needs an owner for "
+                "its lifetime");
+
+ public:
+  using value_type = T;
+  using propagate_on_container_move_assignment = std::true_type;
+  using is_always_equal = std::true_type;
+  template <class U>
+  struct rebind {
+    using other = allocator<U, Backing>;
+  };
+
+  allocator() noexcept = default;
+  template <class U>
+  allocator(const allocator<U, Backing>&) noexcept {}  // NOLINT(google-explicit-constructor)
+
+  // Throws shmarray::bad_alloc (a std::bad_alloc) with the policy's reason.
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = detail::allocation_bytes<T>(n);
+    try {
+      segment s(create_only, Backing{}, bytes);
+      void* p = s.data();
+      auto& t = detail::allocations<Backing>();
+      const std::lock_guard<std::mutex> hold(t.mu);
+      t.segments.emplace(p, std::move(s));
+      return static_cast<T*>(p);
+    } catch (const error& e) {
+      throw shmarray::bad_alloc(e.what());
+    }
+  }
+  void deallocate(T* p, std::size_t) noexcept {
+    auto& t = detail::allocations<Backing>();
+    const std::lock_guard<std::mutex> hold(t.mu);
+    t.segments.erase(p);
+  }
+
+  friend bool operator==(const allocator&, const allocator&) noexcept { return true; }
+  friend bool operator!=(const allocator&, const allocator&) noexcept { return false; }
+};
 
 template <class T>
 class allocator<T, anonymous> {

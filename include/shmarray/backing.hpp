@@ -19,7 +19,6 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/mapping_registry.hpp"  // workers' hook
 #include "detail/os_error.hpp"
 #include "detail/out_of_space.hpp"
 #include "detail/same_object.hpp"
@@ -27,6 +26,7 @@
 #include "detail/system.hpp"
 #include "detail/unnamed_file.hpp"
 #include "errors.hpp"
+#include "segment.hpp"
 
 // Linux 5.14; older C library headers lack the names.
 #ifndef MADV_POPULATE_READ
@@ -38,42 +38,9 @@
 
 namespace shmarray {
 
-// How a segment is mapped.
-enum class access_mode { read_only, read_write };
-
-// Tuning of a mapping.
-struct map_options {
-  // Populate the page tables up front (MADV_POPULATE_WRITE, or _READ for a
-  // read-only mapping), so the first touch of each page costs no fault.
-  bool prefault = false;
-  // Advise transparent huge pages (MADV_HUGEPAGE); see huge_pages_status.
-  bool huge_pages = false;
-};
-
-// What came of a request for huge pages. Shared memory gets huge pages only
-// where /sys/kernel/mm/transparent_hugepage/shmem_enabled allows them.
-enum class huge_pages_status {
-  not_requested,
-  unavailable,  // the system does not give shared memory huge pages, or madvise failed
-  advised,      // MADV_HUGEPAGE accepted and the system honours the advice
-  always,       // the system gives huge pages to all shared memory anyway
-};
-
 namespace detail {
 
 namespace bip = boost::interprocess;
-
-// One mapped region and what is known about the object behind it.
-struct mapping {
-  bip::mapped_region region;
-  std::string name;  // empty for anonymous memory
-  bool writable = true;
-  huge_pages_status huge = huge_pages_status::not_requested;
-  object_id id;  // of the named object, for telling a reused name (or inode) apart
-  // workers' hook (detail/mapping_registry.hpp), last so it goes before the
-  // region: a process_pool refuses jobs that point into mappings made after it.
-  registered_mapping registered;
-};
 
 // Lets Boost's mapped_region map any descriptor.
 struct fd_mappable {
@@ -139,16 +106,20 @@ inline void populate(void* p, std::size_t n, bool writable) {
 }
 
 // Applies the tuning flags; `shmem` says whether tmpfs pages back the mapping.
-inline void tune(mapping& m, const map_options& o, bool shmem) {
-  void* p = m.region.get_address();
-  const std::size_t n = m.region.get_size();
+// Returns what came of a request for huge pages.
+inline huge_pages_status tune(const bip::mapped_region& r, const map_options& o, bool shmem,
+                              bool writable) {
+  void* p = r.get_address();
+  const std::size_t n = r.get_size();
+  auto huge = huge_pages_status::not_requested;
   if (o.huge_pages) {  // advice first, so that populating can use huge pages
     const auto setting = shmem ? shmem_huge_setting() : huge_pages_status::unavailable;
-    m.huge = setting != huge_pages_status::unavailable && ::madvise(p, n, MADV_HUGEPAGE) == 0
-                 ? setting
-                 : huge_pages_status::unavailable;
+    huge = setting != huge_pages_status::unavailable && ::madvise(p, n, MADV_HUGEPAGE) == 0
+               ? setting
+               : huge_pages_status::unavailable;
   }
-  if (o.prefault) populate(p, n, m.writable);
+  if (o.prefault) populate(p, n, writable);
+  return huge;
 }
 
 inline bip::mapped_region map_region(const fd_mappable& what, std::size_t size,
@@ -160,23 +131,12 @@ inline bip::mapped_region map_region(const fd_mappable& what, std::size_t size,
   }
 }
 
-// Bytes a new segment starts with: [0, size) is written, the rest is zero.
-// `created`, if set, is told the new object's identity as soon as it exists,
-// before it is sized and filled (the manager registers it with the
-// watchdog then, so an owner killed during a long fill leaks nothing).
-struct initial_bytes {
-  const void* data = nullptr;
-  std::size_t size = 0;
-  void (*created)(void* context, const object_id& id) noexcept = nullptr;
-  void* context = nullptr;
-};
-
 // Sizes, fills and reserves a new object of `size` bytes, then maps it. The
 // initial bytes are written with pwrite: one copy, straight into the object's pages,
 // with no zero-filling first and no page faults; the rest is reserved with
 // posix_fallocate. Either way a full file system is out_of_space now, never
 // a SIGBUS later.
-inline mapping create_mapping(int fd, std::string_view name, std::size_t size, bool shmem,
+inline segment create_mapping(int fd, std::string_view name, std::size_t size, bool shmem,
                               space where, const map_options& o, initial_bytes init) {
   // A full file system is said with the space free before this attempt:
   // the new object (unnamed, or named by us a moment ago) is emptied first.
@@ -215,13 +175,9 @@ inline mapping create_mapping(int fd, std::string_view name, std::size_t size, b
     if (rc == ENOSPC || rc == ENOMEM) full();
     if (rc != 0) throw_os_error(rc, name, "could not reserve " + std::to_string(size) + " bytes");
   }
-  mapping m;
-  m.name = std::string(name);
-  m.id = id;
-  m.region = map_region({fd, bip::read_write}, size, name);
-  m.registered = registered_mapping(m.region.get_address(), m.region.get_size(), name);  // workers' hook
-  tune(m, o, shmem);
-  return m;
+  auto region = map_region({fd, bip::read_write}, size, name);
+  const auto huge = tune(region, o, shmem, true);
+  return segment(std::move(region), std::string(name), true, huge, id);
 }
 
 // What an object that is not a regular file is, for a message.
@@ -271,7 +227,7 @@ inline void reserve_holes(int fd, std::string_view name, std::size_t size, space
 // meanwhile is an error there, never a SIGBUS. A writable mapping of a
 // sparse object reserves its holes first.
 template <class Check>
-inline mapping open_mapping(int fd, std::string_view name, bool writable, bool shmem, space where,
+inline segment open_mapping(int fd, std::string_view name, bool writable, bool shmem, space where,
                             const map_options& o, Check&& check) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
@@ -282,14 +238,11 @@ inline mapping open_mapping(int fd, std::string_view name, bool writable, bool s
   const std::size_t size = std::size_t(st.st_size);
   check(fd, size);
   if (writable && is_sparse(st)) reserve_holes(fd, name, size, where);
-  mapping m;
-  m.name = std::string(name);
-  m.writable = writable;
-  if (!identify(fd, m.id)) throw_os_error(errno, name, "could not be examined");
-  m.region = map_region({fd, writable ? bip::read_write : bip::read_only}, size, name);
-  m.registered = registered_mapping(m.region.get_address(), m.region.get_size(), name);  // workers' hook
-  tune(m, o, shmem);
-  return m;
+  object_id id;
+  if (!identify(fd, id)) throw_os_error(errno, name, "could not be examined");
+  auto region = map_region({fd, writable ? bip::read_write : bip::read_only}, size, name);
+  const auto huge = tune(region, o, shmem, writable);
+  return segment(std::move(region), std::string(name), writable, huge, id);
 }
 
 // A check before mapping that checks nothing.
@@ -308,7 +261,7 @@ class named_backing {
   // at any moment leaves no name behind that nobody knows of, and no reader
   // ever finds it empty. Where the kernel or file system cannot make or link
   // unnamed files, the name is created first and removed on failure.
-  mapping create(std::size_t size, const map_options& o, initial_bytes init = {}) const {
+  segment create(std::size_t size, const map_options& o, initial_bytes init = {}) const {
     self().check_creatable();
     // A name that exists fails at once, before any work (the link below
     // would refuse it too, after the fill).
@@ -335,7 +288,7 @@ class named_backing {
   // Opens the object without following a symbolic link, runs check(fd,
   // size) on it before anything is mapped (see open_mapping), and maps it.
   template <class Check = no_check>
-  mapping open(access_mode a, const map_options& o, Check&& check = {}) const {
+  segment open(access_mode a, const map_options& o, Check&& check = {}) const {
     const bool writable = a == access_mode::read_write;
     const int fd =
         self().open_fd((writable ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
@@ -376,8 +329,6 @@ class named_backing {
 
 }  // namespace detail
 
-using detail::object_id;
-
 // Memory shared with fork() children only. It has no name, so it can never
 // leak. It is a memfd (an unnamed tmpfs file, as MAP_SHARED | MAP_ANONYMOUS
 // memory is inside the kernel) so that, like the named backings, it is
@@ -389,12 +340,14 @@ struct anonymous {
     return none;
   }
 
-  detail::mapping create(std::size_t size, const map_options& o,
-                         detail::initial_bytes init = {}) const {
+  // Where its bytes are (for messages and the owner's records).
+  static constexpr detail::space where = detail::space::memory;
+
+  segment create(std::size_t size, const map_options& o, detail::initial_bytes init = {}) const {
     const int fd = ::memfd_create("shmarray", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) detail::throw_os_error(errno, "", "could not be created");
     detail::fd_guard close_fd{fd};
-    auto m = detail::create_mapping(fd, "", size, true, detail::space::memory, o, init);
+    auto m = detail::create_mapping(fd, "", size, true, where, o, init);
     // Sealed at its size: no process can shrink it under the mappings (a
     // SIGBUS for every mapper) or grow it, even through /proc. A kernel
     // without seals leaves it as it was.
@@ -407,6 +360,9 @@ struct anonymous {
 // may attach by name. Names may start with '/', and hold no other '/'.
 class posix_shm : public detail::named_backing<posix_shm> {
  public:
+  // Where its objects are (for messages and the owner's records).
+  static constexpr detail::space where = detail::space::dev_shm;
+
   explicit posix_shm(std::string_view name) : name_(normalise(name)) {}
 
   // The name with its leading '/'.
@@ -444,7 +400,6 @@ class posix_shm : public detail::named_backing<posix_shm> {
 
  private:
   friend class detail::named_backing<posix_shm>;
-  static constexpr detail::space where = detail::space::dev_shm;
   // "sem." names are POSIX semaphores' (sem_open), which listings skip.
   void check_creatable() const {
     if (name_.compare(0, 5, "/sem.") == 0)
@@ -470,6 +425,9 @@ class posix_shm : public detail::named_backing<posix_shm> {
 // A relative path is made absolute at once, so a later chdir changes nothing.
 class file : public detail::named_backing<file> {
  public:
+  // Where its objects are (for messages and the owner's records).
+  static constexpr detail::space where = detail::space::file_system;
+
   explicit file(std::string_view path) : path_(absolute(path)) {}
 
   const std::string& name() const noexcept { return path_; }
@@ -484,7 +442,6 @@ class file : public detail::named_backing<file> {
 
  private:
   friend class detail::named_backing<file>;
-  static constexpr detail::space where = detail::space::file_system;
   void check_creatable() const noexcept {}
   std::string directory() const {
     const auto slash = path_.rfind('/');

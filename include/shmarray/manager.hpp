@@ -212,7 +212,7 @@ class manager {
 
   template <class Backing>
   static constexpr char kind_of() {
-    return std::is_same_v<Backing, posix_shm> ? 's' : 'f';
+    return char(detail::owner::wire::kind_of(Backing::where));  // the backing says where
   }
 
   // The name the watchdog (and the token's journal) knows an object by.
