@@ -118,7 +118,7 @@ class board {
 inline void check_worker_count(std::size_t n) {
   if (n == 0 || n > max_workers)
     throw invalid_argument("shmarray: cannot run " + std::to_string(n) + " workers (1 to " +
-                                std::to_string(max_workers) + ")");
+                           std::to_string(max_workers) + ")");
 }
 
 }  // namespace shmarray::detail
