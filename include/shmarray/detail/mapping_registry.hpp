@@ -5,14 +5,14 @@
 // have that memory mapped.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
-#include <vector>
 
 namespace shmarray::detail {
 
@@ -31,14 +31,18 @@ class mapping_registry {
   std::uint64_t add(const void* p, std::size_t n, std::string_view name) {
     const auto b = reinterpret_cast<std::uintptr_t>(p);
     std::lock_guard<std::mutex> g(m_);
-    ranges_.push_back({b, b + n, ++last_, std::string(name)});
-    return last_;
+    const std::uint64_t seq = ++last_;
+    begins_[seq] = b;  // first: if the next line throws, remove() still finds its way
+    ranges_[b] = {b, b + n, seq, std::string(name)};  // live mappings never overlap
+    return seq;
   }
   void remove(std::uint64_t seq) noexcept {
     std::lock_guard<std::mutex> g(m_);
-    ranges_.erase(std::remove_if(ranges_.begin(), ranges_.end(),
-                                 [seq](const mapped_range& r) { return r.seq == seq; }),
-                  ranges_.end());
+    const auto at = begins_.find(seq);
+    if (at == begins_.end()) return;
+    const auto r = ranges_.find(at->second);
+    if (r != ranges_.end() && r->second.seq == seq) ranges_.erase(r);
+    begins_.erase(at);
   }
   // The number of the last mapping made so far.
   std::uint64_t last() const {
@@ -47,18 +51,22 @@ class mapping_registry {
   }
   // The mapping that holds `addr`; seq 0 if none.
   mapped_range holding(std::uintptr_t addr) const { return made_after(addr, 0); }
-  // The mapping that holds `addr`, made after mapping number `after`; seq 0 if none.
+  // The mapping that holds `addr`, made after mapping number `after`; seq 0
+  // if none. A lookup, not a scan: a pool checks every word of every job's
+  // argument, in processes that may hold tens of thousands of arrays.
   mapped_range made_after(std::uintptr_t addr, std::uint64_t after) const {
     std::lock_guard<std::mutex> g(m_);
-    for (const auto& r : ranges_)
-      if (r.seq > after && addr >= r.begin && addr < r.end) return r;
-    return {};
+    auto it = ranges_.upper_bound(addr);  // the first mapping that starts past addr
+    if (it == ranges_.begin()) return {};
+    const mapped_range& r = (--it)->second;
+    return addr < r.end && r.seq > after ? r : mapped_range{};
   }
 
  private:
   mapping_registry() = default;
   mutable std::mutex m_;
-  std::vector<mapped_range> ranges_;
+  std::map<std::uintptr_t, mapped_range> ranges_;             // by first address
+  std::unordered_map<std::uint64_t, std::uintptr_t> begins_;  // by sequence number
   std::uint64_t last_ = 0;
 };
 
