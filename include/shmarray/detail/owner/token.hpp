@@ -412,24 +412,36 @@ inline liveness token_state(std::uint64_t id, bool other_boot, int* err = nullpt
   return state;
 }
 
-// Removes token `id` if nobody holds it: takes the exclusive lock first and
-// removes the name while holding it, and only if the name still names the
-// object locked. while_locked(fd, st) runs just before, holding the lock
-// (gc collects what the token's journal names then); the token stays where
-// it returns false or throws, so that nothing its journal names is lost.
-// True if removed; with `dry_run`, true where it would be, and nothing is.
+// Removes token `id` if nobody holds it. A shared lock that is granted at
+// once says the owner is dead (as token_lock_state asks), and is what the
+// collector holds while it works: every reader that asks meanwhile is told
+// "dead" too, where an exclusive lock would read as "alive" to it. Collectors
+// keep out of each other's way with an open-file-description write lock
+// (F_OFD_SETLK: independent of flock) on the token, taken after the shared
+// lock; then the name is removed only if it still names the object locked
+// (a collector that came just before has removed it, or a new owner has
+// taken it: an owner made by name takes its exclusive lock blocking, so it
+// waits for our shared lock to go and then finds the name no longer its).
+// while_locked(fd, st) runs just before, holding both (gc collects what the
+// token's journal names then); the token stays where it returns false or
+// throws, so that nothing its journal names is lost. True if removed; with
+// `dry_run`, true where it would be, and nothing is.
 template <class F>
 inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked,
                                  bool dry_run = false) noexcept {
   const std::string name = token_name(id);
-  const int fd = ::shm_open(name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+  // Read and write: a write lock needs it. Nothing is written through it.
+  const int fd = ::shm_open(name.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
   if (fd < 0) return false;
   bool removed = false;
-  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-    struct stat locked {
-    }, named{};
-    if (::fstat(fd, &locked) == 0 && S_ISREG(locked.st_mode) &&
-        ::stat(("/dev/shm" + name).c_str(), &named) == 0 && locked.st_ino == named.st_ino &&
+  struct flock only_me {};
+  only_me.l_type = F_WRLCK;
+  only_me.l_whence = SEEK_SET;  // l_start 0, l_len 0: the whole file
+  struct stat locked {};
+  if (::fstat(fd, &locked) == 0 && S_ISREG(locked.st_mode) && ::flock(fd, LOCK_SH | LOCK_NB) == 0 &&
+      ::fcntl(fd, F_OFD_SETLK, &only_me) == 0) {
+    struct stat named {};
+    if (::stat(("/dev/shm" + name).c_str(), &named) == 0 && locked.st_ino == named.st_ino &&
         locked.st_dev == named.st_dev) {
       bool done = false;
       try {
@@ -439,7 +451,7 @@ inline bool remove_token_if_dead(std::uint64_t id, F&& while_locked,
       removed = done && (dry_run || ::shm_unlink(name.c_str()) == 0);
     }
   }
-  ::close(fd);  // and the lock with it
+  ::close(fd);  // and both locks with it
   return removed;
 }
 
