@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <shmarray/segment.hpp>
 #include <string>
+#include <vector>
 
 #include "support.hpp"
 
@@ -174,7 +176,6 @@ TEST_CASE("prefault populates the page tables up front") {
 
 TEST_CASE("huge-page advice reports what the system allows and what took effect") {
   test::names names;
-  const auto setting = detail::shmem_huge_setting();
   map_options o;
   o.huge_pages = true;
   o.prefault = true;
@@ -182,11 +183,139 @@ TEST_CASE("huge-page advice reports what the system allows and what took effect"
   segment s(create_only, posix_shm(names("huge")), size, o);
   segment plain(create_only, anonymous{}, 4096);
   CHECK(plain.huge_pages() == huge_pages_status::not_requested);
+  // /dev/shm's own mount decides (its huge= option), not shmem_enabled.
+  const int shm = ::open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(shm >= 0);
+  const auto setting = detail::huge_pages_setting(shm, false);
+  ::close(shm);
   CHECK(s.huge_pages() == setting);
   if (setting == huge_pages_status::unavailable) CHECK(s.huge_page_bytes() == 0);
   CHECK(s.huge_page_bytes() <= size);
   remove(posix_shm(names("huge")));
   CHECK(names.left().empty());
+}
+
+namespace {
+
+// In a private tmpfs mounted over `where` with huge=`mode`: makes an 8 MiB
+// segment by `make(map_options, initial_bytes)` with and without huge pages
+// asked for, writes every page, and says what each got. Exit codes: 0 as
+// `expect` and the bytes (without, with) want; 77 where no tmpfs can be
+// mounted or the system's shmem_enabled overrides every mount.
+template <class Make>
+test::namespace_run huge_pages_in(const char* where, const std::string& mode,
+                                  huge_pages_status expect, bool without, bool with, Make&& make) {
+  const std::string options = "64m,huge=" + mode;
+  return test::in_small_tmpfs(where, options.c_str(), [&](auto say) {
+    const auto system = detail::shmem_enabled_mode();
+    if (system.empty() || system == "deny" || system == "force") {
+      say("shmem_enabled is [" + system + "], which overrides every mount");
+      return 77;
+    }
+    const std::size_t size = 8u << 20;
+    std::vector<unsigned char> bytes(size / 2);
+    for (std::size_t i = 0; i < bytes.size(); ++i)
+      bytes[i] = static_cast<unsigned char>(i * 7);
+    detail::initial_bytes init;
+    init.data = bytes.data();
+    init.size = bytes.size();
+    int code = 0;
+    for (const bool asked : {false, true}) {
+      map_options o;
+      o.huge_pages = asked;
+      segment s = make(o, init, asked ? "with" : "without");
+      auto* p = reinterpret_cast<unsigned char*>(s.data());
+      if (std::memcmp(p, bytes.data(), bytes.size()) != 0 || p[size - 1] != 0) {
+        say("the initial bytes are not what was written; ");
+        code = 1;
+      }
+      std::memset(p + bytes.size(), 1, size - bytes.size());
+      const auto status = s.huge_pages();
+      const std::size_t got = s.huge_page_bytes();
+      say(std::string(asked ? "asked" : "not asked") + ": " + std::to_string(got >> 20) +
+          " MiB huge; ");
+      if (asked && status != expect) {
+        say("status " + std::to_string(int(status)) + " not " + std::to_string(int(expect)) + "; ");
+        code = 2;
+      }
+      if (!asked && status != huge_pages_status::not_requested) code = 3;
+      if ((got > 0) != (asked ? with : without)) code = 4;
+    }
+    return code;
+  });
+}
+
+}  // namespace
+
+TEST_CASE("huge pages follow the tmpfs mount a named segment lives on") {
+  struct expectation {
+    const char* mode;
+    huge_pages_status status;
+    bool without, with;  // whether each gets huge pages
+  };
+  // As measured on Debian 12 (6.1): never none; advise only when advised,
+  // which needs the advice before the pages are reserved; always and
+  // within_size (a segment is sized before it is mapped) always.
+  for (const auto& e : {expectation{"never", huge_pages_status::unavailable, false, false},
+                        expectation{"advise", huge_pages_status::advised, false, true},
+                        expectation{"always", huge_pages_status::always, true, true},
+                        expectation{"within_size", huge_pages_status::always, true, true}}) {
+    INFO("huge=" << e.mode);
+    const auto run =
+        huge_pages_in("/dev/shm", e.mode, e.status, e.without, e.with,
+                      [](const map_options& o, detail::initial_bytes init, const char* tail) {
+                        const std::string name = std::string("/huge_") + tail;
+                        segment s(create_only, posix_shm(name), 8u << 20, o, init);
+                        posix_shm(name).remove();
+                        return s;
+                      });
+    if (run.skipped()) return;
+    INFO(run.said);
+    CHECK(run.ok());
+  }
+}
+
+TEST_CASE("huge pages follow the tmpfs mount a file backing lives on") {
+  char dir[] = "/tmp/shmarray_huge_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string d = dir;
+  const auto run =
+      huge_pages_in(dir, "advise", huge_pages_status::advised, false, true,
+                    [&](const map_options& o, detail::initial_bytes init, const char* tail) {
+                      const std::string path = d + "/" + tail;
+                      segment s(create_only, file(path), 8u << 20, o, init);
+                      file(path).remove();
+                      return s;
+                    });
+  ::rmdir(dir);
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
+}
+
+TEST_CASE("huge pages asked for on a full huge=advise mount are out_of_space and leave nothing") {
+  const auto run = test::in_small_tmpfs("/dev/shm", "4m,huge=advise", [](auto say) {
+    map_options o;
+    o.huge_pages = true;
+    try {
+      segment s(create_only, posix_shm("/shmarray_full_huge"), 8u << 20, o);
+      say("created an 8 MiB segment in a 4 MiB /dev/shm");
+      return 1;
+    } catch (const out_of_space& e) {
+      say(e.what());
+      if (e.bytes_needed() != (8u << 20)) return 2;
+    }
+    for (const auto& n : test::in_shm())
+      say("left: " + n + "; ");
+    if (!test::in_shm().empty()) return 3;
+    struct statvfs fs {};  // nothing left, not even unnamed pages
+    if (::statvfs("/dev/shm", &fs) != 0) return 4;
+    say("free " + std::to_string(fs.f_bfree) + " of " + std::to_string(fs.f_blocks));
+    return fs.f_bfree == fs.f_blocks ? 0 : 5;
+  });
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
 }
 
 TEST_CASE("a full /dev/shm is out_of_space at creation, naming the sizes, leaving nothing") {

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "detail/huge_pages.hpp"
 #include "detail/os_error.hpp"
 #include "detail/out_of_space.hpp"
 #include "detail/same_object.hpp"
@@ -78,21 +78,6 @@ struct fd_guard {
   }
 };
 
-inline huge_pages_status shmem_huge_setting() {
-  std::FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
-  if (!f) return huge_pages_status::unavailable;
-  char text[128] = {};
-  const std::size_t n = std::fread(text, 1, sizeof text - 1, f);
-  std::fclose(f);
-  const std::string_view s(text, n);
-  const auto open = s.find('['), close = s.find(']');
-  if (open == s.npos || close == s.npos || close < open) return huge_pages_status::unavailable;
-  const auto active = s.substr(open + 1, close - open - 1);
-  if (active == "always" || active == "force") return huge_pages_status::always;
-  if (active == "advise" || active == "within_size") return huge_pages_status::advised;
-  return huge_pages_status::unavailable;
-}
-
 // Populates the page tables of a mapping.
 inline void populate(void* p, std::size_t n, bool writable) {
   if (::madvise(p, n, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0) return;
@@ -105,21 +90,25 @@ inline void populate(void* p, std::size_t n, bool writable) {
     (void)c[off];
 }
 
-// Applies the tuning flags; `shmem` says whether tmpfs pages back the mapping.
-// Returns what came of a request for huge pages.
-inline huge_pages_status tune(const bip::mapped_region& r, const map_options& o, bool shmem,
-                              bool writable) {
+// Applies the tuning flags, given what huge pages the memory can have
+// (huge_pages_setting, or not_requested). Returns what came of a request.
+inline huge_pages_status tune(const bip::mapped_region& r, const map_options& o,
+                              huge_pages_status setting, bool writable) {
   void* p = r.get_address();
   const std::size_t n = r.get_size();
   auto huge = huge_pages_status::not_requested;
-  if (o.huge_pages) {  // advice first, so that populating can use huge pages
-    const auto setting = shmem ? shmem_huge_setting() : huge_pages_status::unavailable;
+  if (o.huge_pages)  // advice first, so that populating can use huge pages
     huge = setting != huge_pages_status::unavailable && ::madvise(p, n, MADV_HUGEPAGE) == 0
                ? setting
                : huge_pages_status::unavailable;
-  }
   if (o.prefault) populate(p, n, writable);
   return huge;
+}
+
+// What huge pages a mapping of `fd` asked for them can have; not_requested
+// where none were asked for (and nothing is read).
+inline huge_pages_status huge_setting_if_asked(int fd, bool anonymous, const map_options& o) {
+  return o.huge_pages ? huge_pages_setting(fd, anonymous) : huge_pages_status::not_requested;
 }
 
 inline bip::mapped_region map_region(const fd_mappable& what, std::size_t size,
@@ -136,13 +125,28 @@ inline bip::mapped_region map_region(const fd_mappable& what, std::size_t size,
 // with no zero-filling first and no page faults; the rest is reserved with
 // posix_fallocate. Either way a full file system is out_of_space now, never
 // a SIGBUS later.
-inline segment create_mapping(int fd, std::string_view name, std::size_t size, bool shmem,
+//
+// Except where huge pages were asked for and come only when advised (a tmpfs
+// mounted huge=advise; shmem_enabled "advise" for anonymous memory): pages
+// reserved before the advice would be small ones, so the object is sized,
+// mapped and advised first, its pages are reserved by populating them (huge
+// where the kernel can), and the initial bytes are copied in. A kernel
+// before 5.14 cannot populate: its pages are reserved as above, small.
+inline segment create_mapping(int fd, std::string_view name, std::size_t size, bool anonymous,
                               space where, const map_options& o, initial_bytes init) {
   // A full file system is said with the space free before this attempt:
   // the new object (unnamed, or named by us a moment ago) is emptied first.
   auto full = [&] {
     (void)!::ftruncate(fd, 0);
     throw_out_of_space(fd, name, size, where);
+  };
+  auto reserve = [&](std::size_t from) {
+    int rc;
+    do  // tmpfs gives up with EINTR when a signal is pending
+      rc = ::posix_fallocate(fd, off_t(from), off_t(size - from));
+    while (rc == EINTR);
+    if (rc == ENOSPC || rc == ENOMEM) full();
+    if (rc != 0) throw_os_error(rc, name, "could not reserve " + std::to_string(size) + " bytes");
   };
   struct stat st {};
   object_id id;
@@ -152,11 +156,30 @@ inline segment create_mapping(int fd, std::string_view name, std::size_t size, b
   // The mode asked for is 0600; only a umask that removes owner bits changes it.
   if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0)
     throw_os_error(errno, name, "could not be set to mode 0600");
+  const auto setting = huge_setting_if_asked(fd, anonymous, o);
+  const bool advise_first = setting == huge_pages_status::advised;
   // pwrite grows a file as it goes: size it first, so no reader sees a
   // partial size. (fallocate alone sets the size in one step.)
-  if (init.size > 0 && ::ftruncate(fd, off_t(size)) != 0) {
+  if ((init.size > 0 || advise_first) && ::ftruncate(fd, off_t(size)) != 0) {
     if (errno == EFBIG || errno == ENOSPC) full();
     throw_os_error(errno, name, "could not be sized to " + std::to_string(size) + " bytes");
+  }
+  if (advise_first) {
+    auto region = map_region({fd, bip::read_write}, size, name);
+    void* p = region.get_address();
+    const auto huge =
+        ::madvise(p, size, MADV_HUGEPAGE) == 0 ? setting : huge_pages_status::unavailable;
+    if (::madvise(p, size, MADV_POPULATE_WRITE) != 0) {
+      const int err = errno;
+      if (err == EFAULT || err == ENOMEM) {  // a page our own new object could not have
+        region = bip::mapped_region();
+        full();
+      }
+      if (err != EINVAL) throw_os_error(err, name, "could not have its pages reserved");
+      reserve(0);  // no MADV_POPULATE_WRITE in this kernel
+    }
+    if (init.size > 0) std::memcpy(p, init.data, init.size);
+    return segment(std::move(region), std::string(name), true, huge, id);
   }
   const auto* src = static_cast<const char*>(init.data);
   for (std::size_t done = 0; done < init.size;) {
@@ -167,16 +190,9 @@ inline segment create_mapping(int fd, std::string_view name, std::size_t size, b
     if (n <= 0) throw_os_error(n < 0 ? errno : EIO, name, "could not be written");
     done += std::size_t(n);
   }
-  if (init.size < size) {
-    int rc;
-    do  // tmpfs gives up with EINTR when a signal is pending
-      rc = ::posix_fallocate(fd, off_t(init.size), off_t(size - init.size));
-    while (rc == EINTR);
-    if (rc == ENOSPC || rc == ENOMEM) full();
-    if (rc != 0) throw_os_error(rc, name, "could not reserve " + std::to_string(size) + " bytes");
-  }
+  if (init.size < size) reserve(init.size);
   auto region = map_region({fd, bip::read_write}, size, name);
-  const auto huge = tune(region, o, shmem, true);
+  const auto huge = tune(region, o, setting, true);
   return segment(std::move(region), std::string(name), true, huge, id);
 }
 
@@ -227,8 +243,8 @@ inline void reserve_holes(int fd, std::string_view name, std::size_t size, space
 // meanwhile is an error there, never a SIGBUS. A writable mapping of a
 // sparse object reserves its holes first.
 template <class Check>
-inline segment open_mapping(int fd, std::string_view name, bool writable, bool shmem, space where,
-                            const map_options& o, Check&& check) {
+inline segment open_mapping(int fd, std::string_view name, bool writable, bool anonymous,
+                            space where, const map_options& o, Check&& check) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
   if (!S_ISREG(st.st_mode))
@@ -241,7 +257,7 @@ inline segment open_mapping(int fd, std::string_view name, bool writable, bool s
   object_id id;
   if (!identify(fd, id)) throw_os_error(errno, name, "could not be examined");
   auto region = map_region({fd, writable ? bip::read_write : bip::read_only}, size, name);
-  const auto huge = tune(region, o, shmem, writable);
+  const auto huge = tune(region, o, huge_setting_if_asked(fd, anonymous, o), writable);
   return segment(std::move(region), std::string(name), writable, huge, id);
 }
 
@@ -269,7 +285,7 @@ class named_backing {
     if (::lstat(self().path().c_str(), &st) == 0) throw_os_error(EEXIST, name(), "");
     if (const int tmp = open_unnamed(self().directory()); tmp >= 0) {
       fd_guard close_tmp{tmp};
-      auto m = create_mapping(tmp, name(), size, self().shmem(tmp), Derived::where, o, init);
+      auto m = create_mapping(tmp, name(), size, false, Derived::where, o, init);
       if (link_unnamed(tmp, self().path()) == 0) return m;
       if (errno == EEXIST) throw_os_error(EEXIST, name(), "could not be created");
     }
@@ -280,7 +296,7 @@ class named_backing {
     if (fd < 0) throw_os_error(errno, name(), "could not be created");
     fd_guard close_fd{fd};
     scope_exit undo([&] { self().unlink_name(); });
-    auto m = create_mapping(fd, name(), size, self().shmem(fd), Derived::where, o, init);
+    auto m = create_mapping(fd, name(), size, false, Derived::where, o, init);
     undo.dismiss();
     return m;
   }
@@ -300,7 +316,7 @@ class named_backing {
                   "(realpath) and attach the path it names"));
     if (fd < 0) throw_os_error(errno, name(), "could not be opened");
     fd_guard close_fd{fd};
-    return open_mapping(fd, name(), writable, self().shmem(fd), Derived::where, o, check);
+    return open_mapping(fd, name(), writable, false, Derived::where, o, check);
   }
 
   // Unlinks the name; false if there was nothing to remove. Mappings stay valid.
@@ -416,7 +432,6 @@ class posix_shm : public detail::named_backing<posix_shm> {
   std::string path() const { return directory() + name_; }
   int open_fd(int flags) const { return ::shm_open(name_.c_str(), flags, 0600); }
   int unlink_name() const { return ::shm_unlink(name_.c_str()); }
-  static bool shmem(int) { return true; }
 
   std::string name_;
 };
@@ -450,11 +465,6 @@ class file : public detail::named_backing<file> {
   const std::string& path() const { return path_; }
   int open_fd(int flags) const { return ::open(path_.c_str(), flags, 0600); }
   int unlink_name() const { return ::unlink(path_.c_str()); }
-  static bool shmem(int fd) {
-    struct statfs st {};
-    return ::fstatfs(fd, &st) == 0 && st.f_type == 0x01021994;  // TMPFS_MAGIC
-  }
-
   static std::string absolute(std::string_view path) {
     if (path.empty()) throw invalid_name("shmarray: a file backing needs a path");
     if (path.find('\0') != path.npos)

@@ -29,8 +29,12 @@ struct map_options {
   bool huge_pages = false;
 };
 
-// What came of a request for huge pages. Shared memory gets huge pages only
-// where /sys/kernel/mm/transparent_hugepage/shmem_enabled allows them.
+// What came of a request for huge pages. A named segment or a file on tmpfs
+// gets them as the `huge=` option of its tmpfs mount allows (none where the
+// option is absent, as on /dev/shm by default; advised for huge=advise;
+// always for huge=always and huge=within_size), anonymous memory as
+// /sys/kernel/mm/transparent_hugepage/shmem_enabled does, whose `deny` and
+// `force` override every mount; a file elsewhere gets none.
 enum class huge_pages_status {
   not_requested,
   unavailable,  // the system does not give shared memory huge pages, or madvise failed
