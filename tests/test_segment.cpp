@@ -416,6 +416,10 @@ TEST_CASE("an inode number reused at the same path is not the object it was") {
     first = m.from_shape<float>({16}, file(path), keep).mapped_segment().id();
   }
   REQUIRE(::unlink(path.c_str()) == 0);
+  // Birth times are only as fine as the file system's clock: ext4 takes the
+  // kernel's coarse clock (4 ms steps on Linux 6.18 here), so a file made
+  // within the same tick would have the same one. Wait out the tick.
+  ::usleep(20000);
   int fd = -1;
   object_id second;
   for (int i = 0; i < 50; ++i) {  // until the file system hands the inode out again

@@ -531,3 +531,54 @@ TEST_CASE(
   INFO(run.said);
   CHECK(run.ok());
 }
+
+TEST_CASE("a helper that reads only when kicked loses nothing when its socket fills") {
+  if (no_helper()) return;
+  test::names names;
+  report* r = shared_report();
+  // The owner makes far more arrays (and removes half of them: a record
+  // each way) than a socket holds while its helper is stopped, so that its
+  // sends meet a full socket and wait, kicking; the helper, continued,
+  // reads everything and, once the owner is killed, removes what it holds.
+  const pid_t owner = ::fork();
+  REQUIRE(owner >= 0);
+  if (owner == 0) {
+    manager m(names.options());
+    std::vector<ndarray<std::uint8_t>> kept;
+    kept.push_back(m.from_shape<std::uint8_t>({16}));
+    r->helper = detail::owner::watchdog::get().helper_pid();
+    ::kill(r->helper, SIGSTOP);
+    r->ready = 1;
+    for (int i = 0; i < 1500; ++i) {
+      manager brief(names.options());
+      auto gone = brief.from_shape<std::uint8_t>({16});  // R, then U at brief's end
+      kept.push_back(m.from_shape<std::uint8_t>({16}));
+    }
+    r->ready = 2;
+    ::pause();
+    ::_exit(1);
+  }
+  // Whatever fails below, nothing stays stopped or unreaped.
+  auto cleanup = detail::scope_exit([&] {
+    ::kill(owner, SIGKILL);
+    if (r->helper > 0) ::kill(r->helper, SIGCONT);
+    (void)test::reap(owner);
+  });
+  for (int i = 0; i < 500 && r->ready.load() == 0; ++i)
+    ::usleep(10000);
+  REQUIRE(r->ready.load() == 1);
+  ::usleep(300000);  // the owner fills the socket and waits
+  CHECK(r->ready.load() == 1);
+  ::kill(r->helper, SIGCONT);
+  for (int i = 0; i < 3000 && r->ready.load() != 2; ++i)
+    ::usleep(10000);
+  CHECK(r->ready.load() == 2);
+  CHECK(names.left().size() == 1501);
+  ::kill(owner, SIGKILL);
+  CHECK(test::killed_by(test::reap(owner), SIGKILL));
+  cleanup.dismiss();
+  for (int i = 0; i < 1000 && !names.left().empty(); ++i)
+    ::usleep(10000);
+  CHECK(names.left().empty());
+  CHECK(test::ends(r->helper));
+}

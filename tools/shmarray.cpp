@@ -260,7 +260,9 @@ int cmd_gc(bool dry_run) {
 
 int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "__watchdog") == 0)
-    shmarray::detail::owner::run_helper();  // the library's watchdog helper
+    shmarray::detail::owner::run_helper();  // the watchdog helper, as Python starts it
+  if (argc == 2 && std::strcmp(argv[1], "__watchdog-batched") == 0)
+    shmarray::detail::owner::run_helper(true);  // as the C++ library starts it
   if (argc >= 2 && argv[1][0] != '-') {
     const std::string cmd = argv[1];
     if (cmd != "ls" && cmd != "info" && cmd != "gc" && cmd != "rm") {

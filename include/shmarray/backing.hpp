@@ -148,13 +148,12 @@ inline segment create_mapping(int fd, std::string_view name, std::size_t size, b
     if (rc == ENOSPC || rc == ENOMEM) full();
     if (rc != 0) throw_os_error(rc, name, "could not reserve " + std::to_string(size) + " bytes");
   };
-  struct stat st {};
   object_id id;
-  if (::fstat(fd, &st) != 0 || !identify(fd, id))
-    throw_os_error(errno, name, "could not be examined");
+  mode_t mode = 0;
+  if (!identify(fd, id, &mode)) throw_os_error(errno, name, "could not be examined");
   if (init.created) init.created(init.context, id);
   // The mode asked for is 0600; only a umask that removes owner bits changes it.
-  if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0)
+  if ((mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0)
     throw_os_error(errno, name, "could not be set to mode 0600");
   const auto setting = huge_setting_if_asked(fd, anonymous, o);
   const bool advise_first = setting == huge_pages_status::advised;
@@ -271,6 +270,9 @@ struct no_check {
 // Derived says how to open and unlink its kind of name.
 template <class Derived>
 class named_backing {
+  // From this size on, create() looks for the name before it fills.
+  static constexpr std::size_t early_check_bytes = std::size_t(1) << 20;
+
  public:
   // The object is made unnamed in its directory, registered (init.created),
   // sized and filled, and only then linked under its name: a process killed
@@ -279,10 +281,12 @@ class named_backing {
   // unnamed files, the name is created first and removed on failure.
   segment create(std::size_t size, const map_options& o, initial_bytes init = {}) const {
     self().check_creatable();
-    // A name that exists fails at once, before any work (the link below
-    // would refuse it too, after the fill).
+    // A name that exists fails at once, before the work of a large fill
+    // (the link below refuses it too, after the fill: for a small segment
+    // that costs less than this lookup, a sixth of a small creation's time).
     struct stat st {};
-    if (::lstat(self().path().c_str(), &st) == 0) throw_os_error(EEXIST, name(), "");
+    if (size >= early_check_bytes && ::lstat(self().path().c_str(), &st) == 0)
+      throw_os_error(EEXIST, name(), "");
     if (const int tmp = open_unnamed(self().directory()); tmp >= 0) {
       fd_guard close_tmp{tmp};
       auto m = create_mapping(tmp, name(), size, false, Derived::where, o, init);

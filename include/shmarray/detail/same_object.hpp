@@ -39,16 +39,19 @@ inline std::uint64_t device_of(const struct statx& sx) noexcept {
 // The identity of the open object `fd`; false where it cannot be examined.
 // Where statx is refused (a seccomp profile that predates it), fstat says
 // the device and inode, and the birth time is unknown.
-inline bool identify(int fd, object_id& out) noexcept {
+// With `mode`, also its type and mode bits (st_mode), in the same call.
+inline bool identify(int fd, object_id& out, mode_t* mode = nullptr) noexcept {
   struct statx sx {};
-  if (::statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &sx) == 0) {
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME | STATX_TYPE | STATX_MODE, &sx) == 0) {
     out = {device_of(sx), sx.stx_ino, birth_of(sx)};
+    if (mode) *mode = mode_t(sx.stx_mode);
     return true;
   }
   if (errno != EPERM && errno != ENOSYS) return false;
   struct stat st {};
   if (::fstat(fd, &st) != 0) return false;
   out = {std::uint64_t(st.st_dev), std::uint64_t(st.st_ino), 0};
+  if (mode) *mode = st.st_mode;
   return true;
 }
 

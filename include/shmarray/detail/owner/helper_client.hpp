@@ -1,7 +1,10 @@
 // shmarray internals: the watchdog client. A process that owns named segments has a
 // helper process (the installed `shmarray` command, in its hidden watchdog
 // mode) hold one end of a socket; the owner registers each segment as it
-// makes it and unregisters it when it removes it. When the owner dies,
+// makes it and unregisters it when it removes it. The helper reads the
+// socket only when the owner kicks it (a byte down a pipe, every so many
+// records) and once the owner has hung up: a registration is one send, and
+// wakes nobody. When the owner dies,
 // however it dies, the helper reads end-of-file, waits until the owner's
 // token is free, and unlinks what is still registered, provided each name
 // still names the object registered (device and inode). Then it exits.
@@ -88,23 +91,27 @@ class watchdog {
       return;
     }
     journal(rec);
-    if (!connected()) return;
+    // (prepare, just before, has checked that the helper runs: one that died
+    // since fails the send, and is replaced and told everything at once)
+    if (fd_ < 0 && !connected()) return;
     std::string head;
     token_record(head, token);
     send(head + rec);
+    if (fd_ < 0) (void)connected();
   }
 
   // Before a named segment is created: starts the helper if need be and
   // tells it the owner's token, so that registering the new object, the
-  // moment it exists, is one send.
-  void prepare(std::uint64_t token) noexcept {
+  // moment it exists, is one send. Whether a helper watches this process.
+  bool prepare(std::uint64_t token) noexcept {
     std::lock_guard<std::mutex> g(mu_);
     adopt_process();
     if (token) token_ = token;
-    if (!connected()) return;
+    if (!connected()) return false;
     std::string rec;
     token_record(rec, token);
     if (!rec.empty()) send(rec);
+    return fd_ >= 0;
   }
 
   // Whether this process has a helper watching it.
@@ -163,8 +170,10 @@ class watchdog {
     if (close_descriptors) {
       if (fd_ >= 0) ::close(fd_);
       if (ack_ >= 0) ::close(ack_);
+      if (kick_ >= 0) ::close(kick_);
     }
-    fd_ = ack_ = -1;
+    fd_ = ack_ = kick_ = -1;
+    unkicked_ = 0;
     mid_ = 0;
     ack_got_ = 0;
     helper_ = 0;
@@ -189,8 +198,7 @@ class watchdog {
   // A helper that died is replaced, and the new one told the token and
   // everything still registered: without that, the owner's death would
   // leak every segment it still owns.
-  bool connected() noexcept {
-    adopt_process();
+  bool connected() noexcept {  // (the caller has called adopt_process)
     if (fd_ >= 0 && helper_gone()) lose();
     if (fd_ < 0 && lost_) {
       lost_ = false;
@@ -207,7 +215,9 @@ class watchdog {
   void lose() noexcept {
     if (fd_ >= 0) ::close(fd_);
     if (ack_ >= 0) ::close(ack_);
-    fd_ = ack_ = -1;
+    if (kick_ >= 0) ::close(kick_);
+    fd_ = ack_ = kick_ = -1;
+    unkicked_ = 0;
     ack_got_ = 0;
     helper_ = 0;
     token_sent_ = 0;
@@ -256,12 +266,19 @@ class watchdog {
     }
   }
 
+  // Sends without waking the helper; every kick_every sends, and whenever
+  // the socket is full, kicks it to read what has piled up.
   void send(const std::string& rec) noexcept {
     const char* p = rec.data();
     std::size_t left = rec.size();
     while (left) {
-      const ssize_t n = ::send(fd_, p, left, MSG_NOSIGNAL);
+      const ssize_t n = ::send(fd_, p, left, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        kick();
+        pollfd w{fd_, POLLOUT, 0};
+        if (::poll(&w, 1, -1) >= 0 || errno == EINTR) continue;
+      }
       if (n <= 0) {  // the helper is gone: the next named segment starts another
         lose();
         return;
@@ -269,7 +286,18 @@ class watchdog {
       p += n;
       left -= std::size_t(n);
     }
+    if (++unkicked_ >= kick_every) kick();
   }
+
+  // Has the helper read the socket. A full pipe means kicks are pending.
+  void kick() noexcept {
+    unkicked_ = 0;
+    if (kick_ >= 0) (void)!::write(kick_, "k", 1);
+  }
+  // Sends between kicks: far fewer than a socket holds (each send is its
+  // own buffer in the kernel, about 1 KiB of the 208 KiB a socket may hold
+  // by default), so that a kick usually comes before the socket is full.
+  static constexpr std::size_t kick_every = 64;
 
   // Spawns the helper; true once it has said it runs.
   bool start() noexcept {
@@ -282,13 +310,19 @@ class watchdog {
           "set SHMARRAY_HELPER)");
       return false;
     }
-    int sv[2], ack[2];
+    int sv[2], ack[2], kick[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return fail("socketpair");
     if (::pipe2(ack, O_CLOEXEC) != 0) {
       ::close(sv[0]);
       ::close(sv[1]);
       return fail("pipe");
     }
+    if (::pipe2(kick, O_CLOEXEC) != 0) {
+      for (int fd : {sv[0], sv[1], ack[0], ack[1]})
+        ::close(fd);
+      return fail("pipe");
+    }
+    (void)::fcntl(kick[1], F_SETFL, O_NONBLOCK);  // a kick never waits
     posix_spawn_file_actions_t fa;
     ::posix_spawn_file_actions_init(&fa);
     ::posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -296,6 +330,7 @@ class watchdog {
     ::posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
     ::posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec
     ::posix_spawn_file_actions_adddup2(&fa, ack[1], 4);
+    ::posix_spawn_file_actions_adddup2(&fa, kick[0], 5);
     posix_spawnattr_t at;
     ::posix_spawnattr_init(&at);
     sigset_t none, all;
@@ -304,7 +339,7 @@ class watchdog {
     ::posix_spawnattr_setsigmask(&at, &none);
     ::posix_spawnattr_setsigdefault(&at, &all);
     ::posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    char arg0[] = "shmarray", arg1[] = "__watchdog";
+    char arg0[] = "shmarray", arg1[] = "__watchdog-batched";
     char* argv[] = {arg0, arg1, nullptr};
     pid_t mid = 0;
     const int rc = ::posix_spawn(&mid, helper.c_str(), &fa, &at, argv, environ);
@@ -312,9 +347,11 @@ class watchdog {
     ::posix_spawnattr_destroy(&at);
     ::close(sv[1]);
     ::close(ack[1]);
+    ::close(kick[0]);
     if (rc != 0) {
       ::close(sv[0]);
       ::close(ack[0]);
+      ::close(kick[1]);
       errno = rc;
       return fail(("posix_spawn of " + helper).c_str());
     }
@@ -328,6 +365,8 @@ class watchdog {
     fd_ = sv[0];
     mid_ = 0;
     ack_ = ack[0];
+    kick_ = kick[1];
+    unkicked_ = 0;
     helper_path_ = helper;
     return true;
   }
@@ -353,6 +392,8 @@ class watchdog {
         ack_ = -1;
         ::close(fd_);
         fd_ = -1;
+        ::close(kick_);
+        kick_ = -1;
         say_once(("the watchdog helper " + helper_path_ + " did not start").c_str());
         return;
       }
@@ -381,8 +422,10 @@ class watchdog {
   pid_t pid_ = 0;
   int fd_ = -1;
   pid_t helper_ = 0;
-  pid_t mid_ = 0;  // the intermediate, until collected
-  int ack_ = -1;   // where the helper says its pid
+  pid_t mid_ = 0;             // the intermediate, until collected
+  int ack_ = -1;              // where the helper says its pid
+  int kick_ = -1;             // the pipe that has the helper read the socket
+  std::size_t unkicked_ = 0;  // sends since the last kick
   pid_t ack_pid_ = 0;
   std::size_t ack_got_ = 0;
   std::string helper_path_;

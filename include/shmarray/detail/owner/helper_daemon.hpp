@@ -6,7 +6,9 @@
 #pragma once
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -87,13 +89,20 @@ class watched_token {
 };
 
 // The helper's life: fd 3 is the owner's socket, fd 4 where it says it runs.
-[[noreturn]] inline void run_helper() {
-  // Everything but the two descriptors it was given goes (a descriptor of
+// `batched` (the C++ library's `shmarray __watchdog-batched`): fd 5 is a
+// pipe the owner writes a byte to every so many records, and the socket is
+// read only then and once the owner has hung up, so that registering an
+// object costs the owner one send and never a wake-up of this process (what
+// is sent waits in the socket, the kernel's, whatever happens to the owner).
+// Otherwise (Python's `shmarray __watchdog`) every record is read as it comes.
+[[noreturn]] inline void run_helper(bool batched = false) {
+  // Everything but the descriptors it was given goes (a descriptor of
   // the owner's kept open here would keep someone's pipe from its EOF).
+  const unsigned first_other = batched ? 6u : 5u;
 #ifdef SYS_close_range
-  if (::syscall(SYS_close_range, 5u, ~0u, 0u) != 0)
+  if (::syscall(SYS_close_range, first_other, ~0u, 0u) != 0)
 #endif
-    for (int fd = 5; fd < 1024; ++fd)
+    for (int fd = int(first_other); fd < 1024; ++fd)
       ::close(fd);
   for (int sig : {SIGINT, SIGHUP, SIGTERM, SIGPIPE, SIGQUIT})
     std::signal(sig, SIG_IGN);   // a Ctrl-C to the terminal's group must not stop the cleanup
@@ -127,20 +136,43 @@ class watched_token {
   wire::live_set live;
   wire::stream in;
   watched_token token;
+  auto take = [&](const wire::record& r) {
+    if (r.op == wire::op::token) {
+      if (r.id != token.id()) token.reset(r.id);
+    } else {
+      live.apply(r);
+      // named by now: tokens are named before segments
+      if (r.op == wire::op::add) token.try_open();
+    }
+  };
+  // Reads what the socket holds now; true once the owner is gone (or closed its end).
+  auto drain = [&] {
+    for (;;) {
+      char buf[4096];
+      const ssize_t got = ::recv(3, buf, sizeof buf, MSG_DONTWAIT);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+      if (got <= 0) return true;
+      in.feed(buf, std::size_t(got), take);
+    }
+  };
+  int kick = batched ? 5 : -1;
   for (;;) {
-    char buf[4096];
-    const ssize_t got = ::read(3, buf, sizeof buf);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;  // the owner is gone (or closed its end)
-    in.feed(buf, std::size_t(got), [&](const wire::record& r) {
-      if (r.op == wire::op::token) {
-        if (r.id != token.id()) token.reset(r.id);
-      } else {
-        live.apply(r);
-        // named by now: tokens are named before segments
-        if (r.op == wire::op::add) token.try_open();
+    // Batched: woken by a kick or a hang-up (POLLRDHUP), never by a record.
+    pollfd p[2] = {{3, short(batched ? POLLRDHUP : POLLIN), 0}, {kick, POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (p[1].revents) {
+      char bytes[256];
+      const ssize_t n = ::read(kick, bytes, sizeof bytes);
+      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        ::close(kick);  // the owner's end went (its socket's goes too): no more kicks
+        kick = -1;
       }
-    });
+    }
+    if (drain()) break;
   }
   ::close(3);
   // The owner has gone. Its token is released when the last process

@@ -47,16 +47,16 @@ class ownership {
         : owner_(o), kind_(kind), registered_(std::move(registered)) {
       id_ = token::get().acquire();
       counted_ = id_ != 0;
-      watchdog::get().prepare(id_);
+      bool watched = watchdog::get().prepare(id_);
       // The token is named only once the watchdog knows it (see acquire);
       // a new one (the old one lost) is announced in turn.
       while (id_) {
         const std::uint64_t named = token::get().publish(id_);
         if (named == id_) break;
         id_ = named;
-        if (id_) watchdog::get().prepare(id_);
+        if (id_) watched = watchdog::get().prepare(id_);
       }
-      if (!watchdog::get().running()) collect_once();
+      if (!watched) collect_once();
     }
     creation(const creation&) = delete;
     creation& operator=(const creation&) = delete;
