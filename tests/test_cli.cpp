@@ -309,3 +309,29 @@ TEST_CASE("shmarray info and rm say what an empty object or a FIFO is") {
   CHECK(cli({"ls", "-a"}).out.find(names("fifo")) == std::string::npos);  // regular files only
   ::unlink(fifo.c_str());
 }
+
+TEST_CASE("shmarray ls DIR and info PATH inspect file backings") {
+  char tmpl[] = "/tmp/shmarray_cli_dir_XXXXXX";
+  REQUIRE(::mkdtemp(tmpl));
+  const std::string dir = tmpl;
+  {
+    manager m;
+    auto a = m.from_shape<std::uint16_t>({4, 5}, file(dir + "/frames.shm"));
+    const auto r = cli({"ls", dir});
+    CHECK(r.code == 0);
+    CHECK_THAT(r.out, Catch::Matches("(.|\n)*" + dir + "/frames.shm +<u2 +4x5 +C (.|\n)*"));
+    const auto i = cli({"info", dir + "/frames.shm"});
+    CHECK(i.code == 0);
+    CHECK_THAT(i.out, Contains("<u2") && Contains("4x5"));
+    const auto j = cli({"info", "--json", dir + "/frames.shm"});
+    CHECK(j.code == 0);
+    CHECK_THAT(j.out, Contains("\"shape\": [4, 5]"));
+    const auto missing = cli({"ls", dir + "/nowhere"});
+    CHECK(missing.code == 1);
+    CHECK_THAT(missing.err, Contains("shmarray ls: ") && Contains("nowhere"));
+    const auto gone = cli({"info", dir + "/nothing.shm"});
+    CHECK(gone.code == 1);
+    CHECK_THAT(gone.err, Contains("does not exist"));
+  }
+  CHECK(::rmdir(dir.c_str()) == 0);
+}

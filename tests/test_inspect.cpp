@@ -182,3 +182,59 @@ TEST_CASE("collect_dead names a dead owner's leftovers with dry_run and removes 
   INFO(run.said);
   CHECK(run.ok());
 }
+
+TEST_CASE("list_objects_in and inspect_file say what a directory of file backings holds") {
+  char tmpl[] = "/tmp/shmarray_inspect_XXXXXX";
+  REQUIRE(::mkdtemp(tmpl));
+  const std::string dir = tmpl;
+  {
+    manager m;
+    auto a = m.from_shape<float>({2, 3}, file(dir + "/a.shm"));
+    a(1, 2) = 5;
+    // A file that is no segment, a link to the segment and a FIFO: only
+    // regular files are listed, and a link is never followed.
+    const int fd = ::open((dir + "/notes.txt").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, "hello\n", 6) == 6);
+    ::close(fd);
+    REQUIRE(::symlink((dir + "/a.shm").c_str(), (dir + "/link.shm").c_str()) == 0);
+    REQUIRE(::mkfifo((dir + "/fifo").c_str(), 0600) == 0);
+
+    const auto rows = list_objects_in(dir);
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].name == dir + "/a.shm");
+    CHECK(rows[0].path == dir + "/a.shm");
+    CHECK(rows[0].status == object_status::ok);
+    CHECK(rows[0].info.dtype == "<f4");
+    CHECK(rows[0].info.shape == shape_type{2, 3});
+    CHECK(rows[0].owner == owner_status::alive);
+    CHECK(list_objects_in(dir + "/").at(0).name == dir + "/a.shm");  // one '/' between
+
+    const auto every = list_objects_in(dir, true);
+    CHECK(every.size() == 2);  // and notes.txt, not a segment
+    const object_entry* notes = find(every, dir + "/notes.txt");
+    REQUIRE(notes != nullptr);
+    CHECK_FALSE(notes->shmarray);
+    CHECK(notes->status == object_status::corrupt);
+
+    const object_entry e = inspect_file(dir + "/a.shm");
+    CHECK(e.status == object_status::ok);
+    CHECK(e.info.data_nbytes == 24);
+    const object_entry l = inspect_file(dir + "/link.shm");
+    CHECK(l.status == object_status::unreadable);
+    CHECK_THAT(l.error, Catch::Contains("a symbolic link"));
+    CHECK(inspect_file(dir + "/fifo").status == object_status::unreadable);
+    CHECK_THROWS_AS(inspect_file(dir + "/missing"), not_found);
+    CHECK_THROWS_AS(list_objects_in(dir + "/missing"), not_found);
+    CHECK_THROWS_AS(list_objects_in(dir + "/notes.txt"), error);  // not a directory
+
+    remove_object(*notes);  // by its path, not in /dev/shm
+    CHECK(::access((dir + "/notes.txt").c_str(), F_OK) != 0);
+    CHECK(::access((dir + "/a.shm").c_str(), F_OK) == 0);
+  }
+  // The manager's end removed the segment; the link and FIFO are the test's.
+  CHECK(list_objects_in(dir, true).empty());
+  ::unlink((dir + "/link.shm").c_str());
+  ::unlink((dir + "/fifo").c_str());
+  CHECK(::rmdir(dir.c_str()) == 0);
+}

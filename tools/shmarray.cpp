@@ -110,8 +110,15 @@ std::string json(const object_entry& e) {
   return o.str();
 }
 
-int cmd_ls(bool as_json, bool all) {
-  const std::vector<object_entry> rows = shmarray::list_objects(all);
+int cmd_ls(bool as_json, bool all, const std::string& directory) {
+  std::vector<object_entry> rows;
+  try {
+    rows =
+        directory.empty() ? shmarray::list_objects(all) : shmarray::list_objects_in(directory, all);
+  } catch (const shmarray::error& x) {
+    std::fprintf(stderr, "shmarray ls: %s\n", text(x).c_str());
+    return 1;
+  }
   if (as_json) {
     std::cout << "[";
     for (std::size_t k = 0; k < rows.size(); ++k)
@@ -141,6 +148,11 @@ int cmd_ls(bool as_json, bool all) {
   return 0;
 }
 
+// A NAME with a '/' after its first byte is no name in /dev/shm: a file's path.
+bool is_path(const std::string& name) {
+  return name.find('/', 1) != std::string::npos;
+}
+
 // What an object that is not a readable shmarray segment is, for info and rm.
 std::string not_a_segment(const object_entry& e) {
   if (e.status == object_status::no_access)
@@ -154,7 +166,7 @@ std::string not_a_segment(const object_entry& e) {
 int cmd_info(const std::string& name, bool as_json) {
   object_entry e;
   try {
-    e = shmarray::inspect(name);
+    e = is_path(name) ? shmarray::inspect_file(name) : shmarray::inspect(name);
   } catch (const shmarray::error& x) {
     std::fprintf(stderr, "shmarray info: %s\n", text(x).c_str());
     return 1;
@@ -281,7 +293,11 @@ int main(int argc, char** argv) {
   std::string name;
   std::vector<std::string> names;
 
-  auto* ls = app.add_subcommand("ls", "list the shmarray segments in /dev/shm");
+  std::string directory;
+  auto* ls = app.add_subcommand("ls", "list the shmarray segments in /dev/shm (or in DIR)");
+  ls->add_option("DIR", directory,
+                 "a directory of file backings to list instead of /dev/shm (its files are "
+                 "named by their paths)");
   ls->add_flag("--json", as_json, "print a JSON array, one object per segment");
   ls->add_flag("-a,--all", all,
                "also list objects that are not shmarray segments, and the owner tokens");
@@ -289,7 +305,8 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "print the metadata of one segment");
   info->add_option("NAME", name,
                    "the segment's name, with or without its leading / (any bytes: quote a "
-                   "name ls shows escaped as $'...')")
+                   "name ls shows escaped as $'...'), or the path of a file backing (a NAME "
+                   "with a / after its first character: ./x.shm, /data/x.shm)")
       ->required();
   info->add_flag("--json", as_json, "print a JSON object");
 
@@ -313,7 +330,7 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;  // a usage error, as Unix commands say it
   }
-  if (ls->parsed()) return cmd_ls(as_json, all);
+  if (ls->parsed()) return cmd_ls(as_json, all, directory);
   if (info->parsed()) return cmd_info(name, as_json);
   if (gc->parsed()) return cmd_gc(dry_run);
   return cmd_rm(names, force);

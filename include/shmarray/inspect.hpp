@@ -1,7 +1,8 @@
-// shmarray: what is in /dev/shm. Lists its objects with their state,
-// inspects one, and collects what dead owners left: what the `shmarray`
-// command (ls, info, rm, gc), the watchdog helper and the library's own
-// collection pass stand on, as Python's shmarray.list() does.
+// shmarray: what is in /dev/shm (or in a directory of file backings).
+// Lists its objects with their state, inspects one, and collects what dead
+// owners left: what the `shmarray` command (ls, info, rm, gc), the watchdog
+// helper and the library's own collection pass stand on, as Python's
+// shmarray.list() does.
 //
 // Anyone may put anything in /dev/shm, so nothing here maps what it
 // inspects: records are read with pread, and an object that another user
@@ -28,6 +29,7 @@
 #include "detail/os_error.hpp"
 #include "detail/owner/collect.hpp"
 #include "detail/owner/token.hpp"
+#include "detail/scope_exit.hpp"
 #include "detail/system.hpp"
 #include "detail/text.hpp"
 #include "errors.hpp"
@@ -74,9 +76,10 @@ inline const char* to_string(object_status s) noexcept {
   return "unreadable";
 }
 
-// One object in /dev/shm, as inspected.
+// One object in /dev/shm (or a file), as inspected.
 struct object_entry {
-  std::string name;         // "/name", its bytes as they are in the directory
+  std::string name;         // "/name", its bytes as they are in the directory; a file: its path
+  std::string path;         // where it is: "/dev/shm/name", or the file's path
   std::uint64_t bytes = 0;  // the object's size
   bool shmarray = false;    // its last 512 bytes start with a record's magic
   object_status status = object_status::ok;
@@ -197,49 +200,75 @@ inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
 
 }  // namespace detail
 
+namespace detail {
+
+// Inspects `entry` of the directory `dir` (AT_FDCWD: `entry` is a path),
+// shown as `shown`, an owner token's if `token` is not 0: see inspect().
+inline object_entry inspect_at(int dir, const std::string& entry, std::string shown,
+                               std::string path, std::uint64_t token) {
+  object_entry e;
+  e.name = std::move(shown);
+  e.path = std::move(path);
+  struct stat st {};
+  if (::fstatat(dir, entry.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) throw not_found(message(e.name, "does not exist"));
+    throw_os_error(errno, e.name, "cannot be examined");
+  }
+  e.bytes = std::uint64_t(st.st_size);  // what lstat says, readable or not
+  e.id = {std::uint64_t(st.st_dev), std::uint64_t(st.st_ino), 0};  // the birth time once opened
+  try {
+    // Never opened unless it is a regular file: a FIFO or a device is not
+    // a segment, and opening one may block or act.
+    if (!S_ISREG(st.st_mode))
+      throw error(message(e.name, "is " + file_kind(st.st_mode) + ", not a regular file"));
+    const int fd = ::openat(dir, entry.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      if (err == ENOENT) throw not_found(message(e.name, "was removed meanwhile"));
+      if (token) {  // a token still, whoever's it is
+        e.status = object_status::owner_token;
+        e.token = token;
+        e.owner = owner_status::unreadable;
+        e.owner_error = token_unreadable(token, err);
+        return e;
+      }
+      throw_os_error(err, e.name, "cannot be read");
+    }
+    fd_guard close_fd{fd};
+    inspect_fd(fd, e, token);
+  } catch (const error& x) {
+    e.status = status_of(x);
+    e.error = x.what();
+  }
+  return e;
+}
+
+// Whether a listing shows an entry (see list_objects).
+inline bool listed(const object_entry& e, bool all) noexcept {
+  return e.status != object_status::gone &&
+         (all || e.shmarray || e.status == object_status::no_access);
+}
+
+}  // namespace detail
+
 // Inspects /dev/shm/NAME: any bytes but '/', with or without the leading
 // '/'. Reads with pread, never maps. Throws not_found where nothing has
 // that name, invalid_name where it cannot be one; every other problem is
 // the entry's status and error.
 inline object_entry inspect(std::string_view name) {
   const std::string bare = detail::any_shm_name(name);
-  object_entry e;
-  e.name = "/" + bare;
-  const std::string path = std::string(detail::shm_dir) + e.name;
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) throw not_found(detail::message(e.name, "does not exist"));
-    detail::throw_os_error(errno, e.name, "cannot be examined");
-  }
-  e.bytes = std::uint64_t(st.st_size);  // what lstat says, readable or not
-  e.id = {std::uint64_t(st.st_dev), std::uint64_t(st.st_ino), 0};  // the birth time once opened
-  int fd = -1;
-  try {
-    // Never opened unless it is a regular file: a FIFO or a device is not
-    // a segment, and opening one may block or act.
-    if (!S_ISREG(st.st_mode))
-      throw error(
-          detail::message(e.name, "is " + detail::file_kind(st.st_mode) + ", not a regular file"));
-    fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-      const int err = errno;
-      if (err == ENOENT) throw not_found(detail::message(e.name, "was removed meanwhile"));
-      if (const auto id = detail::owner::token_id_of(bare)) {  // a token still, whoever's it is
-        e.status = object_status::owner_token;
-        e.token = id;
-        e.owner = owner_status::unreadable;
-        e.owner_error = detail::token_unreadable(id, err);
-        return e;
-      }
-      detail::throw_os_error(err, e.name, "cannot be read");
-    }
-    detail::fd_guard close_fd{fd};
-    detail::inspect_fd(fd, e, detail::owner::token_id_of(bare));
-  } catch (const error& x) {
-    e.status = detail::status_of(x);
-    e.error = x.what();
-  }
-  return e;
+  return detail::inspect_at(AT_FDCWD, std::string(detail::shm_dir) + "/" + bare, "/" + bare,
+                            std::string(detail::shm_dir) + "/" + bare,
+                            detail::owner::token_id_of(bare));
+}
+
+// Inspects the file at `path` (a file backing's, say) as inspect() does an
+// object of /dev/shm: a link at its end is not followed (it is "a symbolic
+// link, not a regular file"), the record is read with pread.
+inline object_entry inspect_file(const std::string& path) {
+  if (path.empty() || path.find('\0') != path.npos)
+    throw invalid_name(detail::message(path, "is not a path"));
+  return detail::inspect_at(AT_FDCWD, path, path, path, 0);
 }
 
 // The objects of /dev/shm, sorted by name: the shmarray segments, and those
@@ -252,8 +281,48 @@ inline std::vector<object_entry> list_objects(bool all = false) {
     if (!all && detail::owner::token_id_of(n)) continue;
     try {
       object_entry e = inspect(n);
-      if (e.status == object_status::gone) continue;
-      if (all || e.shmarray || e.status == object_status::no_access) out.push_back(std::move(e));
+      if (detail::listed(e, all)) out.push_back(std::move(e));
+    } catch (const error&) {  // removed meanwhile
+    }
+  }
+  return out;
+}
+
+// The objects of `directory` (file backings, say), as list_objects lists
+// /dev/shm's, named by their paths ("DIRECTORY/NAME"): the shmarray
+// segments and the files that cannot be opened here; with `all`, every
+// regular file. Each entry is reached through one descriptor of the
+// directory, opened once, without following a link at the entry. Throws
+// not_found or access_denied where the directory cannot be read.
+inline std::vector<object_entry> list_objects_in(const std::string& directory, bool all = false) {
+  if (directory.empty() || directory.find('\0') != directory.npos)
+    throw invalid_name(detail::message(directory, "is not a directory's path"));
+  const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) detail::throw_os_error(errno, directory, "cannot be listed");
+  DIR* d = ::fdopendir(dir);
+  if (!d) {
+    const int err = errno;
+    ::close(dir);
+    detail::throw_os_error(err, directory, "cannot be listed");
+  }
+  detail::scope_exit close_dir([&] { ::closedir(d); });  // and the descriptor with it
+  const std::string prefix = directory.back() == '/' ? directory : directory + "/";
+  std::vector<std::string> names;
+  while (const dirent* de = ::readdir(d)) {
+    const std::string n = de->d_name;
+    struct stat st {};
+    if (n != "." && n != ".." &&
+        (de->d_type == DT_REG ||
+         (de->d_type == DT_UNKNOWN && ::fstatat(dir, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISREG(st.st_mode))))
+      names.push_back(n);
+  }
+  std::sort(names.begin(), names.end());
+  std::vector<object_entry> out;
+  for (const auto& n : names) {
+    try {
+      object_entry e = detail::inspect_at(dir, n, prefix + n, prefix + n, 0);
+      if (detail::listed(e, all)) out.push_back(std::move(e));
     } catch (const error&) {  // removed meanwhile
     }
   }
@@ -344,8 +413,8 @@ inline std::vector<collected> collect_dead(bool dry_run = false, bool others = f
   return out;
 }
 
-// Removes the object an entry of inspect() or list_objects() names from
-// /dev/shm (mappings of it stay valid). Refuses, with access_denied, the
+// Removes the object an entry of inspect(), inspect_file() or a listing
+// names (mappings of it stay valid). Refuses, with access_denied, the
 // token of a live owner: without it, gc would take that process's segments
 // for a dead owner's. What to remove is the caller's choice: an entry that
 // is no shmarray segment (not e.shmarray) is removed too. One gone already
@@ -356,7 +425,7 @@ inline void remove_object(const object_entry& e) {
         detail::message(e.name,
                         "is the owner token of a live process; not removed (without it, "
                         "gc would take that process's segments for a dead owner's)"));
-  const std::string path = detail::shm_dir + e.name;
+  const std::string path = e.path.empty() ? detail::shm_dir + e.name : e.path;
   if (::unlink(path.c_str()) != 0 && errno != ENOENT)
     detail::throw_os_error(errno, e.name, "could not be removed");
 }
