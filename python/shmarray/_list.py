@@ -41,13 +41,14 @@ def _token_row(name, st, id_):
     return row
 
 
-def _inspect(raw, name, st):
-    """The row of one object (`raw` its name in /dev/shm, `st` its lstat),
-    or None if it has gone or is no longer a regular file."""
+def _inspect(raw, name, st, dir_fd=None):
+    """The row of one object (`raw` its name in /dev/shm, or in the
+    directory `dir_fd`; `st` its lstat), or None if it has gone or is no
+    longer a regular file."""
     row = {"name": name, "bytes": st.st_size, "shmarray": False, "status": "ok"}  # readable or not
     try:
-        fd = os.open(s.SHM_DIR.encode() + b"/" + raw,
-                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(raw if dir_fd is not None else s.SHM_DIR.encode() + b"/" + raw,
+                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         return None  # removed meanwhile
     except OSError as err:
@@ -85,7 +86,32 @@ def _inspect(raw, name, st):
     return row
 
 
-def list(all=False):  # noqa: A001 (the module's public name)
+def _list_directory(directory, all):
+    """list(directory=...): the regular files of one directory, reached
+    through one descriptor of it, named by their paths."""
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise s._os_error(err, directory, "cannot be listed") from None
+    out = []
+    try:
+        prefix = directory if directory.endswith("/") else directory + "/"
+        for raw in sorted(os.fsencode(n) for n in os.listdir(dfd)):  # by bytes, as C++ sorts
+            try:
+                st = os.stat(raw, dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            row = _inspect(raw, prefix + from_raw(raw), st, dfd)
+            if row is not None and (all or row["shmarray"] or row["status"] == "no access"):
+                out.append(row)
+    finally:
+        os.close(dfd)
+    return out
+
+
+def list(all=False, directory=None):  # noqa: A001 (the module's public name)
     """One dict per object in /dev/shm, sorted by the bytes of its name,
     with the fields of `shmarray ls --json`: name (os.fsdecode's str:
     undecodable bytes as surrogateescape gives them), bytes, shmarray,
@@ -100,7 +126,13 @@ def list(all=False):  # noqa: A001 (the module's public name)
     ('no access': they may be segments); with all=True also every other
     object and the owner tokens (status 'owner token', with owner).
     Skipped always: what is not a regular file, and POSIX semaphores
-    ('sem.' names)."""
+    ('sem.' names).
+
+    With `directory` (a str path), the files of that directory instead
+    (file backings), named by their paths, as `shmarray ls DIR` lists them;
+    NotFound or AccessDenied where it cannot be read."""
+    if directory is not None:
+        return _list_directory(directory, all)
     out = []
     try:
         entries = sorted(os.listdir(s.SHM_DIR.encode()))

@@ -395,3 +395,32 @@ def test_the_owner_tokens_journal_names_what_the_owner_still_has(prefix):
         from shmarray import _segments
         assert live == [(shmarray.name_of(b), st.st_dev, st.st_ino, _segments.birth_ns(path=path))]
         assert live[0][3] > 0  # tmpfs keeps birth times here
+
+
+def test_list_of_a_directory_is_shmarray_ls_dir(prefix, tmp_path):
+    if not CLI:
+        pytest.skip("SHMARRAY_CLI is not set: run through CTest")
+    # A segment's bytes in a file are a file backing's: C++ makes one in
+    # /dev/shm, the test copies it into the directory.
+    golden("make", f"/{prefix}cpp", "<i2", "C", 7)
+    try:
+        with open(f"/dev/shm/{prefix}cpp", "rb") as fh:
+            (tmp_path / "frames.shm").write_bytes(fh.read())
+    finally:
+        os.unlink(f"/dev/shm/{prefix}cpp")
+    (tmp_path / "notes.txt").write_bytes(b"hello\n")
+    os.symlink(tmp_path / "frames.shm", tmp_path / "link.shm")  # never followed
+    d = str(tmp_path)
+    for all_ in (False, True):
+        mine = shmarray.list(all=all_, directory=d)
+        theirs = json.loads(subprocess.run([CLI, "ls", "--json"] + (["-a"] if all_ else []) + [d],
+                                           capture_output=True, text=True, check=True).stdout)
+        assert [r["name"] for r in mine] == [d + "/frames.shm"] + ([d + "/notes.txt"] if all_ else [])
+        for p, c in zip(mine, theirs):
+            if p["status"] != "ok":
+                p.pop("error"), c.pop("error")  # the messages' wording differs
+            assert p == c
+    row = shmarray.list(directory=d + "/")[0]
+    assert row["name"] == d + "/frames.shm" and row["dtype"] == "<i2" and row["status"] == "ok"
+    with pytest.raises(shmarray.NotFound):
+        shmarray.list(directory=d + "/missing")
