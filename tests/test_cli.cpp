@@ -332,6 +332,19 @@ TEST_CASE("shmarray ls DIR and info PATH inspect file backings") {
     const auto gone = cli({"info", dir + "/nothing.shm"});
     CHECK(gone.code == 1);
     CHECK_THAT(gone.err, Contains("does not exist"));
+    // rm takes paths too: a file that is no segment only with -f.
+    const std::string notes = dir + "/notes.txt";
+    const int fd = ::open(notes.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, "hello\n", 6) == 6);
+    ::close(fd);
+    CHECK(cli({"rm", notes}).code == 1);
+    CHECK(::access(notes.c_str(), F_OK) == 0);
+    CHECK(cli({"rm", "-f", notes}).code == 0);
+    CHECK(::access(notes.c_str(), F_OK) != 0);
+    CHECK(cli({"rm", dir + "/frames.shm"}).code == 0);
+    CHECK(::access((dir + "/frames.shm").c_str(), F_OK) != 0);
+    CHECK(a(3, 4) == 0);  // the mapping stays
   }
   CHECK(::rmdir(dir.c_str()) == 0);
 }

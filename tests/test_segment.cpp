@@ -220,27 +220,30 @@ test::namespace_run huge_pages_in(const char* where, const std::string& mode,
     init.data = bytes.data();
     init.size = bytes.size();
     int code = 0;
-    for (const bool asked : {false, true}) {
-      map_options o;
-      o.huge_pages = asked;
-      segment s = make(o, init, asked ? "with" : "without");
-      auto* p = reinterpret_cast<unsigned char*>(s.data());
-      if (std::memcmp(p, bytes.data(), bytes.size()) != 0 || p[size - 1] != 0) {
-        say("the initial bytes are not what was written; ");
-        code = 1;
+    for (const bool asked : {false, true})
+      for (const bool filled : {true, false}) {  // from_array's path, and from_shape's
+        map_options o;
+        o.huge_pages = asked;
+        segment s = make(o, filled ? init : detail::initial_bytes{}, asked ? "with" : "without");
+        auto* p = reinterpret_cast<unsigned char*>(s.data());
+        const std::size_t head = filled ? bytes.size() : 0;
+        if (std::memcmp(p, bytes.data(), head) != 0 || p[size - 1] != 0) {
+          say("the initial bytes are not what was written; ");
+          code = 1;
+        }
+        std::memset(p + head, 1, size - head);
+        const auto status = s.huge_pages();
+        const std::size_t got = s.huge_page_bytes();
+        say(std::string(asked ? "asked" : "not asked") + (filled ? ", filled" : ", zeros") + ": " +
+            std::to_string(got >> 20) + " MiB huge; ");
+        if (asked && status != expect) {
+          say("status " + std::to_string(int(status)) + " not " + std::to_string(int(expect)) +
+              "; ");
+          code = 2;
+        }
+        if (!asked && status != huge_pages_status::not_requested) code = 3;
+        if ((got > 0) != (asked ? with : without)) code = 4;
       }
-      std::memset(p + bytes.size(), 1, size - bytes.size());
-      const auto status = s.huge_pages();
-      const std::size_t got = s.huge_page_bytes();
-      say(std::string(asked ? "asked" : "not asked") + ": " + std::to_string(got >> 20) +
-          " MiB huge; ");
-      if (asked && status != expect) {
-        say("status " + std::to_string(int(status)) + " not " + std::to_string(int(expect)) + "; ");
-        code = 2;
-      }
-      if (!asked && status != huge_pages_status::not_requested) code = 3;
-      if ((got > 0) != (asked ? with : without)) code = 4;
-    }
     return code;
   });
 }

@@ -582,3 +582,49 @@ TEST_CASE("a helper that reads only when kicked loses nothing when its socket fi
   CHECK(names.left().empty());
   CHECK(test::ends(r->helper));
 }
+
+TEST_CASE("a shmarray command older than the library (no batched mode) still watches it") {
+  if (no_helper()) return;
+  test::names names;
+  // An installed command that knows only `__watchdog`, as before the
+  // batched mode: it refuses the batched start, and the library starts it
+  // the old way, telling it everything registered meanwhile.
+  char dir[] = "/tmp/shmarray_oldhelper_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string script = std::string(dir) + "/shmarray";
+  {
+    const int fd = ::open(script.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0700);
+    REQUIRE(fd >= 0);
+    const std::string text = "#!/bin/sh\n[ \"$1\" = __watchdog ] || exit 2\nexec " +
+                             detail::owner::find_helper() + " \"$@\"\n";
+    REQUIRE(::write(fd, text.data(), text.size()) == ssize_t(text.size()));
+    ::close(fd);
+  }
+  report* r = shared_report();
+  int err[2];
+  REQUIRE(::pipe(err) == 0);
+  const pid_t owner = ::fork();
+  REQUIRE(owner >= 0);
+  if (owner == 0) {
+    ::dup2(err[1], 2);  // what the library says on stderr, for the test
+    ::setenv("SHMARRAY_HELPER", script.c_str(), 1);
+    manager m(names.options());
+    auto a = m.from_shape<double>({8});
+    auto b = m.from_shape<double>({8});
+    r->helper = detail::owner::watchdog::get().helper_pid();
+    r->ready = 1;
+    ::raise(SIGKILL);
+    ::_exit(1);
+  }
+  ::close(err[1]);
+  CHECK(test::killed_by(test::reap(owner), SIGKILL));
+  const std::string said = test::read_all(err[0]);
+  ::close(err[0]);
+  CHECK(r->ready.load() == 1);
+  CHECK(r->helper > 0);
+  CHECK(said.empty());  // no "did not start"
+  CHECK(cleaned(names));
+  if (r->helper > 0) CHECK(test::ends(r->helper));
+  ::unlink(script.c_str());
+  ::rmdir(dir);
+}

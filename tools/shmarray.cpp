@@ -217,7 +217,7 @@ int cmd_rm(const std::vector<std::string>& names, bool force) {
   int rc = 0;
   for (const auto& n : names) {
     try {
-      const object_entry e = shmarray::inspect(n);
+      const object_entry e = is_path(n) ? shmarray::inspect_file(n) : shmarray::inspect(n);
       const bool segment = e.shmarray || e.status == object_status::owner_token;
       if (!segment && !force) {
         std::fprintf(stderr, "shmarray rm: %s; not removed (--force removes it anyway)\n",

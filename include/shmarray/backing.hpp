@@ -157,9 +157,10 @@ inline segment create_mapping(int fd, std::string_view name, std::size_t size, b
     throw_os_error(errno, name, "could not be set to mode 0600");
   const auto setting = huge_setting_if_asked(fd, anonymous, o);
   const bool advise_first = setting == huge_pages_status::advised;
-  // pwrite grows a file as it goes: size it first, so no reader sees a
-  // partial size. (fallocate alone sets the size in one step.)
-  if ((init.size > 0 || advise_first) && ::ftruncate(fd, off_t(size)) != 0) {
+  // Sized first: pwrite grows a file as it goes, and no reader may see a
+  // partial size; and a tmpfs mounted huge=within_size gives huge pages
+  // only to pages within the size the file has when they are reserved.
+  if (::ftruncate(fd, off_t(size)) != 0) {
     if (errno == EFBIG || errno == ENOSPC) full();
     throw_os_error(errno, name, "could not be sized to " + std::to_string(size) + " bytes");
   }

@@ -272,13 +272,20 @@ def test_a_full_dev_shm_says_the_free_space_it_had_not_what_the_attempt_left():
 # A Python owner: an array, then (after a line on stdin) another, then waits
 # to be killed.
 RESTART_OWNER = """
-import json, sys
+import json, sys, time
 import numpy as np, shmarray
 from shmarray import _owner
 m = shmarray.Manager(prefix="wd_")
 a = m.from_shape((100,), np.float64)
 gone = m.from_shape((100,), np.float64)
 m.remove(gone)  # unregistered before the helper dies: not told again
+# Its hello read first: a helper killed before it says it runs is one that
+# did not start, and is not started again (the test kills it once it shows).
+for _ in range(500):
+    _owner.watchdog._settle()
+    if _owner.watchdog.helper_pid:
+        break
+    time.sleep(0.01)
 print(json.dumps({"token": _owner.token_name(_owner.token.id)}), flush=True)
 sys.stdin.readline()
 b = m.from_array(np.ones(10))

@@ -2,7 +2,7 @@
 // helper process (the installed `shmarray` command, in its hidden watchdog
 // mode) hold one end of a socket; the owner registers each segment as it
 // makes it and unregisters it when it removes it. The helper reads the
-// socket only when the owner kicks it (a byte down a pipe, every so many
+// socket only when the owner kicks it (a byte on a second socket, every so many
 // records) and once the owner has hung up: a registration is one send, and
 // wakes nobody. When the owner dies,
 // however it dies, the helper reads end-of-file, waits until the owner's
@@ -213,6 +213,9 @@ class watchdog {
 
   // Forgets a helper that is gone (the next named segment starts another).
   void lose() noexcept {
+    // One that died before it said it runs may be an older command that
+    // refused the batched start: the next is started the old way.
+    if (ack_ >= 0) batched_ = false;
     if (fd_ >= 0) ::close(fd_);
     if (ack_ >= 0) ::close(ack_);
     if (kick_ >= 0) ::close(kick_);
@@ -289,10 +292,12 @@ class watchdog {
     if (++unkicked_ >= kick_every) kick();
   }
 
-  // Has the helper read the socket. A full pipe means kicks are pending.
+  // Has the helper read the socket. A full kick socket means kicks are
+  // pending. (A socket, not a pipe: a helper killed meanwhile must not
+  // SIGPIPE the owner.)
   void kick() noexcept {
     unkicked_ = 0;
-    if (kick_ >= 0) (void)!::write(kick_, "k", 1);
+    if (kick_ >= 0) (void)::send(kick_, "k", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   // Sends between kicks: far fewer than a socket holds (each send is its
   // own buffer in the kernel, about 1 KiB of the 208 KiB a socket may hold
@@ -317,12 +322,12 @@ class watchdog {
       ::close(sv[1]);
       return fail("pipe");
     }
-    if (::pipe2(kick, O_CLOEXEC) != 0) {
+    kick[0] = kick[1] = -1;
+    if (batched_ && ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, kick) != 0) {
       for (int fd : {sv[0], sv[1], ack[0], ack[1]})
         ::close(fd);
-      return fail("pipe");
+      return fail("socketpair");
     }
-    (void)::fcntl(kick[1], F_SETFL, O_NONBLOCK);  // a kick never waits
     posix_spawn_file_actions_t fa;
     ::posix_spawn_file_actions_init(&fa);
     ::posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -330,7 +335,7 @@ class watchdog {
     ::posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
     ::posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec
     ::posix_spawn_file_actions_adddup2(&fa, ack[1], 4);
-    ::posix_spawn_file_actions_adddup2(&fa, kick[0], 5);
+    if (batched_) ::posix_spawn_file_actions_adddup2(&fa, kick[0], 5);
     posix_spawnattr_t at;
     ::posix_spawnattr_init(&at);
     sigset_t none, all;
@@ -339,7 +344,8 @@ class watchdog {
     ::posix_spawnattr_setsigmask(&at, &none);
     ::posix_spawnattr_setsigdefault(&at, &all);
     ::posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    char arg0[] = "shmarray", arg1[] = "__watchdog-batched";
+    char arg0[] = "shmarray", batched[] = "__watchdog-batched", eager[] = "__watchdog";
+    char* arg1 = batched_ ? batched : eager;
     char* argv[] = {arg0, arg1, nullptr};
     pid_t mid = 0;
     const int rc = ::posix_spawn(&mid, helper.c_str(), &fa, &at, argv, environ);
@@ -347,11 +353,11 @@ class watchdog {
     ::posix_spawnattr_destroy(&at);
     ::close(sv[1]);
     ::close(ack[1]);
-    ::close(kick[0]);
+    if (kick[0] >= 0) ::close(kick[0]);
     if (rc != 0) {
       ::close(sv[0]);
       ::close(ack[0]);
-      ::close(kick[1]);
+      if (kick[1] >= 0) ::close(kick[1]);
       errno = rc;
       return fail(("posix_spawn of " + helper).c_str());
     }
@@ -388,12 +394,17 @@ class watchdog {
       const ssize_t n =
           ::read(ack_, reinterpret_cast<char*>(&ack_pid_) + ack_got_, sizeof ack_pid_ - ack_got_);
       if (n <= 0) {
-        ::close(ack_);
-        ack_ = -1;
-        ::close(fd_);
-        fd_ = -1;
-        ::close(kick_);
-        kick_ = -1;
+        const bool retry = batched_;
+        lose();  // (and, never having said it runs, no batched helper again)
+        lost_ = false;
+        if (retry) {
+          // An older `shmarray` that knows only `__watchdog` (the library
+          // newer than the installed command): start it so, and tell it all.
+          tried_ = false;
+          if (start()) resend();
+          settle(wait);
+          return;
+        }
         say_once(("the watchdog helper " + helper_path_ + " did not start").c_str());
         return;
       }
@@ -424,7 +435,8 @@ class watchdog {
   pid_t helper_ = 0;
   pid_t mid_ = 0;             // the intermediate, until collected
   int ack_ = -1;              // where the helper says its pid
-  int kick_ = -1;             // the pipe that has the helper read the socket
+  int kick_ = -1;             // the socket that has the helper read its socket
+  bool batched_ = true;       // the helper reads only when kicked (false: an older one)
   std::size_t unkicked_ = 0;  // sends since the last kick
   pid_t ack_pid_ = 0;
   std::size_t ack_got_ = 0;

@@ -90,7 +90,7 @@ class watched_token {
 
 // The helper's life: fd 3 is the owner's socket, fd 4 where it says it runs.
 // `batched` (the C++ library's `shmarray __watchdog-batched`): fd 5 is a
-// pipe the owner writes a byte to every so many records, and the socket is
+// second socket the owner sends a byte on every so many records, and fd 3 is
 // read only then and once the owner has hung up, so that registering an
 // object costs the owner one send and never a wake-up of this process (what
 // is sent waits in the socket, the kernel's, whatever happens to the owner).

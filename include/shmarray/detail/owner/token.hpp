@@ -286,8 +286,8 @@ class token {
         return false;
       }
       // Blocking: a reader (ls, gc) may hold a shared lock for a moment, or
-      // a gc that took this new name for a dead one's an exclusive lock
-      // while it removes the name (then the check below sends us on).
+      // a collector that took this new name for a dead one's its shared
+      // lock while it removes the name (then the check below sends us on).
       int locked;
       while ((locked = ::flock(fd, LOCK_EX)) != 0 && errno == EINTR) {
       }
@@ -300,8 +300,9 @@ class token {
       }
       // A gc that looked between our shm_open and our flock saw the lock
       // free and may have removed the name: then it is not ours, try another.
-      // (A gc removes a name only while it holds the exclusive lock, so once
-      // we hold it and the name is still ours, no gc can take it.)
+      // (A collector removes a name only while it holds a shared lock, which
+      // ours excludes, so once we hold it and the name is still ours, no
+      // collector can take it.)
       struct stat mine {
       }, named{};
       if (::fstat(fd, &mine) != 0 || ::stat(("/dev/shm" + name).c_str(), &named) != 0 ||
