@@ -9,6 +9,17 @@ function(run)
     message(FATAL_ERROR "failed (${rc}): ${cmd}\n${out}\n${err}")
   endif()
   set(last_output "${out}" PARENT_SCOPE)
+  set(last_error "${err}" PARENT_SCOPE)
+endfunction()
+
+# A program built against the installed targets finds the installed helper
+# by the path its target records, installed with --prefix as here: nothing
+# on PATH or in the environment helps it.
+function(expect_helper_found program)
+  run(${CMAKE_COMMAND} -E env --unset=SHMARRAY_HELPER PATH=/usr/bin:/bin ${program})
+  if(last_error MATCHES "no watchdog helper found")
+    message(FATAL_ERROR "${program} did not find the installed helper: ${last_error}")
+  endif()
 endfunction()
 
 function(expect_consumer_ok)
@@ -37,6 +48,9 @@ expect_consumer_ok()
 run(${WORK_DIR}/find/consumer_adapters)
 expect_consumer_ok()
 message(STATUS "find_package: ${last_output}")
+if(EXISTS ${prefix}/bin/shmarray)
+  expect_helper_found(${WORK_DIR}/find/consumer)
+endif()
 
 # pkg-config, by hand as a Makefile user would.
 run(${CMAKE_COMMAND} -E env PKG_CONFIG_PATH=${prefix}/share/pkgconfig
