@@ -243,8 +243,8 @@ inline void reserve_holes(int fd, std::string_view name, std::size_t size, space
 // meanwhile is an error there, never a SIGBUS. A writable mapping of a
 // sparse object reserves its holes first.
 template <class Check>
-inline segment open_mapping(int fd, std::string_view name, bool writable, bool anonymous,
-                            space where, const map_options& o, Check&& check) {
+inline segment open_mapping(int fd, std::string_view name, bool writable, space where,
+                            const map_options& o, Check&& check) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
   if (!S_ISREG(st.st_mode))
@@ -257,7 +257,7 @@ inline segment open_mapping(int fd, std::string_view name, bool writable, bool a
   object_id id;
   if (!identify(fd, id)) throw_os_error(errno, name, "could not be examined");
   auto region = map_region({fd, writable ? bip::read_write : bip::read_only}, size, name);
-  const auto huge = tune(region, o, huge_setting_if_asked(fd, anonymous, o), writable);
+  const auto huge = tune(region, o, huge_setting_if_asked(fd, false, o), writable);
   return segment(std::move(region), std::string(name), writable, huge, id);
 }
 
@@ -321,7 +321,7 @@ class named_backing {
                   "(realpath) and attach the path it names"));
     if (fd < 0) throw_os_error(errno, name(), "could not be opened");
     fd_guard close_fd{fd};
-    return open_mapping(fd, name(), writable, false, Derived::where, o, check);
+    return open_mapping(fd, name(), writable, Derived::where, o, check);
   }
 
   // Unlinks the name; false if there was nothing to remove. Mappings stay valid.

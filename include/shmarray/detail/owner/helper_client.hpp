@@ -114,13 +114,6 @@ class watchdog {
     return fd_ >= 0;
   }
 
-  // Whether this process has a helper watching it.
-  bool running() {
-    std::lock_guard<std::mutex> g(mu_);
-    adopt_process();
-    return fd_ >= 0;
-  }
-
   // Unregisters the object `dev`/`ino` registered under `name`: the owner
   // removed it, or its creation failed. Another object registered under
   // the same name stays registered.
