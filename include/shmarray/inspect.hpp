@@ -128,24 +128,31 @@ inline std::string any_shm_name(std::string_view name) {
   return std::string(bare);
 }
 
-// Every regular file of /dev/shm (lstat: nothing followed) but semaphores
-// ("sem.*", not shm_open's), by name without its '/', sorted by bytes.
-inline std::vector<std::string> shm_files() {
+// Every regular file of the open directory `d` (lstat: nothing followed),
+// by name, sorted by bytes; without semaphores ("sem.*", not shm_open's)
+// where `semaphores` is false.
+inline std::vector<std::string> regular_files(DIR* d, bool semaphores = true) {
   std::vector<std::string> out;
-  DIR* d = ::opendir(shm_dir);
-  if (!d) return out;
   const int dfd = ::dirfd(d);
   while (const dirent* de = ::readdir(d)) {
     const std::string n = de->d_name;
-    if (n == "." || n == ".." || n.compare(0, 4, "sem.") == 0) continue;
+    if (n == "." || n == ".." || (!semaphores && n.compare(0, 4, "sem.") == 0)) continue;
     struct stat st {};
     if (de->d_type == DT_REG ||
         (de->d_type == DT_UNKNOWN && ::fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
          S_ISREG(st.st_mode)))
       out.push_back(n);
   }
-  ::closedir(d);
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Every regular file of /dev/shm but semaphores, by name without its '/'.
+inline std::vector<std::string> shm_files() {
+  DIR* d = ::opendir(shm_dir);
+  if (!d) return {};
+  std::vector<std::string> out = regular_files(d, false);
+  ::closedir(d);
   return out;
 }
 
@@ -307,19 +314,8 @@ inline std::vector<object_entry> list_objects_in(const std::string& directory, b
   }
   detail::scope_exit close_dir([&] { ::closedir(d); });  // and the descriptor with it
   const std::string prefix = directory.back() == '/' ? directory : directory + "/";
-  std::vector<std::string> names;
-  while (const dirent* de = ::readdir(d)) {
-    const std::string n = de->d_name;
-    struct stat st {};
-    if (n != "." && n != ".." &&
-        (de->d_type == DT_REG ||
-         (de->d_type == DT_UNKNOWN && ::fstatat(dir, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-          S_ISREG(st.st_mode))))
-      names.push_back(n);
-  }
-  std::sort(names.begin(), names.end());
   std::vector<object_entry> out;
-  for (const auto& n : names) {
+  for (const auto& n : detail::regular_files(d)) {
     try {
       object_entry e = detail::inspect_at(dir, n, prefix + n, prefix + n, 0);
       if (detail::listed(e, all)) out.push_back(std::move(e));

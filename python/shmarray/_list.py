@@ -86,6 +86,12 @@ def _inspect(raw, name, st, dir_fd=None):
     return row
 
 
+def _listed(row, all):
+    """Whether a listing shows a row: segments, and what cannot be opened
+    (it may be one); with all=True every row."""
+    return row is not None and (all or row["shmarray"] or row["status"] == "no access")
+
+
 def _list_directory(directory, all):
     """list(directory=...): the regular files of one directory, reached
     through one descriptor of it, named by their paths."""
@@ -104,7 +110,7 @@ def _list_directory(directory, all):
             if not stat.S_ISREG(st.st_mode):
                 continue
             row = _inspect(raw, prefix + from_raw(raw), st, dfd)
-            if row is not None and (all or row["shmarray"] or row["status"] == "no access"):
+            if _listed(row, all):
                 out.append(row)
     finally:
         os.close(dfd)
@@ -154,6 +160,6 @@ def list(all=False, directory=None):  # noqa: A001 (the module's public name)
                 out.append(_token_row(name, st, token))
             continue
         row = _inspect(raw, name, st)
-        if row is not None and (all or row["shmarray"] or row["status"] == "no access"):
+        if _listed(row, all):
             out.append(row)
     return out

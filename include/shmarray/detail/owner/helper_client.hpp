@@ -160,17 +160,9 @@ class watchdog {
   // waiting (its copy of the socket goes); a child of vfork or clone may
   // share the parent's descriptors, and closes nothing.
   void forget_parent(bool close_descriptors) noexcept {
-    if (close_descriptors) {
-      if (fd_ >= 0) ::close(fd_);
-      if (ack_ >= 0) ::close(ack_);
-      if (kick_ >= 0) ::close(kick_);
-    }
-    fd_ = ack_ = kick_ = -1;
-    unkicked_ = 0;
+    disconnect(close_descriptors);
     mid_ = 0;
-    ack_got_ = 0;
-    helper_ = 0;
-    token_sent_ = token_ = journaled_ = 0;
+    token_ = journaled_ = 0;
     registered_.clear();
     tried_ = lost_ = false;
     pid_ = ::getpid();
@@ -209,15 +201,21 @@ class watchdog {
     // One that died before it said it runs may be an older command that
     // refused the batched start: the next is started the old way.
     if (ack_ >= 0) batched_ = false;
-    if (fd_ >= 0) ::close(fd_);
-    if (ack_ >= 0) ::close(ack_);
-    if (kick_ >= 0) ::close(kick_);
+    disconnect(true);
+    lost_ = true;
+  }
+
+  // Lets go of the helper's descriptors (closing them unless they may be a
+  // parent's, shared by vfork or clone) and of what it was told.
+  void disconnect(bool close_descriptors) noexcept {
+    if (close_descriptors)
+      for (int fd : {fd_, ack_, kick_})
+        if (fd >= 0) ::close(fd);
     fd_ = ack_ = kick_ = -1;
     unkicked_ = 0;
     ack_got_ = 0;
     helper_ = 0;
     token_sent_ = 0;
-    lost_ = true;
   }
 
   // Tells a new helper what its predecessor knew.
