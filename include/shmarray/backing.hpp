@@ -152,6 +152,8 @@ inline segment create_mapping(int fd, std::string_view name, std::size_t size, b
   mode_t mode = 0;
   if (!identify(fd, id, &mode)) throw_os_error(errno, name, "could not be examined");
   if (init.created) init.created(init.context, id);
+  if (init.keep_fd && (*init.keep_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
+    throw_os_error(errno, name, "could not be kept open");
   // The mode asked for is 0600; only a umask that removes owner bits changes it.
   if ((mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0)
     throw_os_error(errno, name, "could not be set to mode 0600");
@@ -310,6 +312,15 @@ class named_backing {
   // size) on it before anything is mapped (see open_mapping), and maps it.
   template <class Check = no_check>
   segment open(access_mode a, const map_options& o, Check&& check = {}) const {
+    fd_guard close_fd{open_descriptor(a)};
+    return open_mapping(close_fd.fd, name(), a == access_mode::read_write, Derived::where, o,
+                        check);
+  }
+
+  // Opens the object as open() does, maps nothing, and gives the caller the
+  // descriptor (close-on-exec, non-blocking), for what maps it otherwise
+  // (a ring's reader maps its slots read-only and its own area apart).
+  int open_descriptor(access_mode a) const {
     const bool writable = a == access_mode::read_write;
     const int fd =
         self().open_fd((writable ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
@@ -320,8 +331,7 @@ class named_backing {
                   "planted it); to attach through a link on purpose, resolve it yourself "
                   "(realpath) and attach the path it names"));
     if (fd < 0) throw_os_error(errno, name(), "could not be opened");
-    fd_guard close_fd{fd};
-    return open_mapping(fd, name(), writable, Derived::where, o, check);
+    return fd;
   }
 
   // Unlinks the name; false if there was nothing to remove. Mappings stay valid.

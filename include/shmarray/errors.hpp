@@ -181,6 +181,25 @@ class wrong_process : public error {
   using error::error;
 };
 
+// A ring's writer has ended (closed the ring, or its process died) and
+// the reader has read every frame it left: no frame will come.
+class producer_gone : public error {
+ public:
+  producer_gone(const std::string& what, bool died) : error(what), died_(died) {}
+  // True when the writer's process died without closing the ring.
+  bool died() const noexcept { return died_; }
+
+ private:
+  bool died_;
+};
+
+// A wait that ran out of time where running out is an error: a ring writer
+// in `block` mode whose slowest reader kept its slot past the timeout.
+class ring_timeout : public error {
+ public:
+  using error::error;
+};
+
 // How one forked worker failed.
 struct worker_failure {
   enum class kind {

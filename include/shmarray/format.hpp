@@ -19,6 +19,8 @@ namespace shmarray {
 namespace format {
 inline constexpr char magic[8] = {'S', 'H', 'M', 'A', 'R', 'R', 'A', 'Y'};
 inline constexpr std::uint32_t version = 1;
+// Rings of frames (ring.hpp) are version 2, with the same magic.
+inline constexpr std::uint32_t ring_version = 2;
 inline constexpr std::size_t record_size = 512;
 inline constexpr std::size_t record_alignment = 64;  // the record starts at a multiple of this
 

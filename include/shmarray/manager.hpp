@@ -27,6 +27,7 @@
 #include "errors.hpp"
 #include "metadata.hpp"
 #include "ndarray.hpp"
+#include "ring.hpp"
 #include "segment.hpp"
 #include "shape.hpp"
 
@@ -132,6 +133,21 @@ class manager {
                                              create_options o = {}) {
     o.order = source_order(a);
     return from_array(a.data(), a.shape(), backing, o);
+  }
+
+  // A new ring of frames (ring.hpp) of `frame_shape` under a POSIX
+  // shared-memory name, or with the given backing (anonymous{} for fork()
+  // children, file{path}), and its one writer. The manager removes the
+  // name at its end, as an array's; the writer's end closes the ring.
+  template <class T>
+  ring_writer<T> ring(std::string_view name, const shape_arg& frame_shape,
+                      const ring_options& o = {}) {
+    return create_ring<T>(posix_shm(name), frame_shape, o);
+  }
+  template <class T, class Backing, class = std::enable_if_t<detail::is_backing<Backing>::value>>
+  ring_writer<T> ring(const Backing& backing, const shape_arg& frame_shape,
+                      const ring_options& o = {}) {
+    return create_ring<T>(backing, frame_shape, o);
   }
 
   // Attaches to an array this or another process made; the manager does not
@@ -262,29 +278,87 @@ class manager {
     if (!o.raw && !detail::segment_bytes(nbytes, total))
       throw invalid_shape(detail::message(
           backing.name(), "cannot hold " + std::to_string(nbytes) + " bytes and a record"));
-    // A managed named segment holds a reference to its owner's token; one
-    // with a record names it there, so that `shmarray gc` can tell when the
-    // owner is gone, and the token's journal names them all. A kept one
-    // names none and is never collected.
+    std::optional<segment_info> info;
+    segment seg = create_owned(
+        backing, std::size_t(total), o.keep, o.map, {data, data ? nbytes : std::size_t{0}}, self,
+        [&](segment& made, std::uint64_t token_id) {
+          if (o.raw) return;
+          info = detail::new_info(dtype_of<T>(), shape, o.order, nbytes, self);
+          info->owner_token = token_id;
+          detail::write_record(made.data(), made.size(), *info, made.name());
+        });
+    return ndarray<T>(detail::trusted_t{}, std::move(seg), info ? &*info : nullptr, shape, o.order);
+  }
+
+  // Creates `total` bytes under `backing`, starting with `init`; has
+  // write(segment, token id) write its record; and owns it (unless `keep`).
+  // A managed named segment holds a reference to its owner's token; one
+  // with a record names it there, so that `shmarray gc` can tell when the
+  // owner is gone, and the token's journal names them all. A kept one
+  // names none and is never collected.
+  template <class Backing, class Write>
+  segment create_owned(const Backing& backing, std::size_t total, bool keep, const map_options& m,
+                       detail::initial_bytes init, pid_t self, Write&& write) {
     std::optional<owned_creation> made;
     if constexpr (detail::is_named<Backing>::value)
-      if (!o.keep)
+      if (!keep)
         made.emplace(st().owned, detail::owner::wire::object_kind(kind_of<Backing>()),
                      registered_name(backing));
     const std::uint64_t token_id = made ? made->token_id() : 0;
-    detail::initial_bytes init{data, data ? nbytes : std::size_t{0}};
     if (made) made->watch(init);
-    segment seg(create_only, backing, std::size_t(total), o.map, init);
+    segment seg(create_only, backing, total, m, init);
     auto undo = detail::scope_exit([&] { remove_quietly(backing); });
-    std::optional<segment_info> info;
-    if (!o.raw) {
-      info = detail::new_info(dtype_of<T>(), shape, o.order, nbytes, self);
-      info->owner_token = token_id;
-      detail::write_record(seg.data(), seg.size(), *info, seg.name());
-    }
+    write(seg, token_id);
     if (made) made->owned(seg.name(), self, seg.id());
     undo.dismiss();
-    return ndarray<T>(detail::trusted_t{}, std::move(seg), info ? &*info : nullptr, shape, o.order);
+    return seg;
+  }
+
+  // A new ring of `slots` frames of `frame_shape`, and its writer.
+  template <class T, class Backing>
+  ring_writer<T> create_ring(const Backing& backing, const shape_type& frame_shape,
+                             const ring_options& o) {
+    static_assert(!std::is_const_v<T>, "shmarray: create rings of T, not const T");
+    const std::size_t nbytes = detail::checked_nbytes(sizeof(T), frame_shape, backing.name());
+    for (auto e : frame_shape)
+      if (e == 0)
+        throw invalid_shape(detail::message(
+            backing.name(), "cannot be a ring of frames of shape " + to_string(frame_shape) +
+                                ": a frame holds at least one element"));
+    namespace rf = format::ring;
+    if (o.slots == 0 || o.slots > rf::max_slots || o.max_readers == 0 ||
+        o.max_readers > rf::max_readers || o.max_groups > rf::max_groups)
+      throw invalid_argument(detail::message(
+          backing.name(), "cannot be a ring of " + std::to_string(o.slots) + " slots, " +
+                              std::to_string(o.max_readers) + " readers and " +
+                              std::to_string(o.max_groups) + " groups: a ring has 1 to " +
+                              std::to_string(rf::max_slots) + " slots, 1 to " +
+                              std::to_string(rf::max_readers) + " readers and at most " +
+                              std::to_string(rf::max_groups) + " groups"));
+    detail::ring_info info;
+    if (!info.layout.compute(nbytes, o.slots, o.max_readers, o.max_groups))
+      throw invalid_shape(detail::message(
+          backing.name(), "cannot be a ring of " + std::to_string(o.slots) + " frames of " +
+                              std::to_string(nbytes) + " bytes: too large"));
+    const pid_t self = ::getpid();
+    info.frame = detail::new_info(dtype_of<T>(), frame_shape, o.order, nbytes, self);
+    info.policy = o.policy;
+    int keep_fd = -1;
+    auto close_fd = detail::scope_exit([&] {
+      if (keep_fd >= 0) ::close(keep_fd);
+    });
+    detail::initial_bytes init;
+    init.keep_fd = &keep_fd;
+    std::optional<ring_writer<T>> w;
+    segment seg = create_owned(
+        backing, std::size_t(info.layout.size), o.keep, o.map, init, self,
+        [&](segment& made, std::uint64_t token_id) {
+          info.frame.owner_token = token_id;
+          w.emplace(detail::ring_access::make_writer<T>(std::move(made), keep_fd, info, o));
+          keep_fd = -1;  // the writer's now
+        });
+    (void)seg;  // moved into the writer
+    return std::move(*w);
   }
 
   void remove_all() noexcept {

@@ -88,13 +88,11 @@ inline std::string reserved_text(std::size_t offset, std::byte value) {
                     "with an explicit shape)");
 }
 
-// Validates a private copy of the record (`rec`, format::record_size bytes)
-// of a segment of `size` bytes, in the order docs/FORMAT.md gives. Throws
-// not_ready, version_mismatch, corrupt_metadata or truncated_segment; never
-// trusts a field before it is checked. The copy's ready word must be one
-// read before the rest (see read_record and read_record_at).
-inline segment_info validate_record(const std::byte* rec, std::size_t size, std::string_view name) {
-  if (!record_fits(size)) no_record_fits(name, size);
+// The checks every record passes whatever it describes (docs/FORMAT.md,
+// steps 2-4, 6 and 7): the magic, `version` (which says whether the object
+// is an array, version 1, or a ring, version 2: a reader of the one refuses
+// the other by name), the ready word, the record size and the checksum.
+inline void check_header(const std::byte* rec, std::string_view name, std::uint32_t want) {
   if (!has_magic(rec)) {
     if (all_zero(rec + format::off_magic, sizeof format::magic))
       throw not_ready(message(name,
@@ -104,10 +102,20 @@ inline segment_info validate_record(const std::byte* rec, std::size_t size, std:
   }
   const auto v = load_le<std::uint32_t>(rec + format::off_version);
   if (v == 0) throw not_ready(message(name, "is still being created (its version is not set)"));
-  if (v != format::version)
+  if (v != want) {
+    if (v == format::ring_version && want == format::version)
+      throw version_mismatch(
+          message(name,
+                  "is a ring of frames (format version 2), not an array: read it with "
+                  "shmarray::ring_reader<T>::attach (Python: shmarray.RingReader)"));
+    if (v == format::version && want == format::ring_version)
+      throw version_mismatch(message(name,
+                                     "is an array (format version 1), not a ring: attach it "
+                                     "with ndarray<T>::attach (Python: shmarray.attach)"));
     throw version_mismatch(message(name, "has format version " + std::to_string(v) +
                                              ", this reader knows version " +
-                                             std::to_string(format::version)));
+                                             std::to_string(want)));
+  }
   if (load_le<std::uint32_t>(rec + format::off_ready) != format::ready_value)
     throw not_ready(message(name, "is still being created (its ready word is not set)"));
 
@@ -118,7 +126,23 @@ inline segment_info validate_record(const std::byte* rec, std::size_t size, std:
   const auto stored = load_le<std::uint32_t>(rec + format::off_checksum);
   if (const auto computed = crc32(rec, format::checksummed); computed != stored)
     corrupt(name, "checksum " + std::to_string(stored) + ", computed " + std::to_string(computed));
+}
 
+// Reserved bytes [from, to) of a record must be zero.
+inline void check_reserved(const std::byte* rec, std::size_t from, std::size_t to,
+                           std::string_view name) {
+  for (std::size_t i = from; i < to; ++i)
+    if (rec[i] != std::byte{0}) corrupt(name, reserved_text(i, rec[i]));
+}
+
+// The fields an array's record and a ring's share, checked (steps 8 and 9,
+// and the size of what the shape describes): dtype and item size, rank,
+// order, the shape, owner and creation. `nbytes` is the shape's bytes.
+// `reserved` checks the bytes each version keeps zero, after the order and
+// before the shape, as FORMAT.md's steps go.
+inline segment_info read_described(const std::byte* rec, std::string_view name,
+                                   std::uint64_t& nbytes,
+                                   void (*reserved)(const std::byte*, std::string_view)) {
   segment_info info;
   const char* dt = reinterpret_cast<const char*>(rec + format::off_dtype);
   const std::size_t dlen = strnlen(dt, format::dtype_field);
@@ -147,12 +171,7 @@ inline segment_info validate_record(const std::byte* rec, std::size_t size, std:
     corrupt(name, "order byte " + std::to_string(int(static_cast<unsigned char>(ord))) +
                       ", expected 'C' or 'F'");
   info.order = static_cast<order>(ord);
-  // bytes 49-51 pad the order; 52-55 are flags, all zero in version 1
-  for (std::size_t i = format::off_order + 1; i < format::off_owner_pid; ++i)
-    if (rec[i] != std::byte{0}) corrupt(name, reserved_text(i, rec[i]));
-  for (std::size_t i = format::off_reserved; i < format::checksummed; ++i)
-    if (rec[i] != std::byte{0}) corrupt(name, reserved_text(i, rec[i]));
-
+  reserved(rec, name);
   std::uint64_t extents[max_rank] = {};
   for (std::size_t i = 0; i < max_rank; ++i) {
     extents[i] = load_le<std::uint64_t>(rec + format::off_shape + 8 * i);
@@ -160,11 +179,31 @@ inline segment_info validate_record(const std::byte* rec, std::size_t size, std:
       corrupt(name, "shape entry " + std::to_string(i) + " is " + std::to_string(extents[i]) +
                         ", expected 0 past rank " + std::to_string(rank));
   }
-  std::uint64_t nbytes = 0;
   info.shape.assign(extents, extents + rank);
   if (!product_bytes(info.itemsize, extents, rank, nbytes))
     corrupt(name, "shape " + to_string(info.shape) + " of " + std::to_string(info.itemsize) +
                       "-byte elements overflows");
+  info.owner_pid = std::int64_t(load_le<std::uint64_t>(rec + format::off_owner_pid));
+  info.created_ns = load_le<std::uint64_t>(rec + format::off_created_ns);
+  info.owner_token = load_le<std::uint64_t>(rec + format::off_owner_token);
+  std::memcpy(info.boot_id.data(), rec + format::off_boot_id, info.boot_id.size());
+  return info;
+}
+
+// Validates a private copy of the record (`rec`, format::record_size bytes)
+// of a segment of `size` bytes, in the order docs/FORMAT.md gives. Throws
+// not_ready, version_mismatch, corrupt_metadata or truncated_segment; never
+// trusts a field before it is checked. The copy's ready word must be one
+// read before the rest (see read_record and read_record_at).
+inline segment_info validate_record(const std::byte* rec, std::size_t size, std::string_view name) {
+  if (!record_fits(size)) no_record_fits(name, size);
+  check_header(rec, name, format::version);
+  std::uint64_t nbytes = 0;
+  segment_info info = read_described(rec, name, nbytes, [](const std::byte* r, std::string_view n) {
+    // bytes 49-51 pad the order; 52-55 are flags, all zero in version 1
+    check_reserved(r, format::off_order + 1, format::off_owner_pid, n);
+    check_reserved(r, format::off_reserved, format::checksummed, n);
+  });
   const auto stated = load_le<std::uint64_t>(rec + format::off_data_nbytes);
   if (stated != nbytes)
     corrupt(name, "data size " + std::to_string(stated) + ", but shape " + to_string(info.shape) +
@@ -179,10 +218,6 @@ inline segment_info validate_record(const std::byte* rec, std::size_t size, std:
     corrupt(name, "the segment holds " + std::to_string(size) + " bytes, its record describes " +
                       std::to_string(expected));
   info.data_nbytes = std::size_t(nbytes);
-  info.owner_pid = std::int64_t(load_le<std::uint64_t>(rec + format::off_owner_pid));
-  info.created_ns = load_le<std::uint64_t>(rec + format::off_created_ns);
-  info.owner_token = load_le<std::uint64_t>(rec + format::off_owner_token);
-  std::memcpy(info.boot_id.data(), rec + format::off_boot_id, info.boot_id.size());
   return info;
 }
 

@@ -55,6 +55,10 @@ struct initial_bytes {
   std::size_t size = 0;
   void (*created)(void* context, const object_id& id) noexcept = nullptr;
   void* context = nullptr;
+  // If set, receives a descriptor of the new object (close-on-exec), which
+  // the caller then owns, also when the creation fails after it was made
+  // (-1 until then): a ring's writer keeps one to lock and to reopen.
+  int* keep_fd = nullptr;
 };
 
 }  // namespace detail

@@ -37,7 +37,7 @@ namespace shmarray::detail::owner {
 // (after_fork_in_child), as Python's _owner.py does with register_at_fork.
 class fork_reset {
  public:
-  enum part { watchdog_part, token_part, parts };
+  enum part { watchdog_part, token_part, ring_part, parts };
   struct hooks {
     void (*lock)() noexcept;
     void (*unlock)() noexcept;
