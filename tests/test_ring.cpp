@@ -3,6 +3,7 @@
 // kind of death; bad input.
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -248,6 +249,7 @@ TEST_CASE("no torn frame is accepted as valid while the writer overwrites as fas
   std::fflush(nullptr);
   const pid_t writer = ::fork();
   if (writer == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // it never ends by itself
     manager m(names.options());
     ring_options o;
     o.slots = 2;
@@ -433,6 +435,7 @@ void writer_dies(death how) {
   std::fflush(nullptr);
   const pid_t writer = ::fork();
   if (writer == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // it never ends by itself
     ::close(up[0]);
     manager m(names.options());
     auto w = m.ring<std::uint16_t>(names("die"), {8, 8}, {});
