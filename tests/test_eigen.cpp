@@ -6,6 +6,7 @@
 #include <memory>
 #include <numeric>
 #include <shmarray/eigen.hpp>
+#include <shmarray/ring.hpp>
 #include <shmarray/workers.hpp>
 #include <type_traits>
 
@@ -429,6 +430,43 @@ TEST_CASE("from_array of transposes and non-packed blocks keeps every value") {
     CHECK(se::matrix<Eigen::ColMajor>(rt) == R.transpose());
     auto e = from_array(m, Eigen::MatrixXf(0, 3));
     CHECK(e.shape() == shape_type{0, 3});
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE(
+    "a ring's frames and loans are viewed as any array: a frame goes straight to Eigen code") {
+  test::names names;
+  {
+    manager m(names.options());
+    ring_options o;
+    o.slots = 2;
+    auto w = m.ring<float>(names("eig"), {3, 4}, o);
+    auto r = ring_reader<float>::attach(names("eig"));
+    auto l = w.loan();
+    auto into = se::matrix(l);  // a writable Map of the slot, in place
+    STATIC_REQUIRE(!std::is_const_v<std::remove_pointer_t<decltype(into.data())>>);
+    CHECK(into.data() == l.data());
+    into.setConstant(2.0f);
+    into(1, 2) = 5.0f;
+    w.publish(std::move(l));
+    auto f = r.next(std::chrono::seconds(1));
+    REQUIRE(f);
+    auto view = se::matrix(*f);  // read-only, the slot's own memory
+    STATIC_REQUIRE(std::is_const_v<std::remove_pointer_t<decltype(view.data())>>);
+    CHECK(view.data() == f->data());
+    CHECK(view.rows() == 3);
+    CHECK(view.cols() == 4);
+    CHECK(view(1, 2) == 5.0f);
+    CHECK(view.sum() == Approx(2.0f * 11 + 5.0f));
+    CHECK(f->valid());
+    // A column-major ring gives column-major views only.
+    ring_options fo;
+    fo.order = order::column_major;
+    auto wf = m.ring<float>(names("eigf"), {3, 4}, fo);
+    auto lf = wf.loan();
+    CHECK_THROWS_AS(se::matrix(lf), order_mismatch);
+    CHECK(se::matrix<Eigen::ColMajor>(lf).rows() == 3);
   }
   CHECK(names.left().empty());
 }

@@ -94,12 +94,14 @@ void round_trip(manager& m, const test::names& names, const shape_type& shape, o
 
 }  // namespace
 
-TEST_CASE("a reader gets every frame in order with its sequence and time for every dtype rank and "
-          "order") {
+TEST_CASE(
+    "a reader gets every frame in order with its sequence and time for every dtype rank and "
+    "order") {
   test::names names;
   manager m(names.options());
   for (order o : {order::row_major, order::column_major})
-    for (const shape_type& s : {shape_type{}, shape_type{5}, shape_type{3, 4}, shape_type{2, 3, 5}}) {
+    for (const shape_type& s :
+         {shape_type{}, shape_type{5}, shape_type{3, 4}, shape_type{2, 3, 5}}) {
       round_trip<bool>(m, names, s, o);
       round_trip<std::int8_t>(m, names, s, o);
       round_trip<std::uint8_t>(m, names, s, o);
@@ -117,8 +119,9 @@ TEST_CASE("a reader gets every frame in order with its sequence and time for eve
   CHECK(names.left().empty());
 }
 
-TEST_CASE("overwrite: a reader that falls behind skips to what is left and is told exactly how "
-          "many it missed") {
+TEST_CASE(
+    "overwrite: a reader that falls behind skips to what is left and is told exactly how "
+    "many it missed") {
   test::names names;
   {
     manager m(names.options());
@@ -243,8 +246,9 @@ TEST_CASE("block with 1 2 and 4 readers in other processes loses nothing and kee
     }
 }
 
-TEST_CASE("no torn frame is accepted as valid while the writer overwrites as fast as it can and a "
-          "reader that skips valid sees torn frames") {
+TEST_CASE(
+    "no torn frame is accepted as valid while the writer overwrites as fast as it can and a "
+    "reader that skips valid sees torn frames") {
   test::names names;
   std::fflush(nullptr);
   const pid_t writer = ::fork();
@@ -491,13 +495,15 @@ void writer_dies(death how) {
 
 }  // namespace
 
-TEST_CASE("a writer SIGKILLed between publishes: readers get producer gone after the frames left "
-          "and nothing stays in /dev/shm") {
+TEST_CASE(
+    "a writer SIGKILLed between publishes: readers get producer gone after the frames left "
+    "and nothing stays in /dev/shm") {
   writer_dies(death::between_publishes);
 }
 
-TEST_CASE("a writer SIGKILLed mid-publish: readers get producer gone after the frames left and "
-          "nothing stays in /dev/shm") {
+TEST_CASE(
+    "a writer SIGKILLed mid-publish: readers get producer gone after the frames left and "
+    "nothing stays in /dev/shm") {
   writer_dies(death::mid_publish);
 }
 
@@ -676,8 +682,9 @@ TEST_CASE("an anonymous ring is read by fork children through the writer they in
     CHECK(test::exited_with(test::reap(p), 0));
 }
 
-TEST_CASE("a forked child's copy of a reader says wrong process and its liveness lock is not "
-          "kept") {
+TEST_CASE(
+    "a forked child's copy of a reader says wrong process and its liveness lock is not "
+    "kept") {
   test::names names;
   {
     manager m(names.options());
@@ -714,8 +721,7 @@ TEST_CASE("bad input to rings: typed errors and nothing left behind") {
                       Catch::Contains("is a ring of frames"));
     CHECK_THROWS_AS(ndarray<std::uint16_t>::attach(names("bad")), version_mismatch);
     CHECK_THROWS_AS(ring_reader<std::uint16_t>::attach(a.name()), version_mismatch);
-    CHECK_THROWS_WITH(ring_reader<std::uint16_t>::attach(a.name()),
-                      Catch::Contains("is an array"));
+    CHECK_THROWS_WITH(ring_reader<std::uint16_t>::attach(a.name()), Catch::Contains("is an array"));
     // Wrong dtype, wrong frame shape, missing, bad names.
     CHECK_THROWS_AS(ring_reader<float>::attach(names("bad")), dtype_mismatch);
     CHECK_THROWS_AS(ring_reader<std::uint16_t>::attach(names("bad"), {4, 5}), shape_mismatch);

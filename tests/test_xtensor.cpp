@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <shmarray/ring.hpp>
 #include <shmarray/xtensor.hpp>
 #include <tuple>
 #include <type_traits>
@@ -334,6 +335,28 @@ TEST_CASE("from_array keeps an xtensor expression's value and layout") {
     auto copy = from_array(m, shared_adapt(ar));  // another shared array's view
     CHECK(copy.name() != ar.name());
     CHECK(bool(adapt(copy) == r));
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a ring's frames and loans are viewed by adapt as any array") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto w = m.ring<double>(names("xt"), {2, 3}, {});
+    auto r = ring_reader<double>::attach(names("xt"));
+    auto l = w.loan();
+    auto into = adapt(l);
+    into = xt::arange<double>(6.0).reshape({2, 3});
+    w.publish(std::move(l));
+    auto f = r.next(std::chrono::seconds(1));
+    REQUIRE(f);
+    auto view = adapt(*f);
+    CHECK(view.shape()[0] == 2);
+    CHECK(view(1, 2) == 5.0);
+    CHECK(xt::sum(view)() == 15.0);
+    CHECK(&view(0, 0) == f->data());
+    CHECK(f->valid());
   }
   CHECK(names.left().empty());
 }

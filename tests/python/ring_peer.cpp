@@ -119,8 +119,9 @@ template <class T>
 int run(const std::string& cmd, int argc, char** argv) {
   if (cmd == "write" && argc == 9) return write<T>(argv);
   if (cmd == "read" && argc == 7) return read<T>(argv);
-  fail("usage: ring_peer write NAME DTYPE SHAPE ORDER SLOTS POLICY COUNT | read NAME DTYPE SHAPE "
-       "ORDER COUNT");
+  fail(
+      "usage: ring_peer write NAME DTYPE SHAPE ORDER SLOTS POLICY COUNT | read NAME DTYPE SHAPE "
+      "ORDER COUNT");
 }
 
 }  // namespace
