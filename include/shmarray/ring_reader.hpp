@@ -127,14 +127,14 @@ class ring_reader {
         continue;
       }
       if (h - want >= slots) {  // overwritten already: skip to the oldest still there
-        missed_ += h - slots + 1 - want;
+        lost(m, h - slots + 1 - want);
         want = h - slots + 1;
       }
       const std::byte* sh = m.slot_header(m.slot_of(want));
       const std::uint64_t s1 = load64(sh + rf::s_state, acquire);
       if (s1 != 2 * want) {
         if (s1 > 2 * want) {  // the writer has moved on into its slot: lost
-          ++missed_;
+          lost(m, 1);
           ++want;
         }
         continue;
@@ -185,6 +185,12 @@ class ring_reader {
 
   std::byte* my_entry(const mapped& m) const noexcept {
     return m.rarea + m.layout().entry_at(entry_);
+  }
+
+  // Frames this reader lost, counted here and in its entry (for listings).
+  void lost(const mapped& m, std::uint64_t n) noexcept {
+    missed_ += n;
+    detail::ring::store64(my_entry(m) + format::ring::e_missed, missed_, detail::ring::relaxed);
   }
 
   // block: the writer may reuse slots up to `done`; it is woken if it sleeps.
@@ -304,7 +310,7 @@ class ring_reader {
           if (cas64(g + rf::g_next, next, c)) break;
         }
         if (skipped) {
-          missed_ += skipped;
+          lost(m, skipped);
           add64(g + rf::g_missed, skipped, seq_cst);
         }
         if (m.info.policy == ring_policy::block) wake_writer(m);
@@ -314,7 +320,7 @@ class ring_reader {
       pending_ = 0;
       const std::byte* sh = m.slot_header(m.slot_of(c));
       if (load64(sh + rf::s_state, acquire) != 2 * c) {  // overwritten before we got to it
-        ++missed_;
+        lost(m, 1);
         add64(g + rf::g_missed, 1, seq_cst);
         continue;
       }
