@@ -238,3 +238,281 @@ TEST_CASE("list_objects_in and inspect_file say what a directory of file backing
   ::unlink((dir + "/fifo").c_str());
   CHECK(::rmdir(dir.c_str()) == 0);
 }
+
+TEST_CASE("list_objects and inspect say what a ring holds") {
+  test::names names;
+  {
+    manager m(names.options());
+    ring_options o;
+    o.slots = 4;
+    o.policy = ring_policy::block;
+    o.order = order::column_major;
+    o.max_readers = 3;
+    o.max_groups = 2;
+    const std::string name = names("ring");
+    auto w = m.ring<std::uint16_t>(name, {4, 5}, o);
+    auto own = ring_reader<std::uint16_t>::attach(name);
+    reader_options member;
+    member.group = "workers";
+    auto worker = ring_reader<std::uint16_t>::attach(name, member);
+    const std::vector<std::uint16_t> frame(20, 7);
+    w.push(frame.data());
+    w.push(frame.data());
+    auto a = m.from_shape<float>({2});  // an array beside it is still one
+
+    const std::vector<object_entry> rows = list_objects();
+    const object_entry* row = find(rows, name);
+    REQUIRE(row != nullptr);
+    CHECK(row->status == object_status::ok);
+    CHECK(row->kind == segment_kind::ring);
+    CHECK(row->shmarray);
+    CHECK(row->bytes == 3 * 65536 + 512);  // slots, writer and reader areas, the record
+    CHECK(row->info.dtype == "<u2");
+    CHECK(row->info.shape == shape_type{4, 5});
+    CHECK(row->info.order == order::column_major);
+    CHECK(row->info.data_nbytes == 40);  // one frame
+    CHECK(byte_strides(row->info) == std::vector<std::ptrdiff_t>{2, 8});
+    CHECK(row->info.owner_pid == ::getpid());
+    CHECK(row->owner == owner_status::alive);
+    CHECK(row->same_boot);
+    const ring_status& r = row->ring;
+    CHECK(r.slots == 4);
+    CHECK(r.slot_stride == 64);
+    CHECK(r.policy == ring_policy::block);
+    CHECK(r.max_readers == 3);
+    CHECK(r.max_groups == 2);
+    CHECK(r.head == 2);
+    CHECK(r.readers == 2);
+    CHECK(r.readers_gone == 0);
+    REQUIRE(r.attached.size() == 2);
+    CHECK_FALSE(r.attached[0].member);
+    CHECK(r.attached[0].done == 0);  // it has read nothing
+    CHECK(r.attached[1].member);
+    CHECK(r.attached[1].group == "workers");
+    CHECK(r.attached[1].claim == 0);
+    for (const auto& x : r.attached) {
+      CHECK(x.pid == ::getpid());
+      CHECK(x.alive);
+      CHECK(x.missed == 0);
+    }
+    REQUIRE(r.groups.size() == 1);
+    CHECK(r.groups[0].name == "workers");
+    CHECK(r.groups[0].members == 1);
+    CHECK(r.groups[0].missed == 0);
+    CHECK(r.producer == producer_status::alive);
+    CHECK(r.writer_pid == ::getpid());
+    CHECK(std::string(to_string(row->kind)) == "ring");
+    CHECK(std::string(to_string(r.producer)) == "alive");
+    const object_entry arr = inspect(a.name());
+    CHECK(arr.kind == segment_kind::array);
+    CHECK(arr.lock_ready);
+
+    // A reader that dies attached: its entry stays (nobody frees it until
+    // a writer waits or a reader needs its place), its lock goes.
+    const int status = test::in_child([&] {
+      auto dying = ring_reader<std::uint16_t>::attach(name);
+      ::raise(SIGKILL);
+      return 1;
+    });
+    CHECK(test::killed_by(status, SIGKILL));
+    {
+      const object_entry d = inspect(name);
+      CHECK(d.ring.readers == 3);
+      CHECK(d.ring.readers_gone == 1);
+      REQUIRE(d.ring.attached.size() == 3);
+      CHECK_FALSE(d.ring.attached[2].alive);
+      CHECK(d.ring.attached[2].pid != ::getpid());
+    }
+
+    { auto leaving = std::move(worker); }  // detaches
+    w.close();
+    const object_entry e = inspect(name.substr(1));
+    CHECK(e.status == object_status::ok);
+    CHECK(e.ring.producer == producer_status::closed);
+    CHECK(e.ring.readers == 2);          // its own, and the dead one's entry
+    REQUIRE(e.ring.groups.size() == 1);  // a group stays, with no member
+    CHECK(e.ring.groups[0].members == 0);
+    CHECK(e.owner == owner_status::alive);  // the manager still owns the name
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("collect_dead removes a killed owner's ring by its record") {
+  // In a private /dev/shm: no other process's helper collects first, and
+  // what is left at the end is exactly what the test left (nothing).
+  const auto run = test::in_small_tmpfs("/dev/shm", "4m", [&](auto say) {
+    test::names names;
+    test::without_helper();
+    const std::string ring = names("ring");
+    int fds[2];
+    if (::pipe(fds) != 0) return 2;
+    const int status = test::in_child([&] {
+      manager dying(names.options());
+      auto w = dying.ring<float>(ring, {8});
+      const std::vector<float> frame(8, 1.f);
+      w.push(frame.data());
+      const std::string pid = std::to_string(::getpid());
+      (void)!::write(fds[1], pid.data(), pid.size());
+      ::raise(SIGKILL);
+      return 1;
+    });
+    ::close(fds[1]);
+    const std::string pid = test::read_all(fds[0]);
+    ::close(fds[0]);
+    if (!test::killed_by(status, SIGKILL)) return 3;
+    const object_entry e = inspect(ring);
+    if (e.status != object_status::ok || e.kind != segment_kind::ring) {
+      say("inspect: " + e.error);
+      return 4;
+    }
+    if (e.owner != owner_status::gone || e.ring.producer != producer_status::gone ||
+        e.ring.head != 1 || std::to_string(e.info.owner_pid) != pid)
+      return 5;
+    // Found by its record (no token named: that is the journal's way).
+    auto by_record = [&](const std::vector<collected>& found, bool removed) {
+      return std::any_of(found.begin(), found.end(), [&](const collected& c) {
+        return c.what == collected::kind::segment && c.name == ring && c.token.empty() &&
+               std::to_string(c.owner_pid) == pid && c.removed == removed;
+      });
+    };
+    const std::vector<collected> would = collect_dead(true);
+    if (!by_record(would, false)) {
+      std::string got;
+      for (const auto& c : would)
+        got += std::to_string(int(c.what)) + " " + c.name + " [" + c.token + "] " + c.why + "; ";
+      say("a dry run found: " + got);
+      return 6;
+    }
+    if (!names.exists(ring)) return 7;
+    if (!by_record(collect_dead(), true)) return 8;
+    if (!test::in_shm().empty()) {
+      for (const auto& n : test::in_shm())
+        say("left: " + n + "; ");
+      return 9;
+    }
+    return 0;
+  });
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
+}
+
+namespace {
+
+// A ring's bytes as anyone can write them: the library's own record for 2
+// slots of 3-byte frames, 3 readers and 2 groups, over zero areas.
+std::vector<std::byte> ring_bytes(detail::ring_info& info) {
+  info.frame = detail::new_info(dtype_of<std::uint8_t>(), {3}, order::row_major, 3, ::getpid());
+  info.policy = ring_policy::overwrite;
+  REQUIRE(info.layout.compute(3, 2, 3, 2));
+  std::vector<std::byte> bytes(std::size_t(info.layout.size));
+  detail::write_ring_record(bytes.data(), info);
+  return bytes;
+}
+
+std::byte* record_in(std::vector<std::byte>& b) {
+  return b.data() + b.size() - format::record_size;
+}
+
+// The checksum made right after a forger's change to the record.
+void reseal(std::vector<std::byte>& b) {
+  std::byte* rec = record_in(b);
+  detail::store_le<std::uint32_t>(rec + format::off_checksum,
+                                  detail::crc32(rec, format::checksummed));
+}
+
+void put(const std::string& name, const std::vector<std::byte>& b) {
+  const int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, b.data(), b.size()) == ssize_t(b.size()));
+  ::close(fd);
+}
+
+}  // namespace
+
+TEST_CASE("inspect gives a forged or damaged ring a status and bounds what its words say") {
+  namespace rf = format::ring;
+  test::names names;
+  detail::ring_info info;
+
+  // A valid record over hostile words: a head at its limit, a group whose
+  // name length and bytes lie, entries in states and groups that are none.
+  auto hostile = ring_bytes(info);
+  const auto& l = info.layout;
+  detail::store_le<std::uint64_t>(hostile.data() + l.writer_at + rf::w_head, UINT64_MAX);
+  std::byte* g0 = hostile.data() + l.readers_at + l.group_at(0);
+  detail::store_le<std::uint32_t>(g0 + rf::g_state, rf::entry_used);
+  detail::store_le<std::uint32_t>(g0 + rf::g_name_len, 0xFFFFFFFFu);
+  for (std::size_t i = 0; i < rf::group_name_max; ++i)
+    g0[rf::g_name + i] = std::byte("\n\033[2J"[i % 4]);
+  detail::store_le<std::uint32_t>(hostile.data() + l.readers_at + l.group_at(1) + rf::g_state, 7);
+  const std::uint32_t entries[3][2] = {{rf::entry_used, 1}, {rf::entry_used, 9999}, {3, 1}};
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    std::byte* e = hostile.data() + l.readers_at + l.entry_at(i);
+    detail::store_le<std::uint32_t>(e + rf::e_state, entries[i][0]);
+    detail::store_le<std::uint32_t>(e + rf::e_group, entries[i][1]);
+  }
+  put(names("hostile"), hostile);
+  const object_entry h = inspect(names("hostile"));
+  CHECK(h.status == object_status::ok);
+  CHECK(h.kind == segment_kind::ring);
+  CHECK(h.ring.head == UINT64_MAX);
+  CHECK(h.ring.readers == 2);
+  REQUIRE(h.ring.groups.size() == 1);
+  CHECK(h.ring.groups[0].name.size() == rf::group_name_max);
+  CHECK(h.ring.groups[0].members == 1);
+  CHECK(printable_name(h.ring.groups[0].name).find_first_of("\n\033") == std::string::npos);
+  CHECK(h.ring.producer == producer_status::gone);  // nobody holds its writer's lock
+  CHECK(h.owner == owner_status::untracked);        // no token: never collected
+
+  // Damaged records: each a status and the message an attach would give.
+  struct damage {
+    const char* name;
+    object_status status;
+    const char* says;
+  };
+  const damage cases[] = {{"policy", object_status::corrupt, "policy byte 88"},
+                          {"slots", object_status::corrupt, "out of range"},
+                          {"checksum", object_status::corrupt, "checksum"},
+                          {"stride", object_status::corrupt, "slot stride 8"},
+                          {"short", object_status::truncated, "describes a ring of"},
+                          {"ready", object_status::being_created, "being created"}};
+  for (const auto& c : cases) {
+    auto b = ring_bytes(info);
+    std::byte* rec = record_in(b);
+    const std::string what = c.name;
+    if (what == "policy") {
+      rec[rf::off_policy] = std::byte('X');
+      reseal(b);
+    } else if (what == "slots") {
+      detail::store_le<std::uint32_t>(rec + rf::off_slots, 0);
+      reseal(b);
+    } else if (what == "checksum") {
+      detail::store_le<std::uint32_t>(rec + rf::off_slots, 3);
+    } else if (what == "stride") {
+      detail::store_le<std::uint64_t>(rec + rf::off_slot_stride, 8);
+      reseal(b);
+    } else if (what == "short") {  // the record kept at a shorter object's end
+      b.erase(b.begin(), b.begin() + std::ptrdiff_t(rf::area_alignment));
+    } else {
+      detail::store_le<std::uint32_t>(rec + format::off_ready, 0);
+    }
+    const std::string name = names("damaged_" + what);
+    put(name, b);
+    const object_entry e = inspect(name);
+    INFO(what << ": " << e.error);
+    CHECK(e.status == c.status);
+    CHECK(e.kind == segment_kind::ring);  // its version says so
+    CHECK(e.shmarray);
+    CHECK_THAT(e.error, Catch::Contains(c.says));
+    const object_entry* row = find(list_objects(), name);
+    REQUIRE(row != nullptr);
+    CHECK(row->status == c.status);
+  }
+  // Nothing that does not validate is collected, whoever made it.
+  for (const auto& c : collect_dead(true))
+    CHECK(c.name.find(names.prefix()) == std::string::npos);
+  for (const auto& e : list_objects(true))
+    if (e.name.find(names.prefix()) != std::string::npos) remove_object(e);
+  CHECK(names.left().empty());
+}

@@ -5,8 +5,9 @@
 // shmarray.list() does.
 //
 // Anyone may put anything in /dev/shm, so nothing here maps what it
-// inspects: records are read with pread, and an object that another user
-// shrinks, forges or names with any bytes is a status, never a crash.
+// inspects: records are read with pread (and so are a ring's live words,
+// its head and reader table), and an object that another user shrinks,
+// forges or names with any bytes is a status, never a crash.
 #pragma once
 
 #include <dirent.h>
@@ -29,6 +30,8 @@
 #include "detail/os_error.hpp"
 #include "detail/owner/collect.hpp"
 #include "detail/owner/token.hpp"
+#include "detail/ring_format.hpp"
+#include "detail/ring_sync.hpp"
 #include "detail/scope_exit.hpp"
 #include "detail/system.hpp"
 #include "detail/text.hpp"
@@ -41,7 +44,7 @@ namespace shmarray {
 
 // What an object in /dev/shm is; the words are those of `shmarray ls`.
 enum class object_status {
-  ok,               // a valid shmarray segment
+  ok,               // a valid shmarray segment: an array or a ring (see `kind`)
   being_created,    // not_ready: empty, or its record is not complete yet
   unknown_version,  // version_mismatch
   truncated,        // truncated_segment
@@ -76,6 +79,69 @@ inline const char* to_string(object_status s) noexcept {
   return "unreadable";
 }
 
+// What a shmarray segment holds: an array (format version 1) or a ring of
+// frames (version 2).
+enum class segment_kind { array, ring };
+
+inline const char* to_string(segment_kind k) noexcept {
+  return k == segment_kind::ring ? "ring" : "array";
+}
+
+// Whether a ring's writer is there: its liveness lock held (alive), the
+// ring closed by it (no more frames), or neither (gone: its process died,
+// or it let go without closing).
+enum class producer_status { alive, closed, gone };
+
+inline const char* to_string(producer_status p) noexcept {
+  switch (p) {
+    case producer_status::alive:
+      return "alive";
+    case producer_status::closed:
+      return "closed";
+    case producer_status::gone:
+      break;
+  }
+  return "gone";
+}
+
+// A reader group of a ring, as its entry says.
+struct ring_group_status {
+  std::string name;         // its bytes as they are (at most 40): print them escaped
+  std::size_t members = 0;  // attached readers of the group
+  std::uint64_t next = 0;   // the last sequence number a member claimed
+  std::uint64_t missed = 0;
+};
+
+// A reader attached to a ring (its entry in state 2), as its entry says.
+struct ring_reader_status {
+  std::int64_t pid = 0;
+  bool member = false;      // of a group (`group`), or a reader of its own
+  std::string group;        // a member's group's name (empty: its entry names no group in use)
+  std::uint64_t done = 0;   // of its own: every frame up to this one is released
+  std::uint64_t claim = 0;  // a member: the frame it claimed last (0: none)
+  std::uint64_t missed = 0;
+  bool alive = true;  // its liveness lock is held (false: it died, and its entry is not freed yet)
+};
+
+// What a ring's record says and what its words hold now, read with pread
+// (docs/FORMAT.md, "Rings: format version 2"). The frame's dtype, shape and
+// order, and the owner, are the entry's `info`; its data_nbytes is one
+// frame's bytes.
+struct ring_status {
+  ring_policy policy = ring_policy::overwrite;
+  std::uint64_t slots = 0;
+  std::uint64_t slot_stride = 0;
+  std::uint64_t max_readers = 0;
+  std::uint64_t max_groups = 0;
+  std::uint64_t head = 0;        // the newest published frame's sequence number; 0: none yet
+  std::size_t readers = 0;       // reader entries attached (in state 2)
+  std::size_t readers_gone = 0;  // of those, the ones whose liveness lock nobody holds
+  std::vector<ring_reader_status> attached;  // those readers, in the table's order
+  std::vector<ring_group_status> groups;     // the groups in use, in the table's order
+  producer_status producer = producer_status::gone;
+  std::int64_t writer_pid = 0;  // as the writer area says
+};
+
 // One object in /dev/shm (or a file), as inspected.
 struct object_entry {
   std::string name;         // "/name", its bytes as they are in the directory; a file: its path
@@ -87,6 +153,8 @@ struct object_entry {
   segment_info info;      // when status is ok
   bool same_boot = true;  // ok segments: made since this machine last booted
   bool lock_ready = false;
+  segment_kind kind = segment_kind::array;       // a ring's when its record says version 2
+  ring_status ring;                              // ok rings
   owner_status owner = owner_status::untracked;  // ok segments and tokens
   std::string owner_error;                       // when owner is unreadable
   std::uint64_t token = 0;                       // a token's id
@@ -171,6 +239,73 @@ inline object_status status_of(const error& e) noexcept {
   return object_status::unreadable;
 }
 
+// The live words of the validated ring `r` behind `fd` into `out`: the
+// head and closed words of the writer area, and the groups and reader
+// entries of the reader area, read with pread as its record is (nothing
+// that is only inspected is mapped). Whether the writer is alive is its
+// liveness lock, asked with F_OFD_GETLK through `fd`, an open file
+// description of the inspector's own; so is each attached reader's. The
+// words are anyone's who can write the object: a count or a name they hold
+// is bounded by the record's, never trusted further.
+inline void read_ring_status(int fd, const ring_info& r, ring_status& out, std::string_view name) {
+  namespace rf = format::ring;
+  const ring_layout& l = r.layout;
+  out.policy = r.policy;
+  out.slots = l.slots;
+  out.slot_stride = l.stride;
+  out.max_readers = l.readers;
+  out.max_groups = l.groups;
+  std::byte w[rf::w_writer_pid + 8];
+  std::vector<std::byte> table(std::size_t(l.entry_at(l.readers)));  // the groups, then the entries
+  if (pread_full(fd, w, sizeof w, off_t(l.writer_at)) != sizeof w ||
+      pread_full(fd, table.data(), table.size(), off_t(l.readers_at)) != table.size())
+    throw truncated_segment(message(name,
+                                    "shrank while its ring's words were read (another process "
+                                    "is resizing it)"));
+  out.head = load_le<std::uint64_t>(w + rf::w_head);
+  out.writer_pid = std::int64_t(load_le<std::uint64_t>(w + rf::w_writer_pid));
+  out.producer = load_le<std::uint32_t>(w + rf::w_closed) != 0 ? producer_status::closed
+                 : ring::byte_held(fd, l.writer_at)            ? producer_status::alive
+                                                               : producer_status::gone;
+  std::vector<std::size_t> index(std::size_t(l.groups), SIZE_MAX);  // group g's in out.groups
+  out.groups.clear();
+  for (std::uint64_t g = 0; g < l.groups; ++g) {
+    const std::byte* ge = table.data() + l.group_at(g);
+    if (load_le<std::uint32_t>(ge + rf::g_state) != rf::entry_used) continue;
+    ring_group_status s;
+    const auto len = std::min<std::uint32_t>(load_le<std::uint32_t>(ge + rf::g_name_len),
+                                             std::uint32_t(rf::group_name_max));
+    s.name.assign(reinterpret_cast<const char*>(ge + rf::g_name), len);
+    s.next = load_le<std::uint64_t>(ge + rf::g_next);
+    s.missed = load_le<std::uint64_t>(ge + rf::g_missed);
+    index[std::size_t(g)] = out.groups.size();
+    out.groups.push_back(std::move(s));
+  }
+  out.attached.clear();
+  for (std::uint64_t i = 0; i < l.readers; ++i) {
+    const std::byte* e = table.data() + l.entry_at(i);
+    if (load_le<std::uint32_t>(e + rf::e_state) != rf::entry_used) continue;
+    ring_reader_status x;
+    x.pid = std::int64_t(load_le<std::uint64_t>(e + rf::e_pid));
+    const std::uint32_t g = load_le<std::uint32_t>(e + rf::e_group);
+    x.member = g != 0;
+    if (x.member && g <= l.groups && index[g - 1] != SIZE_MAX) {
+      ring_group_status& of = out.groups[index[g - 1]];
+      x.group = of.name;
+      ++of.members;
+    }
+    x.done = load_le<std::uint64_t>(e + rf::e_done);
+    x.claim = load_le<std::uint64_t>(e + rf::e_claim);
+    x.missed = load_le<std::uint64_t>(e + rf::e_missed);
+    x.alive = ring::byte_held(fd, l.readers_at + l.entry_at(i));
+    out.attached.push_back(std::move(x));
+  }
+  out.readers = out.attached.size();
+  out.readers_gone =
+      std::size_t(std::count_if(out.attached.begin(), out.attached.end(),
+                                [](const ring_reader_status& x) { return !x.alive; }));
+}
+
 // Inspects the open object `fd` named `e.name` (a token if `token` is not 0).
 inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
   struct stat st {};
@@ -196,9 +331,16 @@ inline void inspect_fd(int fd, object_entry& e, std::uint64_t token) {
   if (!record_fits(size)) no_record_fits(e.name, size);
   if (!read_tail(fd, size, rec)) (void)read_record_at(fd, size, e.name, rec);  // says why
   e.shmarray = has_magic(rec);
-  e.info = validate_record(rec, size, e.name);
+  if (e.shmarray && load_le<std::uint32_t>(rec + format::off_version) == format::ring_version) {
+    e.kind = segment_kind::ring;
+    const ring_info r = validate_ring_record(rec, size, e.name);
+    e.info = r.frame;
+    read_ring_status(fd, r, e.ring, e.name);
+  } else {
+    e.info = validate_record(rec, size, e.name);
+    e.lock_ready = load_le<std::uint32_t>(rec + format::off_lock_state) == format::lock_ready;
+  }
   e.same_boot = e.info.boot_id == boot_id();
-  e.lock_ready = load_le<std::uint32_t>(rec + format::off_lock_state) == format::lock_ready;
   int err = 0;
   e.owner = owner::status_of(owner::token_state(e.info.owner_token, !e.same_boot, &err));
   if (e.owner == owner_status::unreadable)
@@ -325,12 +467,13 @@ inline std::vector<object_entry> list_objects_in(const std::string& directory, b
   return out;
 }
 
-// Finds the shmarray segments in /dev/shm whose owner is gone (the record
-// validates, and its token is free or missing, or it comes from an earlier
-// boot) and removes each unless `dry_run`, only while its name still names
-// the object inspected; then, for each token nobody holds, what its journal
-// still names (raw segments and file backings, which no record tells of:
-// what a helper that died with its owner did not remove), then the token.
+// Finds the shmarray segments in /dev/shm, arrays and rings, whose owner is
+// gone (the record validates, and its token is free or missing, or it
+// comes from an earlier boot) and removes each unless `dry_run`, only while
+// its name still names the object inspected; then, for each token nobody
+// holds, what its journal still names (raw segments and file backings,
+// which no record tells of: what a helper that died with its owner did not
+// remove), then the token.
 // Calls seen(const collected&) for each. Kept segments (no token), those
 // whose token cannot be read, and anything no token names are never touched.
 //
