@@ -348,3 +348,226 @@ TEST_CASE("shmarray ls DIR and info PATH inspect file backings") {
   }
   CHECK(::rmdir(dir.c_str()) == 0);
 }
+
+TEST_CASE("shmarray ls and info show a ring with its slots and policy and head and readers") {
+  test::names names;
+  {
+    manager m(names.options());
+    ring_options o;
+    o.slots = 4;
+    o.policy = ring_policy::block;
+    o.max_readers = 3;
+    o.max_groups = 2;
+    const std::string name = names("cam");
+    auto w = m.ring<std::uint16_t>(name, {4, 5}, o);
+    auto own = ring_reader<std::uint16_t>::attach(name);
+    reader_options member;
+    member.group = "workers";
+    auto worker = ring_reader<std::uint16_t>::attach(name, member);
+    const std::vector<std::uint16_t> frame(20, 1);
+    w.push(frame.data());
+    w.push(frame.data());
+    const std::string pid = std::to_string(::getpid());
+
+    const auto r = cli({"ls"});
+    CHECK(r.code == 0);
+    CHECK_THAT(r.out, Catch::Matches("(.|\n)*" + name + " +<u2 +4x5 +C +197120 +" + pid +
+                                     " +yes +[-0-9T:Z]+ +ok; ring: 4 slots, block, head 2, 2 "
+                                     "readers, 1 group, producer alive\n(.|\n)*"));
+
+    const auto j = cli({"ls", "--json"});
+    CHECK(j.code == 0);
+    const std::string fields =
+        "{\"name\": \"" + name +
+        "\", \"bytes\": 197120, \"shmarray\": true, \"status\": \"ok\", \"kind\": \"ring\", "
+        "\"dtype\": \"<u2\", \"itemsize\": 2, \"shape\": [4, 5], \"order\": \"C\", "
+        "\"frame_nbytes\": 40, \"slots\": 4, \"slot_stride\": 64, \"policy\": \"block\", "
+        "\"head\": 2, \"readers\": 2, \"readers_gone\": 0, \"max_readers\": 3, "
+        "\"reader_entries\": [{\"pid\": " +
+        pid + ", \"group\": null, \"done\": 0, \"missed\": 0, \"alive\": true}, {\"pid\": " + pid +
+        ", \"group\": \"workers\", \"claim\": 0, \"missed\": 0, \"alive\": true}], "
+        "\"groups\": [{\"name\": \"workers\", \"members\": 1, \"next\": 0, \"missed\": 0}], "
+        "\"max_groups\": 2, \"producer\": \"alive\", \"producer_alive\": true, \"writer_pid\": " +
+        pid + ", \"owner_pid\": " + pid + ", \"created_ns\": ";
+    CHECK_THAT(j.out, Contains(fields));
+    // info --json is the same object as the row of ls --json.
+    const auto ij = cli({"info", "--json", name});
+    CHECK(ij.code == 0);
+    REQUIRE(ij.out.size() > 2);
+    CHECK_THAT(ij.out, Catch::StartsWith(fields) &&
+                           Catch::EndsWith("\"owner_alive\": true, \"owner\": \"alive\"}\n"));
+    CHECK_THAT(j.out, Contains(ij.out.substr(0, ij.out.size() - 1)));
+
+    const auto i = cli({"info", name});
+    CHECK(i.code == 0);
+    CHECK_THAT(i.out, Contains("name:        " + name +
+                               "\nkind:        ring of frames (format "
+                               "version 2)\ndtype:       <u2 (2 bytes an "
+                               "element)\nframe shape: 4x5 (rank 2)\n"));
+    CHECK_THAT(i.out, Contains("strides:     10, 2 (bytes, in a frame)\n"
+                               "frame:       40 bytes, in slots 64 bytes apart; segment 197120 "
+                               "bytes\nslots:       4\npolicy:      block (") &&
+                          Contains("head:        2 (") &&
+                          Contains("readers:     2 attached (of 3)\n"
+                                   "reader:      pid " +
+                                   pid +
+                                   " (of its own: done to 0; missed 0; alive)\n"
+                                   "reader:      pid " +
+                                   pid +
+                                   " (of group workers: claimed 0; missed 0; alive)\n"
+                                   "groups:      1 (of 2)\n"
+                                   "group:       workers (1 member; last claimed 0; missed 0)\n") &&
+                          Contains("producer:    alive (writer pid " + pid) &&
+                          Contains("owner:       alive"));
+    CHECK(i.out.find("lock:") == std::string::npos);  // a ring has none
+
+    w.close();
+    CHECK_THAT(cli({"ls"}).out, Contains("1 group, producer closed\n"));
+    CHECK_THAT(cli({"info", "--json", name}).out,
+               Contains("\"producer\": \"closed\", \"producer_alive\": false"));
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("shmarray gc removes the ring a killed owner left") {
+  // In a private /dev/shm: no other process's helper collects first, and
+  // what is left at the end is exactly what the test left (nothing).
+  const auto run = test::in_small_tmpfs("/dev/shm", "4m", [&](auto say) {
+    test::names names;
+    int code = 0;
+    auto expect = [&](bool ok, const std::string& what) {
+      if (!ok) {
+        say(what + "; ");
+        code = 1;
+      }
+    };
+    test::without_helper();  // (a helper would remove it before gc could)
+    const std::string ring = names("ring");
+    int fds[2];
+    if (::pipe(fds) != 0) return 2;
+    const int status = test::in_child([&] {
+      manager dying(names.options());
+      auto w = dying.ring<float>(ring, {2, 3});
+      auto r = ring_reader<float>::attach(ring);  // dies with it: its entry stays, its lock goes
+      const std::vector<float> frame(6, 2.f);
+      for (int k = 0; k < 3; ++k)
+        w.push(frame.data());
+      const std::string said = std::to_string(::getpid()) + " " +
+                               detail::owner::token_name(detail::owner::token::get().id());
+      (void)!::write(fds[1], said.data(), said.size());
+      ::raise(SIGKILL);
+      return 1;
+    });
+    ::close(fds[1]);
+    std::istringstream words(test::read_all(fds[0]));
+    ::close(fds[0]);
+    expect(test::killed_by(status, SIGKILL), "the owner did not die");
+    std::string pid, token;
+    words >> pid >> token;
+
+    const auto ls = cli({"ls"});
+    expect(ls.out.find(ring) != std::string::npos &&
+               ls.out.find(" " + pid + " no ") != std::string::npos &&
+               ls.out.find("ok; ring: 8 slots, overwrite, head 3, 1 reader (1 gone), 0 groups, "
+                           "producer gone\n") != std::string::npos,
+           "ls: " + ls.out);
+    const auto j = cli({"info", "--json", ring});
+    expect(
+        j.code == 0 &&
+            j.out.find("\"readers\": 1, \"readers_gone\": 1, \"max_readers\": 16, "
+                       "\"reader_entries\": [{\"pid\": " +
+                       pid + ", \"group\": null, \"done\": 0, \"missed\": 0, \"alive\": false}]") !=
+                std::string::npos &&
+            j.out.find("\"producer\": \"gone\", \"producer_alive\": false, \"writer_pid\": " +
+                       pid) != std::string::npos &&
+            j.out.find("\"owner_alive\": false, \"owner\": \"gone\"}") != std::string::npos,
+        "info --json: " + j.out);
+    const auto i = cli({"info", ring});
+    expect(i.out.find("readers:     1 attached (of 16; 1 gone)\nreader:      pid " + pid +
+                      " (of its own: done to 0; missed 0; gone: its liveness lock is free)\n") !=
+                   std::string::npos &&
+               i.out.find("producer:    gone") != std::string::npos &&
+               i.out.find("owner:       gone") != std::string::npos,
+           "info: " + i.out);
+
+    const auto dry = cli({"gc", "--dry-run"});
+    expect(dry.code == 0 &&
+               dry.out.find("would remove " + ring + " (owner " + pid + " is gone)") !=
+                   std::string::npos &&
+               dry.out.find("would remove owner token " + token) != std::string::npos,
+           "gc -n: " + dry.out);
+    expect(names.exists(ring), "a dry run removed it");
+    const auto gc = cli({"gc"});
+    expect(
+        gc.code == 0 &&
+            gc.out.find("removed " + ring + " (owner " + pid + " is gone)") != std::string::npos &&
+            gc.out.find("removed owner token " + token) != std::string::npos,
+        "gc: " + gc.out);
+    for (const auto& n : test::in_shm())
+      expect(false, "left: " + n);
+    return code;
+  });
+  if (run.skipped()) return;
+  INFO(run.said);
+  CHECK(run.ok());
+}
+
+TEST_CASE("shmarray ls and info give a damaged ring record a clean error row") {
+  test::names names;
+  {
+    manager m(names.options());
+    const std::string bad = names("bad"), odd = names("odd");
+    auto w = m.ring<std::uint8_t>(bad, {16});
+    auto v = m.ring<std::uint8_t>(odd, {16});
+    auto edit = [](const std::string& name, auto&& change) {
+      const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+      REQUIRE(fd >= 0);
+      struct stat st {};
+      REQUIRE(::fstat(fd, &st) == 0);
+      change(fd, off_t(st.st_size) - off_t(format::record_size));
+      ::close(fd);
+    };
+    // A policy byte that is none, under a checksum made right.
+    edit(bad, [](int fd, off_t at) {
+      std::byte rec[format::record_size];
+      REQUIRE(::pread(fd, rec, sizeof rec, at) == ssize_t(sizeof rec));
+      rec[format::ring::off_policy] = std::byte('X');
+      detail::store_le<std::uint32_t>(rec + format::off_checksum,
+                                      detail::crc32(rec, format::checksummed));
+      REQUIRE(::pwrite(fd, rec, sizeof rec, at) == ssize_t(sizeof rec));
+    });
+    // A valid ring whose group table names a group with a terminal's escapes.
+    edit(odd, [](int fd, off_t at) {
+      namespace rf = format::ring;
+      const off_t group = at - off_t(rf::area_alignment) + off_t(rf::r_groups);
+      std::byte g[rf::entry] = {};
+      detail::store_le<std::uint32_t>(g + rf::g_state, rf::entry_used);
+      detail::store_le<std::uint32_t>(g + rf::g_name_len, 9);
+      std::memcpy(g + rf::g_name, "a\nb\033[2Jcd", 9);
+      REQUIRE(::pwrite(fd, g, sizeof g, group) == ssize_t(sizeof g));
+    });
+
+    const auto ls = cli({"ls"});
+    CHECK(ls.code == 0);
+    CHECK_THAT(ls.out,
+               Catch::Matches("(.|\n)*\n" + bad + " +- +- +- +[0-9]+ +- +- +- +corrupt\n(.|\n)*"));
+    CHECK_THAT(ls.out, Contains("ok; ring: 8 slots, overwrite, head 0, 0 readers, 1 group, "));
+    CHECK(ls.out.find('\033') == std::string::npos);
+    const auto j = cli({"ls", "--json"});
+    CHECK_THAT(j.out,
+               Contains("\"status\": \"corrupt\", \"kind\": \"ring\", \"error\": \"segment "
+                        "\\\"" +
+                        bad + "\\\" has a corrupt record: policy byte 88") &&
+                   Contains("\"groups\": [{\"name\": \"a\\nb\\u001b[2Jcd\", \"members\": 0"));
+    const auto info = cli({"info", bad});
+    CHECK(info.code == 1);
+    CHECK(info.out.empty());
+    CHECK_THAT(info.err, Contains("shmarray info: segment \"" + bad + "\"") &&
+                             Contains("policy byte 88, expected 'O' (overwrite) or 'B' (block)"));
+    CHECK(cli({"info", "--json", bad}).code == 1);
+    CHECK_THAT(cli({"info", odd}).out, Contains("group:       a\\nb\\033[2Jcd (0 members;"));
+    // gc leaves what does not validate, whoever made it.
+    CHECK(cli({"gc", "-n"}).out.find(bad) == std::string::npos);
+  }
+  CHECK(names.left().empty());
+}

@@ -1,6 +1,7 @@
-// The shmarray command: list, inspect and remove shmarray segments in
-// /dev/shm. Stands on shmarray/inspect.hpp: records are read with pread and
-// validated exactly as an attach validates them, nothing is ever mapped, and
+// The shmarray command: list, inspect and remove shmarray segments (arrays
+// and rings of frames) in /dev/shm. Stands on shmarray/inspect.hpp: records
+// are read with pread and validated exactly as an attach validates them (a
+// ring's head and reader table with pread too), nothing is ever mapped, and
 // every name it prints is escaped, so that no object in /dev/shm, whoever
 // made it, can crash it or forge its output.
 #include <dirent.h>
@@ -76,11 +77,46 @@ std::string time_text(std::uint64_t ns) {
   return buf;
 }
 
+const char* owner_alive_json(owner_status o) {
+  return o == owner_status::alive ? "true" : o == owner_status::gone ? "false" : "null";
+}
+
+// A ring's fields past its frame's dtype, shape and order, in JSON.
+void ring_json(std::ostream& o, const object_entry& e) {
+  const auto& r = e.ring;
+  o << ", \"frame_nbytes\": " << e.info.data_nbytes << ", \"slots\": " << r.slots
+    << ", \"slot_stride\": " << r.slot_stride << ", \"policy\": \"" << to_string(r.policy)
+    << "\", \"head\": " << r.head << ", \"readers\": " << r.readers
+    << ", \"readers_gone\": " << r.readers_gone << ", \"max_readers\": " << r.max_readers
+    << ", \"reader_entries\": [";
+  for (std::size_t k = 0; k < r.attached.size(); ++k) {
+    const auto& x = r.attached[k];
+    o << (k ? ", " : "") << "{\"pid\": " << x.pid << ", \"group\": ";
+    if (x.member)
+      o << json_string(x.group) << ", \"claim\": " << x.claim;
+    else
+      o << "null, \"done\": " << x.done;
+    o << ", \"missed\": " << x.missed << ", \"alive\": " << (x.alive ? "true" : "false") << "}";
+  }
+  o << "], \"groups\": [";
+  for (std::size_t k = 0; k < r.groups.size(); ++k) {
+    const auto& g = r.groups[k];
+    o << (k ? ", " : "") << "{\"name\": " << json_string(g.name) << ", \"members\": " << g.members
+      << ", \"next\": " << g.next << ", \"missed\": " << g.missed << "}";
+  }
+  o << "], \"max_groups\": " << r.max_groups << ", \"producer\": \"" << to_string(r.producer)
+    << "\", \"producer_alive\": "
+    << (r.producer == shmarray::producer_status::alive ? "true" : "false")
+    << ", \"writer_pid\": " << r.writer_pid;
+}
+
 std::string json(const object_entry& e) {
+  const bool ring = e.kind == shmarray::segment_kind::ring;
   std::ostringstream o;
   o << "{\"name\": " << json_string(e.name) << ", \"bytes\": " << e.bytes
     << ", \"shmarray\": " << (e.shmarray ? "true" : "false")
     << ", \"status\": " << json_string(to_string(e.status));
+  if (ring) o << ", \"kind\": \"ring\"";  // (an array's row has no kind, as before rings)
   auto owner = [&] {
     o << ", \"owner\": \"" << to_string(e.owner) << "\"";
     if (e.owner == owner_status::unreadable)
@@ -92,14 +128,16 @@ std::string json(const object_entry& e) {
       << ", \"shape\": [";
     for (std::size_t k = 0; k < i.shape.size(); ++k)
       o << (k ? ", " : "") << i.shape[k];
-    o << "], \"order\": \"" << char(i.order) << "\", \"data_nbytes\": " << i.data_nbytes
-      << ", \"owner_pid\": " << i.owner_pid << ", \"created_ns\": " << i.created_ns
+    o << "], \"order\": \"" << char(i.order) << "\"";
+    if (ring)
+      ring_json(o, e);
+    else
+      o << ", \"data_nbytes\": " << i.data_nbytes;
+    o << ", \"owner_pid\": " << i.owner_pid << ", \"created_ns\": " << i.created_ns
       << ", \"created\": " << json_string(time_text(i.created_ns))
-      << ", \"same_boot\": " << (e.same_boot ? "true" : "false")
-      << ", \"lock\": " << (e.lock_ready ? "true" : "false") << ", \"owner_alive\": "
-      << (e.owner == owner_status::alive  ? "true"
-          : e.owner == owner_status::gone ? "false"
-                                          : "null");
+      << ", \"same_boot\": " << (e.same_boot ? "true" : "false");
+    if (!ring) o << ", \"lock\": " << (e.lock_ready ? "true" : "false");
+    o << ", \"owner_alive\": " << owner_alive_json(e.owner);
     owner();
   } else if (e.status == object_status::owner_token) {
     owner();
@@ -108,6 +146,20 @@ std::string json(const object_entry& e) {
   }
   o << "}";
   return o.str();
+}
+
+std::string plural(std::uint64_t n, const char* one, const char* many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// What ls says of a ring after its status: its slots, policy, head,
+// readers, groups and producer.
+std::string ring_text(const shmarray::ring_status& r) {
+  std::string readers = plural(r.readers, "reader", "readers");
+  if (r.readers_gone) readers += " (" + std::to_string(r.readers_gone) + " gone)";
+  return "ring: " + plural(r.slots, "slot", "slots") + ", " + to_string(r.policy) + ", head " +
+         std::to_string(r.head) + ", " + readers + ", " +
+         plural(r.groups.size(), "group", "groups") + ", producer " + to_string(r.producer);
 }
 
 int cmd_ls(bool as_json, bool all, const std::string& directory) {
@@ -130,13 +182,14 @@ int cmd_ls(bool as_json, bool all, const std::string& directory) {
               "ORDER", "BYTES", "OWNER", "ALIVE", "CREATED", "STATUS");
   for (const auto& e : rows) {
     const std::string name = printable_name(e.name);
-    if (e.status == object_status::ok)
+    if (e.status == object_status::ok) {
+      std::string status = e.same_boot ? "ok" : "ok (from an earlier boot)";
+      if (e.kind == shmarray::segment_kind::ring) status += "; " + ring_text(e.ring);
       std::printf("%-32s %-6s %-18s %-5c %12llu %8lld %-10s  %-20s  %s\n", name.c_str(),
                   e.info.dtype.c_str(), shape_text(e.info.shape).c_str(), char(e.info.order),
                   (unsigned long long)e.bytes, (long long)e.info.owner_pid, alive_word(e.owner),
-                  time_text(e.info.created_ns).c_str(),
-                  e.same_boot ? "ok" : "ok (from an earlier boot)");
-    else
+                  time_text(e.info.created_ns).c_str(), status.c_str());
+    } else
       std::printf("%-32s %-6s %-18s %-5s %12llu %8s %-10s  %-20s  %s\n", name.c_str(), "-", "-",
                   "-", (unsigned long long)e.bytes, "-",
                   e.status == object_status::owner_token ? alive_word(e.owner) : "-", "-",
@@ -161,6 +214,40 @@ std::string not_a_segment(const object_entry& e) {
   return "segment \"" + printable_name(e.name) + "\" is not a shmarray segment (its " +
          std::to_string(e.bytes) + (e.bytes == 1 ? " byte does" : " bytes do") +
          " not end in a shmarray record)";
+}
+
+// What info says of a ring between its frame's order and its owner.
+void ring_info_text(const object_entry& e) {
+  const auto& r = e.ring;
+  std::printf("frame:       %zu bytes, in slots %llu bytes apart; segment %llu bytes\n",
+              e.info.data_nbytes, (unsigned long long)r.slot_stride, (unsigned long long)e.bytes);
+  std::printf("slots:       %llu\n", (unsigned long long)r.slots);
+  std::printf("policy:      %s\n", r.policy == shmarray::ring_policy::block
+                                       ? "block (the writer waits for the slowest reader)"
+                                       : "overwrite (the writer never waits; a reader that "
+                                         "falls behind skips frames)");
+  std::printf("head:        %llu (the newest frame published; 0: none yet)\n",
+              (unsigned long long)r.head);
+  std::printf("readers:     %zu attached (of %llu%s)\n", r.readers,
+              (unsigned long long)r.max_readers,
+              r.readers_gone ? ("; " + std::to_string(r.readers_gone) + " gone").c_str() : "");
+  for (const auto& x : r.attached)
+    std::printf("reader:      pid %lld (%s %llu; missed %llu; %s)\n", (long long)x.pid,
+                x.member ? ("of group " + printable_name(x.group) + ": claimed").c_str()
+                         : "of its own: done to",
+                (unsigned long long)(x.member ? x.claim : x.done), (unsigned long long)x.missed,
+                x.alive ? "alive" : "gone: its liveness lock is free");
+  std::printf("groups:      %zu (of %llu)\n", r.groups.size(), (unsigned long long)r.max_groups);
+  for (const auto& g : r.groups)
+    std::printf("group:       %s (%s; last claimed %llu; missed %llu)\n",
+                printable_name(g.name).c_str(), plural(g.members, "member", "members").c_str(),
+                (unsigned long long)g.next, (unsigned long long)g.missed);
+  std::string producer = "gone (its liveness lock is free: no more frames)";
+  if (r.producer == shmarray::producer_status::alive)
+    producer = "alive (writer pid " + std::to_string(r.writer_pid) + ": its liveness lock is held)";
+  else if (r.producer == shmarray::producer_status::closed)
+    producer = "closed (no more frames)";
+  std::printf("producer:    %s\n", producer.c_str());
 }
 
 int cmd_info(const std::string& name, bool as_json) {
@@ -188,18 +275,25 @@ int cmd_info(const std::string& name, bool as_json) {
     return 1;
   }
   const auto& i = e.info;
+  const bool ring = e.kind == shmarray::segment_kind::ring;
   const auto strides = shmarray::byte_strides(i);
   std::string st;
   for (std::size_t k = 0; k < strides.size(); ++k)
     st += (k ? ", " : "") + std::to_string(strides[k]);
   std::printf("name:        %s\n", printable_name(e.name).c_str());
+  if (ring) std::printf("kind:        ring of frames (format version 2)\n");
   std::printf("dtype:       %s (%zu bytes an element)\n", i.dtype.c_str(), i.itemsize);
-  std::printf("shape:       %s (rank %zu)\n", shape_text(i.shape).c_str(), i.shape.size());
+  std::printf("%s%s (rank %zu)\n",
+              ring ? "frame shape: " : "shape:       ", shape_text(i.shape).c_str(),
+              i.shape.size());
   std::printf("order:       %c (%s)\n", char(i.order),
               i.order == shmarray::order::row_major ? "row-major" : "column-major");
-  std::printf("strides:     %s (bytes)\n", st.c_str());
-  std::printf("data:        %zu bytes; segment %llu bytes\n", i.data_nbytes,
-              (unsigned long long)e.bytes);
+  std::printf("strides:     %s (bytes%s)\n", st.c_str(), ring ? ", in a frame" : "");
+  if (ring)
+    ring_info_text(e);
+  else
+    std::printf("data:        %zu bytes; segment %llu bytes\n", i.data_nbytes,
+                (unsigned long long)e.bytes);
   std::printf("owner pid:   %lld%s\n", (long long)i.owner_pid,
               e.same_boot ? "" : " (on an earlier boot)");
   const std::string unreadable = "unknown: " + text(e.owner_error);
@@ -209,7 +303,7 @@ int cmd_info(const std::string& name, bool as_json) {
               : e.owner == owner_status::untracked ? "not tracked (kept, or made without a manager)"
                                                    : unreadable.c_str());
   std::printf("created:     %s\n", time_text(i.created_ns).c_str());
-  std::printf("lock:        %s\n", e.lock_ready ? "ready" : "not yet used");
+  if (!ring) std::printf("lock:        %s\n", e.lock_ready ? "ready" : "not yet used");
   return 0;
 }
 
