@@ -61,17 +61,21 @@ void fuzz_ring(const std::byte* buf, std::size_t size) {
   namespace rf = shmarray::format::ring;
   try {
     const auto r = shmarray::detail::read_ring_record_at(fd, size, "/fuzz");
-    // Accepted: every area inside the segment, in order, none overlapping.
+    // Accepted: every area inside the segment, in order, none overlapping,
+    // in arithmetic that cannot wrap (a forged count must not make a huge
+    // frame fit a small object).
     const auto& l = r.layout;
-    std::uint64_t frame = r.frame.itemsize;
+    const std::uint64_t end = size - shmarray::format::record_size;
+    std::uint64_t frame = r.frame.itemsize, slots_end = 0;
     for (const auto e : r.frame.shape)
-      frame *= e;
+      if (__builtin_mul_overflow(frame, e, &frame)) __builtin_trap();
     if (l.size != size || l.frame_nbytes != frame || r.frame.data_nbytes != frame ||
         l.stride < frame || l.stride % 64 != 0 || l.slots == 0 ||
-        l.slots * l.stride > l.writer_at ||
-        l.writer_at + rf::w_slots + rf::slot_header * l.slots > l.readers_at ||
-        l.readers_at + l.entry_at(l.readers) > size - shmarray::format::record_size ||
-        l.readers_at + l.reader_bytes != size - shmarray::format::record_size)
+        __builtin_mul_overflow(l.slots, l.stride, &slots_end) || slots_end > l.writer_at ||
+        l.writer_at > end || l.readers_at < l.writer_at ||
+        rf::w_slots + rf::slot_header * l.slots > l.readers_at - l.writer_at ||
+        l.readers_at > end || l.entry_at(l.readers) > end - l.readers_at ||
+        l.reader_bytes != end - l.readers_at)
       __builtin_trap();
   } catch (const shmarray::error&) {
   }
