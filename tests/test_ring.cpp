@@ -784,6 +784,23 @@ TEST_CASE("a forged ring record is corrupt metadata and a truncated ring is trun
     CHECK_THROWS_AS(ring_reader<float>::attach(names("forged")), metadata_error);
     REQUIRE(::pwrite(fd, saved, 512, rec) == 512);
     CHECK_NOTHROW(ring_reader<float>::attach(names("forged")));
+    // A consistent forgery whose sizes wrap past 2^64 (65536 slots of
+    // frames of 2^48 - 1 bytes) to the size of a small object.
+    {
+      auto* b = reinterpret_cast<std::byte*>(forged);
+      std::memcpy(forged, saved, 512);
+      std::memcpy(b + format::off_dtype, "|u1\0", 4);
+      detail::store_le<std::uint32_t>(b + format::off_itemsize, 1);
+      const std::uint64_t frame = (std::uint64_t(1) << 48) - 1;
+      detail::store_le<std::uint64_t>(b + format::off_shape, frame);
+      detail::store_le<std::uint64_t>(b + format::ring::off_frame_nbytes, frame);
+      detail::store_le<std::uint32_t>(b + format::ring::off_slots, 65536);
+      detail::store_le<std::uint32_t>(b + format::ring::off_max_readers, 1);
+      detail::store_le<std::uint32_t>(b + format::ring::off_max_groups, 0);
+      detail::store_le<std::uint64_t>(b + format::ring::off_slot_stride, frame + 1);
+      detail::store_le<std::uint32_t>(b + format::off_checksum, detail::crc32(b, 376));
+      CHECK_THROWS_AS(detail::validate_ring_record(b, 4325888, "/wrap"), corrupt_metadata);
+    }
     // Cut short, the record is gone from its place: zeros there, as a ring
     // being made has (not ready), never a crash.
     REQUIRE(::ftruncate(fd, rec) == 0);

@@ -107,11 +107,19 @@ struct ring_layout {
     slots = n;
     readers = m;
     groups = g;
-    // frame < 2^48 and n <= 2^16: no product here can overflow 64 bits.
-    writer_at = align(n * stride);
-    readers_at = writer_at + align(r::w_slots + r::slot_header * n);
-    reader_bytes = align(r::r_groups + r::entry * (g + m));
-    size = readers_at + reader_bytes + format::record_size;
+    // Each step checked: n stride-sized slots of frames near 2^48 bytes
+    // would pass 2^64 (a forged record must not describe a ring larger
+    // than its object by wrapping around).
+    std::uint64_t slot_bytes = 0, w = 0, rb = 0;
+    if (__builtin_mul_overflow(n, stride, &slot_bytes) || !align(slot_bytes, writer_at) ||
+        !align(r::w_slots + r::slot_header * n, w) ||
+        !align(r::r_groups + r::entry * (g + m), rb) ||
+        __builtin_add_overflow(writer_at, w, &readers_at))
+      return false;
+    reader_bytes = rb;
+    if (__builtin_add_overflow(readers_at, reader_bytes, &size) ||
+        __builtin_add_overflow(size, std::uint64_t(format::record_size), &size))
+      return false;
     return size <= std::uint64_t(PTRDIFF_MAX);
   }
   std::uint64_t slot_offset(std::uint64_t k) const noexcept { return k * stride; }
@@ -124,9 +132,11 @@ struct ring_layout {
   }
 
  private:
-  static std::uint64_t align(std::uint64_t n) noexcept {
+  static bool align(std::uint64_t n, std::uint64_t& out) noexcept {
     const std::uint64_t a = format::ring::area_alignment;
-    return (n + a - 1) / a * a;
+    if (n > UINT64_MAX - (a - 1)) return false;
+    out = (n + a - 1) / a * a;
+    return true;
   }
 };
 
