@@ -1,5 +1,6 @@
-"""The segment format, version 1, as docs/FORMAT.md gives it: reading and
-checking a record, and writing one. Nothing here maps memory."""
+"""The segment format as docs/FORMAT.md gives it, version 1 (arrays) and
+version 2 (rings): reading and checking a record, and writing one. Nothing
+here maps memory."""
 
 import os
 import struct
@@ -15,6 +16,7 @@ RECORD_SIZE = 512
 ALIGN = 64
 MAGIC = b"SHMARRAY"
 VERSION = 1
+RING_VERSION = 2
 READY = b"REDY"
 MAX_RANK = 32
 SIZE_MAX = 2**63 - 1  # a segment's size, data and record, fits a signed 64-bit size
@@ -88,9 +90,11 @@ def boot_id():
 
 
 class Info:
-    """What a record says: dtype (NumPy type string), shape, order ('C' or
-    'F'), data_nbytes, owner_pid, created_ns, boot_id, owner_token."""
+    """What an array's record says: dtype (NumPy type string), shape, order
+    ('C' or 'F'), data_nbytes, owner_pid, created_ns, boot_id, owner_token.
+    `kind` is 'array' (a ring's record is a RingInfo, whose kind is 'ring')."""
 
+    kind = "array"
     __slots__ = ("dtype", "shape", "order", "data_nbytes", "itemsize", "owner_pid",
                  "created_ns", "boot_id", "owner_token")
 
@@ -108,10 +112,72 @@ def _u64(b, off):
     return struct.unpack_from("<Q", b, off)[0]
 
 
-def read_record(name, size, tail):
+# Rings (FORMAT.md, "Rings: format version 2").
+RING_AREA_ALIGN = 65536  # each area can be mapped on its own, whatever the page size
+MAX_SLOTS, MAX_READERS, MAX_GROUPS = 65536, 1024, 64
+MAX_FRAME_NBYTES = 2**48 - 1  # F is below 2**48
+OFF_POLICY, OFF_SLOTS, OFF_MAX_READERS, OFF_MAX_GROUPS, OFF_SLOT_STRIDE = 49, 352, 356, 360, 368
+POLICIES = {"overwrite": b"O", "block": b"B"}
+
+
+def align_area(n):
+    return (n + RING_AREA_ALIGN - 1) // RING_AREA_ALIGN * RING_AREA_ALIGN
+
+
+def ring_layout(frame_nbytes, slots, max_readers, max_groups):
+    """(stride, D, W, R, S): a slot's stride and the sizes of the slots, the
+    writer area and the reader area, and the whole object's size."""
+    stride = align64(frame_nbytes)
+    d = align_area(slots * stride)
+    w = align_area(64 + 64 * slots)
+    r = align_area(64 + 64 * (max_groups + max_readers))
+    return stride, d, w, r, d + w + r + RECORD_SIZE
+
+
+class RingInfo:
+    """What a ring's record says: dtype, shape (a frame's), order,
+    itemsize, frame_nbytes, policy ('overwrite' or 'block'), slots,
+    max_readers, max_groups, slot_stride, owner_pid, created_ns, boot_id,
+    owner_token, and the layout: slots_bytes (D), writer_bytes (W),
+    readers_bytes (R) and size (S). `kind` is 'ring'."""
+
+    kind = "ring"
+    __slots__ = ("dtype", "shape", "order", "itemsize", "frame_nbytes", "policy", "slots",
+                 "max_readers", "max_groups", "slot_stride", "owner_pid", "created_ns",
+                 "boot_id", "owner_token", "slots_bytes", "writer_bytes", "readers_bytes",
+                 "size")
+
+    @property
+    def frame_shape(self):
+        return self.shape
+
+    def __repr__(self):
+        return (f"RingInfo(dtype={self.dtype!r}, frame_shape={self.shape}, "
+                f"order={self.order!r}, policy={self.policy!r}, slots={self.slots}, "
+                f"max_readers={self.max_readers}, max_groups={self.max_groups}, "
+                f"owner_pid={self.owner_pid}, owner_token={self.owner_token:#x})")
+
+
+def _version_mismatch(shown, version, versions):
+    if version == RING_VERSION and versions == (VERSION,):
+        return e.VersionMismatch(
+            f"{shown}: is a ring (format version {RING_VERSION}), not an array: attach it "
+            "with shmarray.RingReader(name)")
+    if version == VERSION and versions == (RING_VERSION,):
+        return e.VersionMismatch(
+            f"{shown}: is an array (format version {VERSION}), not a ring: attach it with "
+            "shmarray.attach(name)")
+    return e.VersionMismatch(
+        f"{shown}: has format version {version}; this module reads versions {VERSION} "
+        f"(arrays) and {RING_VERSION} (rings)")
+
+
+def read_record(name, size, tail, versions=(VERSION,)):
     """Checks a segment of `size` bytes (its real size) whose last 512 bytes
     are `tail` (bytes-like; the ready word is read first of the fields past
-    the version), in the format's order; returns its Info."""
+    the version), in the format's order; returns its Info (version 1, an
+    array) or RingInfo (version 2, a ring). A version not in `versions` is
+    a VersionMismatch that says what the object is."""
     shown = escape(name)
     if size == 0:
         raise e.NotReady(f"{shown}: is empty: it is still being created, or holds nothing")
@@ -132,9 +198,8 @@ def read_record(name, size, tail):
     version = _u32(tail, OFF_VERSION)
     if version == 0:
         raise e.NotReady(f"{shown}: is still being created (its version is not set)")
-    if version != VERSION:
-        raise e.VersionMismatch(
-            f"{shown}: has format version {version}; this module reads version {VERSION}")
+    if version not in versions:
+        raise _version_mismatch(shown, version, tuple(versions))
     if bytes(tail[OFF_READY:OFF_READY + 4]) != READY:
         raise e.NotReady(f"{shown}: is still being created (its ready word is not set)")
     rec = bytes(tail[0:CHECKED])  # a private copy: checked from here on
@@ -163,12 +228,27 @@ def read_record(name, size, tail):
     order = chr(rec[OFF_ORDER])
     if order not in "CF":
         raise corrupt(f"order byte {rec[OFF_ORDER]:#04x} is neither C nor F")
-    if any(rec[49:56]) or any(rec[352:376]):
+    reserved = ((49, 56), (352, 376)) if version == VERSION else ((50, 56), (364, 368))
+    if any(any(rec[a:b]) for a, b in reserved):
         raise corrupt("reserved bytes are not zero")
     shape = struct.unpack_from("<32Q", rec, OFF_SHAPE)
     if any(shape[rank:]):
         raise corrupt("shape entries past the rank are not zero")
     shape = tuple(shape[:rank])
+    if version == RING_VERSION:
+        info = _ring_sizes(rec, shape, itemsize, size, shown, corrupt)
+    else:
+        info = _array_sizes(rec, shape, itemsize, size, shown, corrupt, dtype)
+    info.dtype, info.shape, info.order, info.itemsize = dtype, shape, order, itemsize
+    info.owner_pid = struct.unpack_from("<q", rec, OFF_PID)[0]
+    info.created_ns = _u64(rec, OFF_CREATED)
+    info.boot_id = rec[OFF_BOOT:OFF_BOOT + 16]
+    info.owner_token = _u64(rec, OFF_TOKEN)
+    return info
+
+
+def _array_sizes(rec, shape, itemsize, size, shown, corrupt, dtype):
+    """Step 10 of version 1: the data's size against the shape and the object's."""
     p = itemsize
     for d in shape:
         if d:
@@ -183,18 +263,54 @@ def read_record(name, size, tail):
     expected = segment_size(nbytes)
     if expected is None:
         raise corrupt("data size overflows")
+    _check_size(expected, size, shown, corrupt)
+    info = Info()
+    info.data_nbytes = nbytes
+    return info
+
+
+def _check_size(expected, size, shown, corrupt):
     if expected > size:
         raise e.TruncatedSegment(
             f"{shown}: holds {size} bytes, but its record describes {expected}")
     if expected < size:
         raise corrupt(f"holds {size} bytes, but its record describes {expected}")
-    info = Info()
-    info.dtype, info.shape, info.order, info.data_nbytes = dtype, shape, order, nbytes
-    info.itemsize = itemsize
-    info.owner_pid = struct.unpack_from("<q", rec, OFF_PID)[0]
-    info.created_ns = _u64(rec, OFF_CREATED)
-    info.boot_id = rec[OFF_BOOT:OFF_BOOT + 16]
-    info.owner_token = _u64(rec, OFF_TOKEN)
+
+
+def _ring_sizes(rec, shape, itemsize, size, shown, corrupt):
+    """The checks version 2 adds: policy, extents, frame size, counts,
+    stride, and the object's size against the layout."""
+    policy = {v[0]: k for k, v in POLICIES.items()}.get(rec[OFF_POLICY])
+    if policy is None:
+        raise corrupt(f"policy byte {rec[OFF_POLICY]:#04x} is neither O nor B")
+    if any(d == 0 for d in shape):
+        raise corrupt(f"frame shape {shape} has a zero extent")
+    frame = itemsize
+    for d in shape:
+        frame *= d
+        if frame > MAX_FRAME_NBYTES:
+            raise corrupt(f"frame shape {shape} of {itemsize}-byte items is 2**48 bytes or more")
+    stored = _u64(rec, OFF_NBYTES)
+    if stored != frame:
+        raise corrupt(f"frame_nbytes {stored}, but frame shape {shape} of {itemsize}-byte "
+                      f"items holds {frame}")
+    slots, readers, groups = struct.unpack_from("<III", rec, OFF_SLOTS)
+    if not 1 <= slots <= MAX_SLOTS:
+        raise corrupt(f"slots {slots}, expected 1 to {MAX_SLOTS}")
+    if not 1 <= readers <= MAX_READERS:
+        raise corrupt(f"max_readers {readers}, expected 1 to {MAX_READERS}")
+    if groups > MAX_GROUPS:
+        raise corrupt(f"max_groups {groups}, expected 0 to {MAX_GROUPS}")
+    stride, d, w, r, expected = ring_layout(frame, slots, readers, groups)
+    if _u64(rec, OFF_SLOT_STRIDE) != stride:
+        raise corrupt(f"slot_stride {_u64(rec, OFF_SLOT_STRIDE)}, expected {stride}")
+    if expected > SIZE_MAX:
+        raise corrupt("ring size overflows")
+    _check_size(expected, size, shown, corrupt)
+    info = RingInfo()
+    info.frame_nbytes, info.policy, info.slot_stride = frame, policy, stride
+    info.slots, info.max_readers, info.max_groups = slots, readers, groups
+    info.slots_bytes, info.writer_bytes, info.readers_bytes, info.size = d, w, r, expected
     return info
 
 
@@ -203,18 +319,36 @@ def new_record(dtype, shape, order, owner_token=0):
     segment; the caller writes version and magic last of bytes 0..375 as
     FORMAT.md says, and the ready word after everything else."""
     itemsize = DTYPES[dtype]
-    nbytes = data_nbytes(itemsize, shape)
+    return _record(VERSION, dtype, shape, order, data_nbytes(itemsize, shape), owner_token)
+
+
+def new_ring_record(dtype, shape, order, policy, slots, max_readers, max_groups,
+                    owner_token=0):
+    """new_record for a ring (version 2)."""
+    frame = data_nbytes(DTYPES[dtype], shape)
+    return _record(RING_VERSION, dtype, shape, order, frame, owner_token, policy=policy,
+                   counts=(slots, max_readers, max_groups), stride=align64(frame))
+
+
+def _record(version, dtype, shape, order, nbytes, owner_token, policy=None, counts=None,
+            stride=0):
+    itemsize = DTYPES[dtype]
     rec = bytearray(CHECKED)
     rec[0:8] = MAGIC
-    struct.pack_into("<III", rec, OFF_VERSION, VERSION, RECORD_SIZE, 0)
+    struct.pack_into("<III", rec, OFF_VERSION, version, RECORD_SIZE, 0)
     struct.pack_into("<Q", rec, OFF_NBYTES, nbytes)
     rec[OFF_DTYPE:OFF_DTYPE + len(dtype)] = dtype.encode("ascii")
     struct.pack_into("<II", rec, OFF_ITEMSIZE, itemsize, len(shape))
     rec[OFF_ORDER] = ord(order)
+    if policy is not None:
+        rec[OFF_POLICY] = POLICIES[policy][0]
     struct.pack_into("<q", rec, OFF_PID, os.getpid())
     struct.pack_into("<Q", rec, OFF_CREATED, time.time_ns())
     rec[OFF_BOOT:OFF_BOOT + 16] = boot_id()
     struct.pack_into(f"<{len(shape)}Q", rec, OFF_SHAPE, *shape)
     struct.pack_into("<Q", rec, OFF_TOKEN, owner_token)
+    if counts is not None:
+        struct.pack_into("<III", rec, OFF_SLOTS, *counts)
+        struct.pack_into("<Q", rec, OFF_SLOT_STRIDE, stride)
     checksum = struct.pack("<I", zlib.crc32(bytes(rec)) & 0xFFFFFFFF)
     return bytes(rec), checksum
