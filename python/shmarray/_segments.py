@@ -74,15 +74,17 @@ def _out_of_space(name, needed, fd, what="needs"):
 
 
 class Mapping(mmap.mmap):
-    """A segment's mapping. NumPy arrays over it hold a reference to it, and
+    """A segment's mapping (of `size` bytes from `offset`: a ring's areas
+    are mapped apart). NumPy arrays over it hold a reference to it, and
     it is never closed or resized: it goes when the last array over it
     goes. (CPython's mmap keeps a duplicate of the descriptor it was made
     from, so each attach holds one descriptor while it lives.)"""
 
-    def __new__(cls, fd, size, writable, name, info, device, inode):
+    def __new__(cls, fd, size, writable, name, info, device, inode, offset=0):
         try:
             m = super().__new__(cls, fd, size, flags=mmap.MAP_SHARED,
-                                prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
+                                prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0),
+                                offset=offset)
         except OSError as err:
             raise _os_error(err, name, "could not be mapped") from None
         except ValueError:  # CPython's mmap checks the size again: it shrank meanwhile
@@ -318,14 +320,9 @@ def name_of(arr):
     return m.segment_name
 
 
-def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None,
-           by_name=False):
-    """Creates the segment `name` exclusively, mode 0600: unnamed in /dev/shm
-    (O_TMPFILE), sized, filled with `data` (bytes in storage order) or
-    zeros, its record written as FORMAT.md orders it, then linked under its
-    name. `before_link(device, inode, birth)` runs once the object exists, before it
-    has its name. Returns the Mapping. Where unnamed files cannot be made
-    or linked, the name is created first and removed on failure."""
+def check_new_name(name):
+    """The name normalised, refused where a listing would not take it for
+    a segment (a semaphore's or an owner token's)."""
     name = normalise(name)
     if name.startswith("/sem."):  # POSIX semaphores' names, which listings skip
         raise e.InvalidName(f"{escape(name)}: is not a name for a segment: names starting "
@@ -333,6 +330,14 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
     if name.startswith("/.shmarray-owner-"):
         raise e.InvalidName(f"{escape(name)}: is not a name for a segment: names starting "
                             "\".shmarray-owner-\" are owner tokens'")
+    return name
+
+
+def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None):
+    """Creates the array segment `name` (make_object), filled with `data`
+    (bytes in storage order) or zeros, its record written as FORMAT.md
+    orders it. Returns the Mapping."""
+    name = check_new_name(name)
     dt = f.dtype_string(dtype)
     itemsize = f.DTYPES[dt]
     nbytes = f.data_nbytes(itemsize, shape)
@@ -340,6 +345,50 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
     if size is None:
         raise e.InvalidShape(f"{escape(name)}: shape {tuple(shape)} of {itemsize}-byte items "
                              "and its record overflow a segment's size")
+
+    def initial(fd):
+        os.ftruncate(fd, size)
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < nbytes:
+            done += os.pwrite(fd, view[done:done + (1 << 30)], done)
+
+    def write(fd):
+        rec, checksum = f.new_record(dt, shape, order, owner_token)
+        write_record(fd, size, rec, checksum, init_lock)
+
+    fd, st = make_object(name, size, write, before_link,
+                         initial if data is not None and nbytes else None)
+    try:
+        info = f.read_record(name, size, read_tail(fd, size, name))
+        return Mapping(fd, size, True, name, info, st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
+
+
+def write_record(fd, size, rec, checksum, lock=None):
+    """Writes a new record at the end of an object of `size` bytes as
+    FORMAT.md orders it: bytes 0..375 with version, then magic, last; the
+    checksum; `lock(fd, at)` if given; the ready word last."""
+    at = size - f.RECORD_SIZE
+    os.pwrite(fd, rec[16:], at + 16)
+    os.pwrite(fd, rec[8:16], at + 8)
+    os.pwrite(fd, rec[0:8], at)
+    os.pwrite(fd, checksum, at + f.OFF_CHECKSUM)
+    if lock is not None:
+        lock(fd, at)
+    os.pwrite(fd, f.READY, at + f.OFF_READY)
+
+
+def make_object(name, size, write, before_link=None, initial=None, by_name=False):
+    """Creates the object `name` (checked) of `size` bytes exclusively,
+    mode 0600: unnamed in /dev/shm (O_TMPFILE), `initial(fd)` (which sizes
+    it and writes initial bytes) if given, every byte reserved,
+    `write(fd)` (the rest, record last), then linked under its name.
+    `before_link(device, inode, birth)` runs once the object exists, before
+    it has its name. Returns its descriptor (the caller closes it) and
+    fstat. Where unnamed files cannot be made or linked, the name is
+    created first and removed on failure."""
     path = path_of(name)
     if os.path.lexists(path):
         raise e.AlreadyExists(f"{escape(name)}: already exists")
@@ -362,12 +411,8 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
             before_link(st.st_dev, st.st_ino, birth_ns(fd=fd))
         os.fchmod(fd, 0o600)
         try:
-            if data is not None and nbytes:
-                os.ftruncate(fd, size)
-                view = memoryview(data).cast("B")
-                done = 0
-                while done < nbytes:
-                    done += os.pwrite(fd, view[done:done + (1 << 30)], done)
+            if initial is not None:
+                initial(fd)
             os.posix_fallocate(fd, 0, size)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
@@ -379,15 +424,7 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
                     pass
                 raise _out_of_space(name, size, fd) from None
             raise _os_error(err, name, "could not be sized") from None
-        rec, checksum = f.new_record(dt, shape, order, owner_token)
-        at = size - f.RECORD_SIZE
-        # bytes 0..375 with version, then magic, last; the checksum; the ready word last
-        os.pwrite(fd, rec[16:], at + 16)
-        os.pwrite(fd, rec[8:16], at + 8)
-        os.pwrite(fd, rec[0:8], at)
-        os.pwrite(fd, checksum, at + f.OFF_CHECKSUM)
-        init_lock(fd, at)
-        os.pwrite(fd, f.READY, at + f.OFF_READY)
+        write(fd)
         if not named_first:
             try:
                 link_unnamed(fd, path)
@@ -398,10 +435,9 @@ def create(name, dtype, shape, order, data=None, owner_token=0, before_link=None
                 # it cannot be linked here (no /proc?): made again, by name
                 os.close(fd)
                 fd = -1
-                return create(name, dtype, shape, order, data, owner_token, before_link,
-                              by_name=True)
-        info = f.read_record(name, size, read_tail(fd, size, name))
-        return Mapping(fd, size, True, name, info, st.st_dev, st.st_ino)
+                return make_object(name, size, write, before_link, initial, by_name=True)
+        made, fd = fd, -1
+        return made, st
     except BaseException:
         if named_first and linked:
             try:
