@@ -24,6 +24,12 @@ if [ "$what" = test ]; then
     python3-setuptools python3-wheel python3-matplotlib)
 fi
 
+# The benchmarks also measure against iceoryx 2 (the ring benchmark's
+# baseline: its C++ publisher and subscriber, and the iox-roudi daemon).
+if [ "$what" = bench ]; then
+  packages+=(libiceoryx-posh-dev iceoryx)
+fi
+
 install_missing() {
   local missing=()
   for p in "${packages[@]}"; do
@@ -93,6 +99,9 @@ bench)
   ./build/bench/shmarray_views_bench "${@:2}"
   ./build/bench/shmarray_workers_bench "${@:2}"
   ./build/bench/shmarray_stack_bench "${@:2}"
+  # Rings: round trips, publish cost, throughput; iceoryx only as root (its
+  # daemon runs in a private mount namespace the benchmark makes).
+  ./build/bench/shmarray_ring_bench "${@:2}"
   packages=(python3 python3-numpy)
   install_missing
   PYTHONPATH=python SHMARRAY_HELPER=build/tools/shmarray /usr/bin/python3 bench/bench_python.py \
