@@ -62,3 +62,11 @@ class TruncatedSegment(MetadataError):
 
 class LockError(Error):
     """The segment's lock cannot be taken."""
+
+
+class ProducerGone(Error, EOFError):
+    """A ring's writer closed it or died, and every frame it published was read."""
+
+
+class RingTimeout(Error, TimeoutError):
+    """A ring's writer waited longer than its timeout for a reader to release a slot."""

@@ -11,6 +11,7 @@ import struct
 from . import _errors as e
 from . import _format as f
 from . import _owner
+from . import _ring
 from . import _segments as s
 from ._names import from_raw
 
@@ -67,21 +68,33 @@ def _inspect(raw, name, st, dir_fd=None):
             tail = s.read_tail(fd, size, name)
             row["shmarray"] = (size >= f.RECORD_SIZE and (size - f.RECORD_SIZE) % f.ALIGN == 0
                                and tail[0:8] == f.MAGIC)
-            info = f.read_record(name, size, tail)
+            if row["shmarray"] and struct.unpack_from("<I", tail, f.OFF_VERSION)[0] == \
+                    f.RING_VERSION:
+                row["kind"] = "ring"  # valid or not, as shmarray ls says
+            info = f.read_record(name, size, tail, (f.VERSION, f.RING_VERSION))
+            ring = _ring.inspect(fd, info, name) if info.kind == "ring" else None
         except e.Error as err:
+            row.update(status=_status_of(err), error=str(err))
+            return row
+        except OSError as err:
+            err = s._os_error(err, name, "could not be read")
             row.update(status=_status_of(err), error=str(err))
             return row
     finally:
         os.close(fd)
     same_boot = info.boot_id == f.boot_id()
     state, why = _owner.token_state(info.owner_token, not same_boot)
-    lock_state = struct.unpack_from("<I", tail, f.OFF_LOCK_STATE)[0]
     created = datetime.datetime.fromtimestamp(info.created_ns // 10**9, datetime.timezone.utc)
-    row.update(dtype=info.dtype, itemsize=info.itemsize, shape=[*info.shape],
-               order=info.order, data_nbytes=info.data_nbytes, owner_pid=info.owner_pid,
-               created_ns=info.created_ns, created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-               same_boot=same_boot, lock=lock_state == 2,
-               owner_alive={"alive": True, "gone": False}.get(state))
+    row.update(dtype=info.dtype, itemsize=info.itemsize, shape=[*info.shape], order=info.order)
+    if ring is not None:
+        row.update(ring)
+    else:
+        row.update(data_nbytes=info.data_nbytes)
+    row.update(owner_pid=info.owner_pid, created_ns=info.created_ns,
+               created=created.strftime("%Y-%m-%dT%H:%M:%SZ"), same_boot=same_boot)
+    if ring is None:  # a ring has no lock
+        row.update(lock=struct.unpack_from("<I", tail, f.OFF_LOCK_STATE)[0] == 2)
+    row.update(owner_alive={"alive": True, "gone": False}.get(state))
     _owner_fields(row, state, why)
     return row
 
@@ -126,7 +139,16 @@ def list(all=False, directory=None):  # noqa: A001 (the module's public name)
     shape, order, data_nbytes, owner_pid, created_ns, created, same_boot,
     lock, owner_alive (True, False, or None where unknown) and owner
     ('alive', 'gone', 'untracked': the record names no token, or
-    'unreadable', with owner_error saying why); otherwise error.
+    'unreadable', with owner_error saying why); otherwise error. A ring's
+    row says kind 'ring' (an array's has no kind), valid or not; an 'ok'
+    ring has its frame's dtype, itemsize, shape and order, and in place of
+    data_nbytes and lock: frame_nbytes, slots, slot_stride, policy
+    ('overwrite' or 'block'), head (the newest frame's number), readers
+    (entries attached), readers_gone (of those, the ones whose process
+    died), max_readers, reader_entries (pid, group: None or its name, done
+    or claim, missed, alive), groups (name, members, next, missed),
+    max_groups, producer ('alive', 'closed' or 'gone'), producer_alive and
+    writer_pid. The words are read with pread, never mapped.
 
     Listed are the shmarray segments and the objects that cannot be opened
     ('no access': they may be segments); with all=True also every other

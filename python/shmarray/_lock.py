@@ -170,6 +170,9 @@ def lock(arr, timeout=None):
     name = m.segment_name
     if m.info is None:
         raise e.LockError(f"{escape(name)}: has no record, so it has no lock")
+    if m.info.kind == "ring":
+        raise e.LockError(f"{escape(name)}: is a ring, which has no lock (its frames are "
+                          "checked with frame.valid())")
     if not m.writable:
         raise e.LockError(
             f"{escape(name)}: is attached read-only; the lock needs a writeable attach")

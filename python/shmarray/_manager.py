@@ -43,6 +43,7 @@ class Manager:
     def __init__(self, prefix="shmarray_"):
         self.prefix = prefix
         self._owned = []  # (name, device, inode, counted in the token, creating pid)
+        self._writers = []  # the RingWriters of the rings made here, closed at the end
         self._closed = False
         self._mu = threading.Lock()
 
@@ -83,6 +84,49 @@ class Manager:
         except TypeError:
             shape = (int(shape),)
         dt = f.dtype_string(dtype)
+        m = self._make(name, lambda seg, token, before_link: s.create(
+            seg, dt, shape, order, data, token, before_link))
+        return s._array(m, dt, shape, order, False)
+
+    def ring(self, name=None, frame_shape=None, dtype=None, *, slots=8, policy="overwrite",
+             order="C", max_readers=16, max_groups=4, timeout=10.0):
+        """A new ring (docs/FORMAT.md, "Rings"): `slots` frames of
+        `frame_shape` and `dtype` in `order`, named `name` or a generated
+        name, written by the RingWriter returned and read by any process
+        with shmarray.RingReader(name) or C++'s ring_reader<T>. `policy`
+        'overwrite' never waits (a reader that falls behind is told what it
+        missed); 'block' waits for the slowest live reader, for at most
+        `timeout` seconds a frame (then RingTimeout; None: no limit). Its
+        name goes with this manager as an array's does, and the writer is
+        closed then (readers get ProducerGone after what is left)."""
+        from . import _ring
+        if self._closed:
+            raise e.Error("this shmarray.Manager is closed: it makes no more rings")
+        if frame_shape is None or dtype is None:
+            raise TypeError("Manager.ring needs a frame_shape and a dtype: "
+                            "m.ring(name, frame_shape, dtype) (name may be None)")
+        if name is not None and not isinstance(name, (str, bytes, bytearray)):
+            raise TypeError(f"a ring's name is a str, not {name!r}: give frame_shape and "
+                            "dtype after it, m.ring(None, frame_shape, dtype)")
+        spec = _ring.spec(frame_shape, dtype, slots, policy, order, max_readers, max_groups)
+        made = []
+
+        def create(seg, token, before_link):
+            w = _ring.create(seg, spec, token, before_link, timeout)
+            made.append(w)
+            return w.mapping
+
+        self._make(name, create)
+        w = made[-1]
+        with self._mu:
+            self._writers.append(w)
+        return w
+
+    def _make(self, name, create):
+        """Runs create(name, token, before_link) for `name` or generated
+        names until one is free, with the owner token and the watchdog's
+        registration around it; records the object made and returns what
+        create returned (a Mapping)."""
         for attempt in range(NAME_ATTEMPTS):
             seg = s.normalise(name) if name is not None else self._name()
             token = _owner.token.acquire(_owner.watchdog.prepare)
@@ -94,7 +138,7 @@ class Manager:
                 registered.append((dev, ino, birth))
 
             try:
-                m = s.create(seg, dt, shape, order, data, token, before_link)
+                m = create(seg, token, before_link)
             except e.AlreadyExists:
                 for dev, ino, birth in registered:
                     _owner.watchdog.remove("s", seg, dev, ino, birth)
@@ -115,7 +159,7 @@ class Manager:
                 raise
             with self._mu:
                 self._owned.append((seg, m.device, m.inode, m.birth, token != 0, os.getpid()))
-            return s._array(m, dt, shape, order, False)
+            return m
 
     def names(self):
         """The names of the segments this manager owns, in creation order."""
@@ -123,8 +167,15 @@ class Manager:
             return [o[0] for o in self._owned]
 
     def remove(self, arr_or_name):
-        """Removes one owned segment's name now (arrays over it stay usable)."""
-        name = arr_or_name if isinstance(arr_or_name, str) else s.name_of(arr_or_name)
+        """Removes one owned segment's name now (arrays over it stay usable):
+        an array's, a RingWriter's (its ring keeps working for those
+        attached), or a name."""
+        if isinstance(arr_or_name, str):
+            name = arr_or_name
+        elif hasattr(arr_or_name, "frame_shape"):  # a RingWriter
+            name = arr_or_name.name
+        else:
+            name = s.name_of(arr_or_name)
         name = s.normalise(name)
         with self._mu:
             for i, o in enumerate(self._owned):
@@ -144,9 +195,12 @@ class Manager:
             _owner.token.release()
 
     def close(self):
-        """Removes every segment this manager created (in the creating
-        process only)."""
+        """Closes the rings' writers and removes every segment this manager
+        created (in the creating process only)."""
         with self._mu:
+            for w in self._writers:
+                w.close()  # a forked child's copy closes nothing
+            self._writers.clear()
             for o in self._owned:
                 self._remove(o)
             self._owned.clear()
