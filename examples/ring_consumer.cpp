@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
     } catch (const shmarray::producer_gone& e) {
       // The camera closed the ring, or its process died (e.died()); either
       // way every frame it published was offered first.
-      gone = e.died() ? "its process died" : "closed by the camera";
+      gone = e.died() ? "its process died" : "closed by its writer";
     }
     // doc-region-end
     if (gone)
