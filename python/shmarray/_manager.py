@@ -35,6 +35,7 @@ class Manager:
             a = m.from_shape((200, 512, 512), np.uint16)
             shmarray.name_of(a)     # '/shmarray_1234_k3x9q0w7fz': give it to C++
 
+    Rings of frames are made here too (ring()), and closed at the end.
     Arrays stay usable after their segment's name is removed, as long as they
     live. While the process lives its segments are watched: if it dies,
     however it dies, the watchdog helper (the `shmarray` command) removes
