@@ -835,3 +835,69 @@ TEST_CASE("a ring too large for /dev/shm is out of space at creation never a SIG
   INFO(run.said);
   CHECK(run.ok());
 }
+
+TEST_CASE("a loan dropped unpublished publishes nothing and the next loan is of the same frame") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto w = m.ring<std::int32_t>(names("drop"), {4}, {});
+    auto r = ring_reader<std::int32_t>::attach(names("drop"));
+    try {
+      auto l = w.loan();
+      l.data()[0] = -1;
+      throw std::runtime_error("the fill failed");
+    } catch (const std::runtime_error&) {
+    }
+    CHECK(w.head() == 0);
+    CHECK_FALSE(r.next(1ms));
+    auto l = w.loan();
+    CHECK(l.seq() == 1);
+    CHECK(publish_pattern(w) == 1);  // a fresh loan of frame 1, filled and published
+    CHECK_THROWS_AS(w.publish(std::move(l)), error);  // the stale one is not current any more
+    auto f = r.next(1s);
+    REQUIRE(f);
+    CHECK(f->seq() == 1);
+    CHECK(has_pattern<std::int32_t>(*f, 1));
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("block: release lets the writer reuse a frame's slot before the next call") {
+  test::names names;
+  {
+    manager m(names.options());
+    ring_options o;
+    o.slots = 1;
+    o.policy = ring_policy::block;
+    auto w = m.ring<std::uint8_t>(names("rel"), {2}, o);
+    auto r = ring_reader<std::uint8_t>::attach(names("rel"));
+    publish_pattern(w);
+    auto f = r.next(1s);
+    REQUIRE(f);
+    CHECK_THROWS_AS(publish_pattern(w, 20ms), ring_timeout);  // the reader holds frame 1
+    r.release();
+    CHECK(publish_pattern(w, 1s) == 2);
+    CHECK_FALSE(f->valid());  // its slot holds frame 2 now
+    auto g = r.next(1s);
+    REQUIRE(g);
+    CHECK(g->seq() == 2);
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("a writer counts live readers only: a dead reader's entry is freed") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto w = m.ring<float>(names("live"), {4}, {});
+    auto r = ring_reader<float>::attach(names("live"));
+    const int st = test::in_child([&] {
+      auto mine = ring_reader<float>::attach(names("live"));
+      ::raise(SIGKILL);  // dies attached
+      return 1;
+    });
+    CHECK(test::killed_by(st, SIGKILL));
+    CHECK(w.readers() == 1);
+  }
+  CHECK(names.left().empty());
+}

@@ -22,6 +22,10 @@ struct ring_options {
   // `block`: how long loan() and push() wait for the slowest reader before
   // they throw ring_timeout.
   std::chrono::nanoseconds block_timeout = std::chrono::seconds(10);
+  // `block`: how long a writer waiting for a reader spins before it sleeps
+  // (zero: at once). Spinning answers a reader's release sooner, but takes
+  // a core the readers may need where there are fewer cores than processes.
+  std::chrono::nanoseconds spin = std::chrono::microseconds(50);
   // The manager does not remove this ring's name at its end.
   bool keep = false;
   map_options map;

@@ -52,7 +52,6 @@ class ring_reader {
       group_ = o.group_;
       cursor_ = o.cursor_;
       held_ = o.held_;
-      pending_ = o.pending_;
       missed_ = o.missed_;
       spin_ = o.spin_;
       generation_ = o.generation_;
@@ -133,15 +132,32 @@ class ring_reader {
       const std::byte* sh = m.slot_header(m.slot_of(want));
       const std::uint64_t s1 = load64(sh + rf::s_state, acquire);
       if (s1 != 2 * want) {
-        if (s1 > 2 * want) {  // the writer has moved on into its slot: lost
-          lost(m, 1);
-          ++want;
-        }
+        // The writer has moved on into its slot: lost. (A state below 2
+        // want cannot be, the head being stored after it: a damaged word
+        // is taken as a frame lost too, so that nothing spins for ever.)
+        lost(m, 1);
+        ++want;
         continue;
       }
       cursor_ = held_ = want;
       return ring_frame<T>(ring_, want, load64(sh + rf::s_publish_ns, relaxed));
     }
+  }
+
+  // Releases the frame held now (the one next() or latest() gave last),
+  // before the next call: in `block`, the writer may reuse its slot from
+  // now on, so a reader that works on after it is done with a frame does
+  // not hold the writer back. The frame's valid() says false once reused.
+  void release() {
+    const auto& m = usable();
+    if (group_) {
+      namespace rf = format::ring;
+      std::byte* e = my_entry(m);
+      detail::ring::store64(e + rf::e_claim, 0, detail::ring::seq_cst);
+      if (m.info.policy == ring_policy::block) wake_writer(m);
+      return;
+    }
+    release_held(m);
   }
 
   // The newest frame, without waiting: nullopt if none was published yet
@@ -197,7 +213,10 @@ class ring_reader {
   void release_through(const mapped& m, std::uint64_t done) noexcept {
     namespace rf = format::ring;
     using namespace detail::ring;
-    if (m.info.policy != ring_policy::block) return;
+    if (m.info.policy != ring_policy::block) {  // for listings only: the writer never waits
+      store64(my_entry(m) + rf::e_done, done, relaxed);
+      return;
+    }
     store64(my_entry(m) + rf::e_done, done, seq_cst);
     wake_writer(m);
   }
@@ -209,7 +228,7 @@ class ring_reader {
     namespace rf = format::ring;
     using namespace detail::ring;
     if (load32(m.rarea + rf::r_writer_sleeping, seq_cst) != 0) {
-      add32(m.rarea + rf::r_progress, 1, release);
+      add32(m.rarea + rf::r_progress, 1, detail::ring::release);
       futex_wake(m.rarea + rf::r_progress, 1);
     }
   }
@@ -234,6 +253,10 @@ class ring_reader {
     }
     std::byte* sleepers = const_cast<std::byte*>(m.rarea) + rf::r_sleepers;
     const std::byte* wake = m.warea + rf::w_wake;
+    // The writer's liveness (a system call) is asked only after a sleep
+    // that nobody ended: a writer that publishes or closes wakes its
+    // sleepers, and a dead one is found within a slice.
+    bool ask = false;
     for (;;) {
       const std::uint32_t w = load32(wake, acquire);
       add32(sleepers, 1, seq_cst);
@@ -242,7 +265,7 @@ class ring_reader {
         return true;
       }
       try {
-        check_writer(m, want);
+        if (ask || load32(m.warea + rf::w_closed, acquire) != 0) check_writer(m, want);
       } catch (...) {
         add32(sleepers, -1, seq_cst);
         throw;
@@ -252,11 +275,11 @@ class ring_reader {
         add32(sleepers, -1, seq_cst);
         return false;
       }
-      futex_wait(wake, w,
-                 std::min<std::chrono::nanoseconds>(until - now, std::chrono::milliseconds(50)));
+      ask = futex_wait(
+          wake, w, std::min<std::chrono::nanoseconds>(until - now, std::chrono::milliseconds(50)));
       add32(sleepers, -1, seq_cst);
       if (load64(m.head(), acquire) >= want) return true;
-      if (group_) reap_members(m);
+      if (ask && group_) reap_members(m);
     }
   }
 
@@ -283,43 +306,45 @@ class ring_reader {
         detail::ring::reap_if_gone(m, lock_.fd(), i);
   }
 
-  // A member: claims the group's next frame (FORMAT.md, Groups), then waits
-  // for it. A claim that timed out is kept for the next call.
+  // A member: waits for a frame of its group's that no member has, then
+  // claims it (FORMAT.md, Groups). It holds no claim while it waits, so a
+  // member that times out, detaches or dies waiting takes no frame away.
   std::optional<ring_frame<T>> next_member(const mapped& m, detail::ring::clock::time_point until) {
     namespace rf = format::ring;
     using namespace detail::ring;
     std::byte* e = my_entry(m);
     std::byte* g = m.group(group_ - 1);
     const std::uint64_t slots = m.layout().slots;
+    if (load64(e + rf::e_claim, relaxed) != 0) {  // the frame held before is released
+      store64(e + rf::e_claim, 0, seq_cst);
+      if (m.info.policy == ring_policy::block) wake_writer(m);
+    }
     for (;;) {
-      std::uint64_t c = pending_;
-      if (!c) {
-        std::uint64_t skipped = 0;
-        for (;;) {
-          const std::uint64_t next = load64(g + rf::g_next, acquire);
-          c = next + 1;
-          skipped = 0;
-          if (m.info.policy == ring_policy::overwrite) {
-            const std::uint64_t h = load64(m.head(), acquire);
-            if (h >= slots && c + slots <= h) {
-              skipped = h - slots + 1 - c;
-              c = h - slots + 1;
-            }
-          }
-          store64(e + rf::e_claim, c, seq_cst);
-          if (cas64(g + rf::g_next, next, c)) break;
-        }
-        if (skipped) {
-          lost(m, skipped);
-          add64(g + rf::g_missed, skipped, seq_cst);
-        }
-        if (m.info.policy == ring_policy::block) wake_writer(m);
-        pending_ = c;
+      const std::uint64_t next = load64(g + rf::g_next, acquire);
+      const std::uint64_t h = load64(m.head(), acquire);
+      if (h <= next) {
+        if (!wait_for(m, next + 1, until)) return std::nullopt;
+        continue;
       }
-      if (load64(m.head(), acquire) < c && !wait_for(m, c, until)) return std::nullopt;
-      pending_ = 0;
+      std::uint64_t c = next + 1, skipped = 0;
+      if (h - c >= slots) {  // overwritten already: to the oldest still there
+        skipped = h - slots + 1 - c;
+        c = h - slots + 1;
+      }
+      store64(e + rf::e_claim, c,
+              seq_cst);  // before the swap: a writer that sees next >= c sees it
+      if (!cas64(g + rf::g_next, next, c)) {
+        // Another member took it: no claim is held while looking again (a
+        // stale one would hold the writer back while this member waits).
+        store64(e + rf::e_claim, 0, seq_cst);
+        continue;
+      }
+      if (skipped) {
+        lost(m, skipped);
+        add64(g + rf::g_missed, skipped, seq_cst);
+      }
       const std::byte* sh = m.slot_header(m.slot_of(c));
-      if (load64(sh + rf::s_state, acquire) != 2 * c) {  // overwritten before we got to it
+      if (load64(sh + rf::s_state, acquire) != 2 * c) {  // reused before we got to it
         lost(m, 1);
         add64(g + rf::g_missed, 1, seq_cst);
         continue;
@@ -356,7 +381,6 @@ class ring_reader {
   std::uint32_t group_ = 0;  // 0: none; g + 1: a member of group g
   std::uint64_t cursor_ = 0;
   std::uint64_t held_ = 0;
-  std::uint64_t pending_ = 0;
   std::uint64_t missed_ = 0;
   std::chrono::nanoseconds spin_{0};
   std::uint64_t generation_ = 0;
@@ -424,9 +448,7 @@ ring_reader<T> ring_reader<T>::from_descriptor(int fd, std::string name,
   const auto& l = m->layout();
   m->slots.emplace(detail::ring::map_part(fd, 0, l.readers_at, false, m->name, id));
   m->readers.emplace(detail::ring::map_part(fd, l.readers_at, l.reader_bytes, true, m->name, id));
-  m->base = m->slots->data();
-  m->warea = m->base + l.writer_at;
-  m->rarea = m->readers->data();
+  m->set_areas(m->slots->data(), m->readers->data());
   r.lock_ = detail::ring::liveness_lock(fd, m->name);
   r.ring_ = std::move(m);
   r.spin_ = o.spin;
@@ -447,11 +469,18 @@ void ring_reader<T>::enter(const reader_options& o) {
   const int probe = lock_.fd();
   bool found = false;
   for (int pass = 0; pass < 2 && !found; ++pass) {
-    for (entry_ = 0; entry_ < l.readers; ++entry_)
-      if (cas32(m.entry(entry_) + rf::e_state, rf::entry_free, rf::entry_setting_up)) {
+    for (entry_ = 0; entry_ < l.readers; ++entry_) {
+      std::byte* e = m.entry(entry_);
+      if (!cas32(e + rf::e_state, rf::entry_free, rf::entry_setting_up)) continue;
+      store64(e + rf::e_pid, std::uint64_t(::getpid()), detail::ring::release);
+      // A process freeing the entry's last reader still holds its write
+      // lock: give the entry back and take another.
+      if (hold_byte(probe, m.entry_lock_at(entry_))) {
         found = true;
         break;
       }
+      store32(e + rf::e_state, rf::entry_free, detail::ring::release);
+    }
     if (!found && pass == 0)
       for (std::uint64_t j = 0; j < l.readers; ++j)
         reap_if_gone(m, probe, j);
@@ -464,11 +493,10 @@ void ring_reader<T>::enter(const reader_options& o) {
   }
   std::byte* e = m.entry(entry_);
   auto undo = detail::scope_exit([&] {
-    store32(e + rf::e_state, rf::entry_free, release);
+    store32(e + rf::e_state, rf::entry_free, detail::ring::release);
+    lock_.let_go(m.entry_lock_at(entry_));
     ring_.reset();
   });
-  store64(e + rf::e_pid, std::uint64_t(::getpid()), release);
-  lock_.hold(m.entry_lock_at(entry_), m.name);
   if (!o.group.empty()) group_ = find_group(m, o.group);
   store32(e + rf::e_group, group_, relaxed);
   store64(e + rf::e_claim, 0, relaxed);
@@ -498,13 +526,18 @@ std::uint32_t ring_reader<T>::find_group(const mapped& m, const std::string& nam
   namespace rf = format::ring;
   using namespace detail::ring;
   const auto& l = m.layout();
-  struct flock fl {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = off_t(l.readers_at + 12);
-  fl.l_len = 1;
-  while (::fcntl(lock_.fd(), F_OFD_SETLKW, &fl) != 0)
-    if (errno != EINTR) detail::throw_os_error(errno, m.name, "could not take its group lock");
+  // Polled, not waited for: a stopped process holding it must not hold
+  // every new member for ever.
+  const auto until = deadline_after(std::chrono::seconds(5));
+  while (!lock_byte(lock_.fd(), l.readers_at + 12, F_WRLCK)) {
+    if (errno != EAGAIN && errno != EACCES && errno != EINTR)
+      detail::throw_os_error(errno, m.name, "could not take its group lock");
+    if (clock::now() >= until)
+      throw error(detail::message(m.name,
+                                  "has its group lock held for 5 s by another process (a reader "
+                                  "stopped while it made a group?)"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   auto unlock = detail::scope_exit([&] { lock_.let_go(l.readers_at + 12); });
   for (std::uint64_t g = 0; g < l.groups; ++g) {
     std::byte* ge = m.group(g);
@@ -521,7 +554,7 @@ std::uint32_t ring_reader<T>::find_group(const mapped& m, const std::string& nam
     std::memcpy(ge + rf::g_name, name.data(), name.size());
     store64(ge + rf::g_missed, 0, relaxed);
     store64(ge + rf::g_next, load64(m.head(), seq_cst), seq_cst);
-    store32(ge + rf::g_state, rf::entry_used, release);
+    store32(ge + rf::g_state, rf::entry_used, detail::ring::release);
     return std::uint32_t(g + 1);
   }
   throw invalid_argument(detail::message(

@@ -48,8 +48,8 @@ class ring_writer {
       next_ = o.next_;
       frontier_ = o.frontier_;
       timeout_ = o.timeout_;
+      spin_ = o.spin_;
       generation_ = o.generation_;
-      loaned_ = o.loaned_;
     }
     return *this;
   }
@@ -63,9 +63,11 @@ class ring_writer {
   ring_policy policy() const { return live().info.policy; }
   // The sequence number of the newest published frame (0: none yet).
   std::uint64_t head() const { return next_ - 1; }
-  // Readers attached now (entries in use).
+  // Readers attached now. Entries of readers found gone are freed first,
+  // so a dead reader is not counted (a system call per entry).
   std::size_t readers() const {
-    const auto& m = live();
+    const auto& m = usable();
+    reap_gone();
     std::size_t n = 0;
     for (std::uint64_t i = 0; i < m.layout().readers; ++i)
       n += detail::ring::load32(m.entry(i) + format::ring::e_state, detail::ring::acquire) ==
@@ -80,8 +82,6 @@ class ring_writer {
   ring_loan<T> loan() { return loan(timeout_); }
   ring_loan<T> loan(std::chrono::nanoseconds timeout) {
     const auto& m = usable();
-    if (loaned_)
-      throw error(detail::message(m.name, "has a slot on loan already: publish it first"));
     if (m.info.policy == ring_policy::block) wait_for_readers(timeout);
     const std::uint64_t n = next_;
     std::byte* st = m.slot_header(m.slot_of(n)) + format::ring::s_state;
@@ -89,12 +89,7 @@ class ring_writer {
     // written: a release store orders only what precedes it.
     detail::ring::store64(st, 2 * n + 1, detail::ring::relaxed);
     std::atomic_thread_fence(std::memory_order_release);
-    ring_loan<T> l;
-    l.ring_ = ring_;
-    l.seq_ = n;
-    l.set_view(reinterpret_cast<T*>(m.slot(m.slot_of(n))), m.info.frame.shape, m.info.frame.order);
-    loaned_ = true;
-    return l;
+    return ring_loan<T>(ring_, n, reinterpret_cast<T*>(m.slot(m.slot_of(n))));
   }
 
   // Publishes a loaned frame: a few stores, and a wake-up only if a reader
@@ -116,7 +111,6 @@ class ring_writer {
       futex_wake(m.warea + rf::w_wake, INT_MAX);
     }
     l = ring_loan<T>();
-    loaned_ = false;
     return next_++;
   }
 
@@ -213,7 +207,7 @@ class ring_writer {
     if (frontier_ >= need) return;
     if ((frontier_ = frontier(need)) >= need) return;
     const auto until = deadline_after(timeout);
-    const auto spin_until = std::min(until, clock::now() + std::chrono::microseconds(50));
+    const auto spin_until = std::min(until, deadline_after(spin_));
     while (clock::now() < spin_until) {
       for (int i = 0; i < 64; ++i)
         cpu_relax();
@@ -248,8 +242,8 @@ class ring_writer {
   std::uint64_t next_ = 1;
   std::uint64_t frontier_ = 0;
   std::chrono::nanoseconds timeout_{0};
+  std::chrono::nanoseconds spin_{0};
   std::uint64_t generation_ = 0;
-  bool loaned_ = false;
 };
 
 namespace detail {
@@ -268,9 +262,7 @@ class ring_access {
     auto m = std::make_shared<ring::mapped_ring>();
     m->name = seg.name();
     m->info = std::move(info);
-    m->base = seg.data();
-    m->warea = m->base + m->layout().writer_at;
-    m->rarea = m->base + m->layout().readers_at;
+    m->set_areas(seg.data(), seg.data() + m->layout().readers_at);
     m->slots.emplace(std::move(seg));
     w.lock_ = ring::liveness_lock(keep_fd, m->name);
     w.lock_.hold(m->writer_lock_at(), m->name);
@@ -278,6 +270,7 @@ class ring_access {
     ring::store64(m->warea + format::ring::w_writer_pid, std::uint64_t(::getpid()), ring::relaxed);
     write_ring_record(m->base, m->info);
     w.timeout_ = o.block_timeout;
+    w.spin_ = o.spin;
     w.ring_ = std::move(m);
     return w;
   }

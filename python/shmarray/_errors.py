@@ -65,7 +65,12 @@ class LockError(Error):
 
 
 class ProducerGone(Error, EOFError):
-    """A ring's writer closed it or died, and every frame it published was read."""
+    """A ring's writer closed it or died, and every frame it published was read.
+    `died` says whether its process died without closing the ring."""
+
+    def __init__(self, *args, died=False):
+        super().__init__(*args)
+        self.died = died
 
 
 class RingTimeout(Error, TimeoutError):

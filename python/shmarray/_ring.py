@@ -919,6 +919,16 @@ class RingReader(_Ring):
         self._usable()
         return not (self._a.load4(self._closed_word, ACQUIRE) or self._writer_gone())
 
+    # The C++ name, ring_reader::producer_alive().
+    producer_alive = writer_alive
+
+    def release(self):
+        """Releases the frame held now, before the next call: in 'block' the
+        writer may reuse its slot from now on (its valid() then says False)."""
+        self._usable()
+        if self._held or self._member:
+            self._release()
+
     def _usable(self):
         if self._forked:
             raise e.Error(f"{escape(self.name)}: a forked child's copy of a ring reader does not "
@@ -982,9 +992,10 @@ class RingReader(_Ring):
             if self._ended():
                 if ready():
                     return True
-                why = "closed the ring" if a.load4(self._closed_word, ACQUIRE) else "is gone"
+                closed = bool(a.load4(self._closed_word, ACQUIRE))
+                why = "closed the ring" if closed else "is gone (its process died)"
                 raise e.ProducerGone(f"{escape(self.name)}: its writer {why}: no frame comes "
-                                     f"after {a.load8(self._head, ACQUIRE)}")
+                                     f"after {a.load8(self._head, ACQUIRE)}", died=not closed)
             if deadline is None:
                 left = SLICE
             else:
@@ -1086,7 +1097,8 @@ class RingReader(_Ring):
 
     def latest(self, timeout=0):
         """The newest frame, if it is newer than the one returned last
-        (frames passed over count as missed), waiting for at most `timeout`
+        (frames passed over are not counted as missed: they were passed
+        over on purpose, as in C++), waiting for at most `timeout`
         seconds for one (0: no wait; None: until one comes); None on a
         timeout, ProducerGone as next() says. Not for group members."""
         self._usable()
@@ -1108,7 +1120,9 @@ class RingReader(_Ring):
             k = (h - 1) % n_slots
             if a.load8(self._state(k), ACQUIRE) != 2 * h:
                 continue  # being reused: the writer has moved on
-            self._miss(h - self._cursor - 1)
+            if h > 1:  # 'block': the writer may reuse the slots passed over
+                a.store8(self._done_addr, h - 1, SEQ_CST)
+                self._wake_writer()
             self._cursor = self._held = h
             return Frame(self, h, k, a.load8(self._time(k), RELAXED),
                          self._frame_view(self._ro, k, self._views))

@@ -51,6 +51,20 @@ struct mapped_ring {
   std::byte* base = nullptr;
   std::byte* warea = nullptr;  // the writer area
   std::byte* rarea = nullptr;  // the reader area
+  // Every frame's strides (in elements) and element count, computed once:
+  // a frame or loan refers to them, so handing one out allocates nothing.
+  strides_type strides;
+  std::size_t elements = 0;
+
+  void set_areas(std::byte* slots_at, std::byte* readers_area) {
+    base = slots_at;
+    warea = base + layout().writer_at;
+    rarea = readers_area;
+    strides = packed_strides(info.frame.shape, info.frame.order);
+    elements = 1;
+    for (auto e : info.frame.shape)
+      elements *= e;
+  }
 
   const ring_layout& layout() const noexcept { return info.layout; }
   std::byte* slot(std::uint64_t k) const noexcept { return base + layout().slot_offset(k); }
@@ -129,14 +143,25 @@ class liveness_lock {
   int fd_ = -1;
 };
 
-// Frees reader entry i if its reader is gone: its lock not held (or, while
-// being set up, its process gone). A member's claim goes to its group's
-// missed count. Exactly once, whoever calls it (compare-and-swap).
+// Frees reader entry i if its reader is gone, exactly once whoever calls it.
+// The caller takes an open-file-description write lock on the entry's byte,
+// which no live reader's read lock allows, and holds it while it frees the
+// entry: a new reader that takes the entry meanwhile cannot take its own
+// lock, and gives the entry back (ring_reader::enter), so a live reader's
+// entry is never freed. An entry being set up is freed only once its
+// process is gone. A member's claim goes to its group's missed count.
 inline bool reap_if_gone(const mapped_ring& m, int probe_fd, std::uint64_t i) noexcept {
   std::byte* e = m.entry(i);
+  if (load32(e + rf::e_state, acquire) == rf::entry_free) return false;
+  const std::uint64_t at = m.entry_lock_at(i);
+  if (!lock_byte(probe_fd, at, F_WRLCK)) return false;  // held: its reader lives
+  struct unlock {
+    int fd;
+    std::uint64_t at;
+    ~unlock() { (void)lock_byte(fd, at, F_UNLCK); }
+  } u{probe_fd, at};
   const std::uint32_t st = load32(e + rf::e_state, acquire);
   if (st == rf::entry_free) return false;
-  if (byte_held(probe_fd, m.entry_lock_at(i))) return false;
   if (st == rf::entry_setting_up) {
     const auto pid = pid_t(load64(e + rf::e_pid, acquire));
     if (pid <= 0 || ::kill(pid, 0) == 0 || errno != ESRCH) return false;

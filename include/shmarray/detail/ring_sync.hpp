@@ -80,31 +80,39 @@ inline clock::time_point deadline_after(std::chrono::nanoseconds d) noexcept {
 }
 
 // Sleeps on a shared 32-bit word while it holds `expected`, at most
-// `slice`. A shared futex (never the private flag): the word is in a
-// segment other processes map. A read-only mapping is enough to wait.
-inline void futex_wait(const std::byte* word, std::uint32_t expected,
+// `slice`; true when the whole slice passed (nobody woke it). A shared
+// futex (never the private flag): the word is in a segment other processes
+// map. A read-only mapping is enough to wait.
+inline bool futex_wait(const std::byte* word, std::uint32_t expected,
                        std::chrono::nanoseconds slice) noexcept {
-  if (slice <= slice.zero()) return;
+  if (slice <= slice.zero()) return true;
   timespec ts{};
   ts.tv_sec = time_t(slice.count() / 1000000000);
   ts.tv_nsec = long(slice.count() % 1000000000);
-  (void)::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAIT, expected,
-                  &ts, nullptr, 0);
+  return ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAIT, expected,
+                   &ts, nullptr, 0) != 0 &&
+         errno == ETIMEDOUT;
 }
 inline void futex_wake(std::byte* word, int n) noexcept {
   (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, n, nullptr,
                   nullptr, 0);
 }
 
-// Liveness: an open-file-description read lock on one byte, held through a
-// descriptor nothing maps; the kernel drops it when its process dies.
-inline bool hold_byte(int fd, std::uint64_t at) noexcept {
+// Takes (F_RDLCK, F_WRLCK) or drops (F_UNLCK) an open-file-description
+// lock on one byte, without waiting: false when another description's lock
+// is in the way.
+inline bool lock_byte(int fd, std::uint64_t at, short type) noexcept {
   struct flock l {};
-  l.l_type = F_RDLCK;
+  l.l_type = type;
   l.l_whence = SEEK_SET;
   l.l_start = off_t(at);
   l.l_len = 1;
   return ::fcntl(fd, F_OFD_SETLK, &l) == 0;
+}
+// Liveness: a read lock on one byte, held through a descriptor nothing
+// maps; the kernel drops it when its process dies.
+inline bool hold_byte(int fd, std::uint64_t at) noexcept {
+  return lock_byte(fd, at, F_RDLCK);
 }
 // Whether anyone (another open file description) holds a lock on the byte.
 // A failed question is answered "held": never take a live process for dead.
