@@ -5,9 +5,9 @@
 // one virtual address per byte: two mappings of one ring are, to it, two
 // unrelated pieces of memory. A reader attached the ordinary way maps the
 // ring anew (its slots read-only, its own area apart), so these tests give
-// their readers the writer's own mapping: the specialisation of
-// ring_reader<std::uint64_t>::attach(writer) below does what the library's
-// from_descriptor does, with the writer's mapping in place of new ones.
+// their readers the writer's own mapping, through the library's hook for
+// tests (detail::ring_access::reader_sharing_mapping): a reader's own
+// entry, lock and protocol, over the writer's mapping in place of new ones.
 // Everything else (publishing, next(), latest(), valid(), the groups'
 // claims, the block policy's releases, futex sleeps and wake-ups, close and
 // producer_gone) is the library's code as it is. CI builds this file under
@@ -56,26 +56,14 @@
 #endif
 #endif
 
-// A reader on the writer's own mapping (see the top of the file): the
-// library's from_descriptor and enter, less the new mappings. Its ring_ does
-// not own the writer's mapping; every test here ends its readers before its
-// writer.
-namespace shmarray {
-template <>
-template <>
-ring_reader<std::uint64_t> ring_reader<std::uint64_t>::attach<std::uint64_t, void>(
-    const ring_writer<std::uint64_t>& w, const reader_options& o) {
-  const int fd = detail::ring_access::descriptor(w);
-  auto* m = const_cast<mapped*>(&detail::ring_access::mapping(w));
-  ring_reader r;
-  r.lock_ = detail::ring::liveness_lock(fd, m->name);
-  r.ring_ = std::shared_ptr<mapped>(std::shared_ptr<mapped>(), m);
-  r.spin_ = o.spin;
-  r.generation_ = detail::ring::process_fds::generation();
-  r.enter(o);
-  return r;
+// A reader on the writer's own mapping (see the top of the file), through
+// the library's hook for it: the reader's own protocol, without mappings of
+// its own.
+template <class T>
+shmarray::ring_reader<T> sharing(const shmarray::ring_writer<T>& w,
+                                 const shmarray::reader_options& o = {}) {
+  return shmarray::detail::ring_access::reader_sharing_mapping<shmarray::ring_reader<T>>(w, o);
 }
-}  // namespace shmarray
 
 using namespace shmarray;
 using namespace std::chrono_literals;
@@ -198,7 +186,7 @@ TEST_CASE("block: readers of their own get every frame in order, read in place, 
   std::shared_ptr<const void> keep;
   std::vector<ring_reader<word>> rs;
   for (std::size_t i = 0; i < readers; ++i)  // spinning and sleeping readers in turn
-    rs.push_back(ring_reader<word>::attach(w, i % 2 ? sleeping() : reader_options{}));
+    rs.push_back(sharing(w, i % 2 ? sleeping() : reader_options{}));
   std::vector<seen> s(readers);
   std::vector<word> published;
   std::vector<std::thread> ts;
@@ -234,9 +222,9 @@ TEST_CASE("block: a reader group splits the frames, each to exactly one member, 
   std::shared_ptr<const void> keep;
   std::vector<ring_reader<word>> rs;
   for (std::size_t i = 0; i < members; ++i)
-    rs.push_back(ring_reader<word>::attach(w, in_group("workers")));
+    rs.push_back(sharing(w, in_group("workers")));
   // and one reader of its own beside the group, which sees every frame
-  rs.push_back(ring_reader<word>::attach(w, sleeping()));
+  rs.push_back(sharing(w, sleeping()));
   std::vector<seen> s(rs.size());
   std::vector<std::thread> ts;
   for (std::size_t i = 0; i < rs.size(); ++i)
@@ -273,18 +261,18 @@ TEST_CASE("overwrite: readers in place accept no torn frame, and missed counts a
   auto w = m.ring<word>(anonymous{}, {frame_words}, options(ring_policy::overwrite, 4));
   std::shared_ptr<const void> keep;
   std::vector<ring_reader<word>> rs;
-  rs.push_back(ring_reader<word>::attach(w));              // spins
-  rs.push_back(ring_reader<word>::attach(w, sleeping()));  // sleeps on the futex
-  rs.push_back(ring_reader<word>::attach(w));              // slow: falls behind
-  rs.push_back(ring_reader<word>::attach(w, in_group("pair")));
-  rs.push_back(ring_reader<word>::attach(w, in_group("pair")));
+  rs.push_back(sharing(w));              // spins
+  rs.push_back(sharing(w, sleeping()));  // sleeps on the futex
+  rs.push_back(sharing(w));              // slow: falls behind
+  rs.push_back(sharing(w, in_group("pair")));
+  rs.push_back(sharing(w, in_group("pair")));
   std::vector<seen> s(rs.size());
   std::vector<std::thread> ts;
   for (std::size_t i = 0; i < rs.size(); ++i)
     ts.emplace_back([&, i] { read_all(rs[i], s[i], wrong_relaxed, i == 2 ? 300us : 0us); });
   // A reader of latest() only, which must stop by itself.
   std::atomic<bool> done{false};
-  auto latest_reader = ring_reader<word>::attach(w);
+  auto latest_reader = sharing(w);
   seen ls;
   std::thread lt([&] {
     while (!done.load()) {
@@ -352,7 +340,7 @@ TEST_CASE("a reader asleep on the futex is woken for each frame, and for the clo
   manager m;
   auto w = m.ring<word>(anonymous{}, {frame_words}, options(ring_policy::overwrite, 8));
   std::shared_ptr<const void> keep;
-  auto r = ring_reader<word>::attach(w, sleeping());
+  auto r = sharing(w, sleeping());
   seen s;
   std::thread reader([&] { read_all(r, s, wrong_relaxed); });
   // a pause after every frame: the reader is asleep when the next comes
@@ -394,7 +382,7 @@ TEST_CASE("ThreadSanitizer reports a block reader that releases a frame before r
     manager m;
     auto w = m.ring<word>(anonymous{}, {frame_words}, options(ring_policy::block, 2));
     std::shared_ptr<const void> keep;
-    auto r = ring_reader<word>::attach(w);
+    auto r = sharing(w);
     const auto& ring = detail::ring_access::mapping(w);
     std::thread reader([&] {
       try {

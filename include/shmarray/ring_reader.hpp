@@ -372,6 +372,8 @@ class ring_reader {
                                   const reader_options& o);
   static ring_reader from_descriptor(int fd, std::string name, const detail::ring_info& info,
                                      const object_id& id, const reader_options& o);
+  static void check_group_name(std::string_view name, const reader_options& o);
+  static ring_reader over(std::shared_ptr<mapped> m, int fd, const reader_options& o);
   void enter(const reader_options& o);
   std::uint32_t find_group(const mapped& m, const std::string& name);
 
@@ -434,14 +436,7 @@ template <class T>
 ring_reader<T> ring_reader<T>::from_descriptor(int fd, std::string name,
                                                const detail::ring_info& info, const object_id& id,
                                                const reader_options& o) {
-  if (!o.group.empty()) {
-    const auto at = detail::unprintable_at(o.group);
-    if (o.group.size() > format::ring::group_name_max || at != o.group.npos)
-      throw invalid_name(
-          detail::message(name, "cannot have a reader group named \"" + detail::escaped(o.group) +
-                                    "\": group names are printable UTF-8 of 1 to 40 bytes"));
-  }
-  ring_reader r;
+  check_group_name(name, o);
   auto m = std::make_shared<mapped>();
   m->name = std::move(name);
   m->info = info;
@@ -449,6 +444,24 @@ ring_reader<T> ring_reader<T>::from_descriptor(int fd, std::string name,
   m->slots.emplace(detail::ring::map_part(fd, 0, l.readers_at, false, m->name, id));
   m->readers.emplace(detail::ring::map_part(fd, l.readers_at, l.reader_bytes, true, m->name, id));
   m->set_areas(m->slots->data(), m->readers->data());
+  return over(std::move(m), fd, o);
+}
+
+template <class T>
+void ring_reader<T>::check_group_name(std::string_view name, const reader_options& o) {
+  if (o.group.empty()) return;
+  const auto at = detail::unprintable_at(o.group);
+  if (o.group.size() > format::ring::group_name_max || at != o.group.npos)
+    throw invalid_name(
+        detail::message(name, "cannot have a reader group named \"" + detail::escaped(o.group) +
+                                  "\": group names are printable UTF-8 of 1 to 40 bytes"));
+}
+
+// A reader over mappings made already (its own, or in the thread tests the
+// writer's), with a liveness descriptor of its own of the object behind fd.
+template <class T>
+ring_reader<T> ring_reader<T>::over(std::shared_ptr<mapped> m, int fd, const reader_options& o) {
+  ring_reader r;
   r.lock_ = detail::ring::liveness_lock(fd, m->name);
   r.ring_ = std::move(m);
   r.spin_ = o.spin;

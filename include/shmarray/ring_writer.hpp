@@ -284,6 +284,14 @@ class ring_access {
   static const ring::mapped_ring& mapping(const ring_writer<T>& w) {
     return w.live();
   }
+  // A reader that shares the writer's own mapping, for tests in one
+  // process only: ThreadSanitizer knows one address per byte, and every
+  // reader otherwise maps the ring anew (read-only). R is ring_reader<T>.
+  template <class R, class T>
+  static R reader_sharing_mapping(const ring_writer<T>& w, const reader_options& o) {
+    R::check_group_name(w.live().name, o);
+    return R::over(w.ring_, descriptor(w), o);
+  }
 };
 
 }  // namespace detail
