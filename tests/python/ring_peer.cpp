@@ -22,7 +22,10 @@
 #include <thread>
 #include <vector>
 
+#include "dtype_dispatch.hpp"
+
 using namespace shmarray;
+using shmarray_test::with_dtype;
 
 namespace {
 
@@ -130,20 +133,7 @@ int main(int argc, char** argv) {
   try {
     if (argc < 4) fail("usage: ring_peer write|read NAME DTYPE ...");
     const std::string cmd = argv[1], dt = argv[3];
-    if (dt == "|b1") return run<bool>(cmd, argc, argv);
-    if (dt == "|i1") return run<std::int8_t>(cmd, argc, argv);
-    if (dt == "|u1") return run<std::uint8_t>(cmd, argc, argv);
-    if (dt == "<i2") return run<std::int16_t>(cmd, argc, argv);
-    if (dt == "<u2") return run<std::uint16_t>(cmd, argc, argv);
-    if (dt == "<i4") return run<std::int32_t>(cmd, argc, argv);
-    if (dt == "<u4") return run<std::uint32_t>(cmd, argc, argv);
-    if (dt == "<i8") return run<std::int64_t>(cmd, argc, argv);
-    if (dt == "<u8") return run<std::uint64_t>(cmd, argc, argv);
-    if (dt == "<f4") return run<float>(cmd, argc, argv);
-    if (dt == "<f8") return run<double>(cmd, argc, argv);
-    if (dt == "<c8") return run<std::complex<float>>(cmd, argc, argv);
-    if (dt == "<c16") return run<std::complex<double>>(cmd, argc, argv);
-    fail("unknown dtype " + dt);
+    return with_dtype(dt, [&](auto t) { return run<typename decltype(t)::type>(cmd, argc, argv); });
   } catch (const std::exception& e) {
     fail(e.what());
   }
