@@ -14,6 +14,7 @@
 #include <string>
 #include <type_traits>
 
+#include "detail/array_view.hpp"
 #include "detail/mapping_registry.hpp"
 #include "errors.hpp"
 #include "shape.hpp"
@@ -79,11 +80,7 @@ class array_ref {
   template <class... I>
   T& operator()(I... idx) const noexcept {
     static_assert(sizeof...(I) == Rank, "shmarray: array_ref takes one index per axis");
-    static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
-    std::ptrdiff_t off = 0;
-    std::size_t axis = 0;
-    ((off += std::ptrdiff_t(idx) * strides_[axis++]), ...);
-    return data_[off];
+    return data_[detail::element_offset(strides_, idx...)];
   }
   T* begin() const noexcept { return data_; }
   T* end() const noexcept { return data_ + size(); }

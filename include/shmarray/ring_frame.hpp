@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "detail/array_view.hpp"
 #include "detail/ring_mapping.hpp"
 
 namespace shmarray {
@@ -57,12 +58,7 @@ class slot_view {
 
   template <class... I>
   T& operator()(I... idx) const noexcept {
-    static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
-    assert(sizeof...(I) == ndim() && "shmarray: one index per axis");
-    std::ptrdiff_t off = 0;
-    std::size_t axis = 0;
-    ((off += std::ptrdiff_t(idx) * ring_->strides[axis++]), ...);
-    return data_[off];
+    return data_[shmarray::detail::element_offset(ring_->strides, idx...)];
   }
   T* begin() const noexcept { return data_; }
   T* end() const noexcept { return data_ + size(); }

@@ -35,26 +35,24 @@ namespace shmarray {
 // hands out stay readable after that (their valid() then says whether the
 // writer has reused the slot).
 template <class T>
-class ring_reader {
+class ring_reader : public detail::ring::ring_end {
   using value = std::remove_const_t<T>;
 
  public:
   using element_type = const value;
 
-  ring_reader() = default;
-  ring_reader(ring_reader&& o) noexcept { *this = std::move(o); }
+  ring_reader() : ring_end("reader") {}
+  ring_reader(ring_reader&& o) noexcept : ring_reader() { *this = std::move(o); }
   ring_reader& operator=(ring_reader&& o) noexcept {
     if (this != &o) {
       detach();
-      ring_ = std::move(o.ring_);
-      lock_ = std::move(o.lock_);
+      ring_end::operator=(std::move(o));
       entry_ = o.entry_;
       group_ = o.group_;
       cursor_ = o.cursor_;
       held_ = o.held_;
       missed_ = o.missed_;
       spin_ = o.spin_;
-      generation_ = o.generation_;
     }
     return *this;
   }
@@ -85,12 +83,6 @@ class ring_reader {
   template <class U, class = std::enable_if_t<std::is_same_v<std::remove_const_t<U>, value>>>
   static ring_reader attach(const ring_writer<U>& w, const reader_options& o = {});
 
-  explicit operator bool() const noexcept { return ring_ != nullptr; }
-  const std::string& name() const { return live().name; }
-  const shape_type& frame_shape() const { return live().info.frame.shape; }
-  order frame_order() const { return live().info.frame.order; }
-  std::size_t slots() const { return std::size_t(live().layout().slots); }
-  ring_policy policy() const { return live().info.policy; }
   // The newest published frame's sequence number (0: none yet).
   std::uint64_t head() const { return detail::ring::load64(live().head(), detail::ring::acquire); }
   // Frames this reader lost: overwritten before it got to them (overwrite).
@@ -185,19 +177,7 @@ class ring_reader {
   friend class detail::ring_access;
   using mapped = detail::ring::mapped_ring;
 
-  const mapped& live() const {
-    if (!ring_) throw error("shmarray: this ring reader is detached (or was moved from)");
-    return *ring_;
-  }
-  const mapped& usable() const {
-    const auto& m = live();
-    if (generation_ != detail::ring::process_fds::generation())
-      throw wrong_process(
-          detail::message(m.name,
-                          "has this reader in the process that attached it; attach another in the "
-                          "forked child"));
-    return m;
-  }
+  const mapped& usable() const { return ring_end::usable("attach another in the forked child"); }
 
   std::byte* my_entry(const mapped& m) const noexcept {
     return m.rarea + m.layout().entry_at(entry_);
@@ -355,7 +335,7 @@ class ring_reader {
 
   void detach() noexcept {
     if (!ring_) return;
-    if (generation_ == detail::ring::process_fds::generation()) {
+    if (in_own_process()) {
       std::byte* e = my_entry(*ring_);
       detail::ring::store32(e + format::ring::e_state, format::ring::entry_free,
                             detail::ring::release);
@@ -377,15 +357,12 @@ class ring_reader {
   void enter(const reader_options& o);
   std::uint32_t find_group(const mapped& m, const std::string& name);
 
-  std::shared_ptr<mapped> ring_;
-  detail::ring::liveness_lock lock_;
   std::uint64_t entry_ = 0;
   std::uint32_t group_ = 0;  // 0: none; g + 1: a member of group g
   std::uint64_t cursor_ = 0;
   std::uint64_t held_ = 0;
   std::uint64_t missed_ = 0;
   std::chrono::nanoseconds spin_{0};
-  std::uint64_t generation_ = 0;
 };
 
 template <class T>

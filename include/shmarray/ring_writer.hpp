@@ -31,36 +31,27 @@ class ring_access;
 // (or its end) tells the readers that no frame will come: they read what is
 // left, then get producer_gone.
 template <class T>
-class ring_writer {
+class ring_writer : public detail::ring::ring_end {
   static_assert(!std::is_const_v<T>, "shmarray: a ring writer writes T, not const T");
 
  public:
   using element_type = T;
 
-  ring_writer() = default;
-  ring_writer(ring_writer&&) noexcept = default;
+  ring_writer() : ring_end("writer") {}
+  ring_writer(ring_writer&& o) noexcept : ring_writer() { *this = std::move(o); }
   ring_writer& operator=(ring_writer&& o) noexcept {
     if (this != &o) {
       close();
-      ring_ = std::move(o.ring_);
-      lock_ = std::move(o.lock_);
+      ring_end::operator=(std::move(o));
       keep_fd_ = std::exchange(o.keep_fd_, -1);
       next_ = o.next_;
       frontier_ = o.frontier_;
       timeout_ = o.timeout_;
       spin_ = o.spin_;
-      generation_ = o.generation_;
     }
     return *this;
   }
   ~ring_writer() { close(); }
-
-  explicit operator bool() const noexcept { return ring_ != nullptr; }
-  const std::string& name() const { return live().name; }
-  const shape_type& frame_shape() const { return live().info.frame.shape; }
-  order frame_order() const { return live().info.frame.order; }
-  std::size_t slots() const { return std::size_t(live().layout().slots); }
-  ring_policy policy() const { return live().info.policy; }
   // The sequence number of the newest published frame (0: none yet).
   std::uint64_t head() const { return next_ - 1; }
   // Readers attached now. Entries of readers found gone are freed first,
@@ -127,7 +118,7 @@ class ring_writer {
   // In a forked copy of the writer's process it does nothing.
   void close() noexcept {
     if (!ring_) return;
-    if (generation_ == detail::ring::process_fds::generation()) {
+    if (in_own_process()) {
       namespace rf = format::ring;
       using namespace detail::ring;
       store32(ring_->warea + rf::w_closed, 1, seq_cst);
@@ -145,18 +136,8 @@ class ring_writer {
  private:
   friend class detail::ring_access;
 
-  const detail::ring::mapped_ring& live() const {
-    if (!ring_) throw error("shmarray: this ring writer is closed (or was moved from)");
-    return *ring_;
-  }
   const detail::ring::mapped_ring& usable() const {
-    const auto& m = live();
-    if (generation_ != detail::ring::process_fds::generation())
-      throw wrong_process(detail::message(
-          m.name,
-          "has its writer in the process that made it; a forked child reads it with "
-          "ring_reader<T>::attach(writer)"));
-    return m;
+    return ring_end::usable("a forked child reads it with ring_reader<T>::attach(writer)");
   }
 
   // What every attached reader allows: the writer may publish frame n once
@@ -236,14 +217,11 @@ class ring_writer {
     store32(sleeping, 0, seq_cst);
   }
 
-  std::shared_ptr<detail::ring::mapped_ring> ring_;
-  detail::ring::liveness_lock lock_;
   int keep_fd_ = -1;  // the object, for readers in forked children
   std::uint64_t next_ = 1;
   std::uint64_t frontier_ = 0;
   std::chrono::nanoseconds timeout_{0};
   std::chrono::nanoseconds spin_{0};
-  std::uint64_t generation_ = 0;
 };
 
 namespace detail {

@@ -12,6 +12,19 @@
 
 namespace shmarray::detail {
 
+// The offset in elements of the element at (idx...) of a packed view with
+// strides `s` (in elements, any indexable container): every array type's
+// operator().
+template <class Strides, class... I>
+std::ptrdiff_t element_offset(const Strides& s, I... idx) noexcept {
+  static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
+  assert(sizeof...(I) == s.size() && "shmarray: one index per axis");
+  std::ptrdiff_t off = 0;
+  std::size_t axis = 0;
+  ((off += std::ptrdiff_t(idx) * s[axis++]), ...);
+  return off;
+}
+
 template <class T>
 class array_view {
  public:
@@ -36,12 +49,7 @@ class array_view {
   // Unchecked element access, one index per axis.
   template <class... I>
   T& operator()(I... idx) const noexcept {
-    static_assert((std::is_integral_v<I> && ...), "shmarray: indices must be integers");
-    assert(sizeof...(I) == ndim() && "shmarray: one index per axis");
-    std::ptrdiff_t off = 0;
-    std::size_t axis = 0;
-    ((off += std::ptrdiff_t(idx) * strides_[axis++]), ...);
-    return data_[off];
+    return data_[element_offset(strides_, idx...)];
   }
 
   // Iteration over every element, in storage order.

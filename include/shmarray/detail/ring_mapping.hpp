@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -178,6 +179,48 @@ inline bool reap_if_gone(const mapped_ring& m, int probe_fd, std::uint64_t i) no
 inline bool writer_alive(const mapped_ring& m, int probe_fd) noexcept {
   return load32(m.warea + rf::w_closed, acquire) == 0 && byte_held(probe_fd, m.writer_lock_at());
 }
+
+// What a ring's writer and its readers share: the mappings, the liveness
+// descriptor, the process they belong to, and what they say of the ring.
+// `role` names the handle in messages ("writer", "reader").
+class ring_end {
+ public:
+  explicit operator bool() const noexcept { return ring_ != nullptr; }
+  const std::string& name() const { return live().name; }
+  const shape_type& frame_shape() const { return live().info.frame.shape; }
+  order frame_order() const { return live().info.frame.order; }
+  std::size_t slots() const { return std::size_t(live().layout().slots); }
+  ring_policy policy() const { return live().info.policy; }
+
+ protected:
+  explicit ring_end(const char* role) noexcept : role_(role) {}
+  ring_end(ring_end&&) noexcept = default;
+  ring_end& operator=(ring_end&&) noexcept = default;
+
+  const mapped_ring& live() const {
+    if (!ring_)
+      throw error(std::string("shmarray: this ring ") + role_ +
+                  " is closed or detached (or was moved from)");
+    return *ring_;
+  }
+  // live(), in the process that made the handle; `elsewhere` says what a
+  // forked child does instead.
+  const mapped_ring& usable(const char* elsewhere) const {
+    const auto& m = live();
+    if (generation_ != process_fds::generation())
+      throw wrong_process(message(
+          m.name, std::string("has this ") + role_ + " in the process that made it; " + elsewhere));
+    return m;
+  }
+  bool in_own_process() const noexcept { return generation_ == process_fds::generation(); }
+
+  std::shared_ptr<mapped_ring> ring_;
+  liveness_lock lock_;
+  std::uint64_t generation_ = 0;
+
+ private:
+  const char* role_;
+};
 
 }  // namespace detail::ring
 }  // namespace shmarray
