@@ -22,6 +22,16 @@
 
 #include <shmarray/manager.hpp>
 
+// Defined when this is a ThreadSanitizer build (GCC says so by
+// __SANITIZE_THREAD__, clang by __has_feature).
+#if defined(__SANITIZE_THREAD__)
+#define SHMARRAY_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMARRAY_TSAN 1
+#endif
+#endif
+
 namespace test {
 
 // Names in /dev/shm that start with `prefix`.

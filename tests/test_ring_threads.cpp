@@ -48,14 +48,6 @@
 
 #include "support.hpp"
 
-#if defined(__SANITIZE_THREAD__)
-#define SHMARRAY_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SHMARRAY_TSAN 1
-#endif
-#endif
-
 // A reader on the writer's own mapping (see the top of the file), through
 // the library's hook for it: the reader's own protocol, without mappings of
 // its own.

@@ -30,14 +30,6 @@
 using namespace shmarray;
 using namespace std::chrono_literals;
 
-#if defined(__SANITIZE_THREAD__)
-#define SHMARRAY_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SHMARRAY_TSAN 1
-#endif
-#endif
-
 namespace {
 
 // A process_pool's board served by threads. Staging, publishing, serving
