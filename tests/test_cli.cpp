@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "ring_support.hpp"
 #include "support.hpp"
 
 using namespace shmarray;
@@ -353,20 +354,8 @@ TEST_CASE("shmarray ls and info show a ring with its slots and policy and head a
   test::names names;
   {
     manager m(names.options());
-    ring_options o;
-    o.slots = 4;
-    o.policy = ring_policy::block;
-    o.max_readers = 3;
-    o.max_groups = 2;
     const std::string name = names("cam");
-    auto w = m.ring<std::uint16_t>(name, {4, 5}, o);
-    auto own = ring_reader<std::uint16_t>::attach(name);
-    reader_options member;
-    member.group = "workers";
-    auto worker = ring_reader<std::uint16_t>::attach(name, member);
-    const std::vector<std::uint16_t> frame(20, 1);
-    w.push(frame.data());
-    w.push(frame.data());
+    auto [w, own, worker] = test::ring_with_two_readers(m, name, order::row_major);
     const std::string pid = std::to_string(::getpid());
 
     const auto r = cli({"ls"});

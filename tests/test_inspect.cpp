@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ring_support.hpp"
 #include "support.hpp"
 
 using namespace shmarray;
@@ -243,21 +244,8 @@ TEST_CASE("list_objects and inspect say what a ring holds") {
   test::names names;
   {
     manager m(names.options());
-    ring_options o;
-    o.slots = 4;
-    o.policy = ring_policy::block;
-    o.order = order::column_major;
-    o.max_readers = 3;
-    o.max_groups = 2;
     const std::string name = names("ring");
-    auto w = m.ring<std::uint16_t>(name, {4, 5}, o);
-    auto own = ring_reader<std::uint16_t>::attach(name);
-    reader_options member;
-    member.group = "workers";
-    auto worker = ring_reader<std::uint16_t>::attach(name, member);
-    const std::vector<std::uint16_t> frame(20, 7);
-    w.push(frame.data());
-    w.push(frame.data());
+    auto [w, own, worker] = test::ring_with_two_readers(m, name, order::column_major);
     auto a = m.from_shape<float>({2});  // an array beside it is still one
 
     const std::vector<object_entry> rows = list_objects();
