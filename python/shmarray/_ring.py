@@ -214,6 +214,20 @@ class _Ring:
         self._block = i.policy == "block"
         _live.add(self)
 
+    # close() is the writer's or the reader's own.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def _addr_w(self, off):
         return ctypes.c_void_p(self._wbase + off)
 
@@ -443,13 +457,6 @@ class RingWriter(_Ring):
         self._loaned = False
         self._done = False
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
     def __repr__(self):
         state = "closed" if self._done else f"head {self._seq}"
         return (f"<shmarray.RingWriter {escape(self.name)}: {self.info.slots} slots of "
@@ -552,12 +559,6 @@ class RingWriter(_Ring):
         self._f.wake(self._wake)
         os.close(self._lock_fd)
         self._lock_fd = -1
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # ---- 'block': room for frame n
 
@@ -883,13 +884,6 @@ class RingReader(_Ring):
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
     def __repr__(self):
         what = f", member of {self.group!r}" if self.group is not None else ""
         state = "closed" if self._entry < 0 else f"at {self._cursor}, missed {self._missed}"
@@ -1140,12 +1134,6 @@ class RingReader(_Ring):
         self._entry = -1
         self._drop()
         self._wake_writer()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def _group_name(group):
