@@ -18,6 +18,7 @@
 #include <exception>
 #include <functional>
 #include <initializer_list>
+#include <shmarray/detail/ring_sync.hpp>
 #include <thread>
 #include <vector>
 
@@ -30,13 +31,8 @@ using clock_type = std::chrono::steady_clock;
   std::exit(1);
 }
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
+// The spin-wait hint the ring's own waits use.
+using shmarray::detail::ring::cpu_relax;
 
 inline bool write_all(int fd, const void* p, std::size_t n) {
   const char* c = static_cast<const char*>(p);
