@@ -470,3 +470,26 @@ TEST_CASE(
   }
   CHECK(names.left().empty());
 }
+
+TEST_CASE("an array_ref is viewed as its array: map and frame give Maps of the same memory") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<float>({3, 4, 5});
+    for (std::size_t i = 0; i < a.size(); ++i)
+      a.data()[i] = float(i);
+    const auto r = ref<3>(a);
+    auto f = se::frame(r, 2);  // frame 2 of the stack, through the reference
+    CHECK(f.data() == a.data() + 2 * 20);
+    CHECK(f.rows() == 4);
+    CHECK(f.cols() == 5);
+    CHECK(f(1, 3) == a(2, 1, 3));
+    f(0, 0) = -1.0f;
+    CHECK(a(2, 0, 0) == -1.0f);
+    auto b = m.from_shape<double>({2, 3});
+    const auto r2 = ref<2>(b);
+    CHECK(se::map(r2).rows() == 2);
+    CHECK(se::map(r2).cols() == 3);
+  }
+  CHECK(names.left().empty());
+}

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <shmarray/array_ref.hpp>
 #include <shmarray/ring.hpp>
 #include <shmarray/xtensor.hpp>
 #include <tuple>
@@ -357,6 +358,28 @@ TEST_CASE("a ring's frames and loans are viewed by adapt as any array") {
     CHECK(xt::sum(view)() == 15.0);
     CHECK(&view(0, 0) == f->data());
     CHECK(f->valid());
+  }
+  CHECK(names.left().empty());
+}
+
+TEST_CASE("adapt views an array_ref as its array: the same memory in its order") {
+  test::names names;
+  {
+    manager m(names.options());
+    auto a = m.from_shape<double>({2, 3});
+    test::iota(a);
+    const auto r = shmarray::ref<2>(a);
+    auto x = adapt(r);
+    CHECK(x.shape()[0] == 2);
+    CHECK(x.shape()[1] == 3);
+    CHECK(x(1, 2) == 5.0);
+    CHECK(&x(0, 0) == a.data());
+    x(0, 1) = 7.0;
+    CHECK(a(0, 1) == 7.0);
+    auto f = m.from_shape<double>({2, 3}, test::fortran());
+    const auto rf = shmarray::ref<2>(f);
+    CHECK_THROWS_AS(adapt(rf), order_mismatch);
+    CHECK(&adapt<xt::layout_type::column_major>(rf)(1, 0) == f.data() + 1);
   }
   CHECK(names.left().empty());
 }
