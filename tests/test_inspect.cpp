@@ -493,7 +493,8 @@ TEST_CASE("inspect gives a forged or damaged ring a status and bounds what its w
     CHECK(e.kind == segment_kind::ring);  // its version says so
     CHECK(e.shmarray);
     CHECK_THAT(e.error, Catch::Contains(c.says));
-    const object_entry* row = find(list_objects(), name);
+    const auto rows = list_objects();  // held: find() points into it
+    const object_entry* row = find(rows, name);
     REQUIRE(row != nullptr);
     CHECK(row->status == c.status);
   }

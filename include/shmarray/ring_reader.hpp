@@ -476,10 +476,12 @@ void ring_reader<T>::enter(const reader_options& o) {
         reap_if_gone(m, probe, j);
   }
   if (!found) {
-    ring_.reset();
-    throw invalid_argument(detail::message(
+    // The message first: m is the mapping this reader lets go of.
+    const std::string why = detail::message(
         m.name, "has all its " + std::to_string(l.readers) +
-                    " reader places taken (ring_options::max_readers when it was made)"));
+                    " reader places taken (ring_options::max_readers when it was made)");
+    ring_.reset();
+    throw invalid_argument(why);
   }
   std::byte* e = m.entry(entry_);
   auto undo = detail::scope_exit([&] {
