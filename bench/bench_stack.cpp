@@ -53,6 +53,11 @@ struct private_job {
         sd(h * w),
         kernel(st::gaussian_kernel(2.0)) {}
 
+  // The median's counters, each thread's own.
+  static std::vector<std::uint32_t>& counts() {
+    static thread_local std::vector<std::uint32_t> c;
+    return c;
+  }
   // Frames [b, e) of stage `which`.
   void stage(int which, const std::uint16_t* in, std::size_t b, std::size_t e,
              std::vector<float>& scratch) {
@@ -61,7 +66,7 @@ struct private_job {
       float* f = work.data() + k * n;
       st::frame_map m(f, Eigen::Index(H), Eigen::Index(W));
       if (which == 0) st::to_work(in + k * n, f, n);
-      if (which == 1) st::subtract_background(m, scratch);
+      if (which == 1) st::subtract_background<std::uint16_t>(m, scratch, counts());
       if (which == 2) st::blur(m, kernel, scratch);
       if (which == 3) st::normalize(m, 65535.f);
       if (which == 4) st::to_pixels(f, processed.data() + k * n, n);

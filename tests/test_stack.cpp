@@ -1463,3 +1463,69 @@ TEST_CASE(
   INFO(r.said);
   CHECK(r.ok());
 }
+
+TEST_CASE("the median of integer pixels by counting is the median by selection exactly") {
+  std::mt19937 rng(7);
+  std::vector<float> scratch;
+  std::vector<std::uint32_t> counts;
+  auto check = [&](std::vector<float> v, std::size_t h, std::size_t w, auto tag) {
+    using T = decltype(tag);
+    st::frame_map f(v.data(), Eigen::Index(h), Eigen::Index(w));
+    const float selected = st::median(f, scratch);
+    const float counted = st::median_of<T>(f, scratch, counts);
+    CHECK(selected == counted);
+    CHECK(counted == ref_median(v));
+  };
+  for (std::size_t n : {1, 2, 3, 4, 7, 64, 255, 1024, 4097}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> u16(n), u8(n), few(n);
+      std::uniform_int_distribution<int> any16(0, 65535), any8(0, 255), two(1000, 1001);
+      for (std::size_t i = 0; i < n; ++i) {
+        u16[i] = float(any16(rng));
+        u8[i] = float(any8(rng));
+        few[i] = float(two(rng));  // many ties, a middle between two values
+      }
+      check(u16, 1, n, std::uint16_t{});
+      check(few, 1, n, std::uint16_t{});
+      check(u8, 1, n, std::uint8_t{});
+    }
+  }
+  check(std::vector<float>(6, 65535.f), 2, 3, std::uint16_t{});  // the top value
+  check(std::vector<float>{0.f, 65535.f}, 1, 2, std::uint16_t{});
+  // A frame that is not of such integers goes back to selection.
+  std::vector<float> odd{1.5f, 2.f, 3.f, 70000.f, -1.f};
+  st::frame_map f(odd.data(), 1, 5);
+  CHECK(st::median_of<std::uint16_t>(f, scratch, counts) == st::median(f, scratch));
+  std::vector<float> nan{1.f, std::nanf(""), 3.f};
+  st::frame_map g(nan.data(), 1, 3);
+  CHECK(st::median_of<std::uint16_t>(g, scratch, counts) == st::median(g, scratch));
+}
+
+TEST_CASE("to pixels rounds as nearbyint does: ties to even, clamped, NaN to 0") {
+  auto reference = [](float w, float hi) {
+    const float v = std::nearbyint(w);
+    return !(v > 0.f) ? 0.f : v >= hi ? hi : v;
+  };
+  std::vector<float> in;
+  for (int k = -3; k <= 65538; ++k)
+    for (float d : {-0.5f, -0.25f, 0.f, 0.25f, 0.5f, 0.49999997f, 0.50000006f})
+      in.push_back(float(k) + d);
+  for (float x : {0.f, -0.f, std::nanf(""), INFINITY, -INFINITY, 1e-40f, 1e30f, -1e30f, 65535.5f,
+                  65534.5f, 255.5f, 254.5f, 256.49f})
+    in.push_back(x);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> any(-10.f, 70000.f);
+  for (int i = 0; i < 100000; ++i)
+    in.push_back(any(rng));
+  std::vector<std::uint16_t> out16(in.size());
+  std::vector<std::uint8_t> out8(in.size());
+  st::to_pixels(in.data(), out16.data(), in.size());
+  st::to_pixels(in.data(), out8.data(), in.size());
+  std::size_t wrong16 = 0, wrong8 = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    wrong16 += out16[i] != std::uint16_t(reference(in[i], 65535.f));
+    wrong8 += out8[i] != std::uint8_t(reference(in[i], 255.f));
+  }
+  CHECK(wrong16 == 0);
+  CHECK(wrong8 == 0);
+}

@@ -206,6 +206,7 @@ int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::
       o.todo.blur ? st::gaussian_kernel(o.sigma) : std::vector<float>{};
   const float full = st::full_scale<T>();
   std::vector<float> scratch;
+  std::vector<std::uint32_t> counts;  // the median's counters
   auto each_frame = [&](const char* name, auto&& fn) {
     stage(name, [&] {
       for (std::size_t k = std::size_t(n.rank()); k < nf; k += std::size_t(n.size()))
@@ -217,8 +218,9 @@ int work_on(const st::job_options& o, const sm::node& n, FirstOf first_of, std::
     st::to_work(stack.data() + k * frame, work.data() + k * frame, frame);
   });
   if (o.todo.background)
-    each_frame("background",
-               [&](std::size_t, st::frame_map f) { st::subtract_background(f, scratch); });
+    each_frame("background", [&](std::size_t, st::frame_map f) {
+      st::subtract_background<T>(f, scratch, counts);
+    });
   if (o.todo.blur)
     each_frame("blur", [&](std::size_t, st::frame_map f) { st::blur(f, kernel, scratch); });
   if (o.todo.normalize)

@@ -146,9 +146,10 @@ stage_times run_job(process_pool& pool, const job_arrays<T>& a,
       pool.parallel_for(
           std::size_t(0), F,
           [](std::size_t k, const pool_args<T>& p) {
-            static std::vector<float> scratch;  // each worker's own
+            static std::vector<float> scratch;         // each worker's own
+            static std::vector<std::uint32_t> counts;  // its median's counters
             frame_map f(p.work + k * p.H * p.W, Eigen::Index(p.H), Eigen::Index(p.W));
-            if (p.which == 0) subtract_background(f, scratch);
+            if (p.which == 0) subtract_background<T>(f, scratch, counts);
             if (p.which == 1) blur(f, detail::g_kernel, scratch);
             if (p.which == 2) normalize(f, full_scale<T>());
           },

@@ -98,10 +98,18 @@ void to_pixels(const float* work, T* out, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i)
       out[i] = T(work[i]);
   } else {
+    // Clamped first (NaN to 0, +inf to hi), then rounded by adding and
+    // taking away 2^23: for 0 <= c < 2^23 the sum's spacing is 1, so the
+    // addition rounds c to nearest, ties to even, exactly as nearbyint does
+    // in the default rounding mode; and it vectorises, where a call of
+    // nearbyint per pixel does not (IEEE arithmetic, no -ffast-math: the
+    // compiler may not fold the two away). hi <= 65535 < 2^23.
     const float hi = full_scale<T>();
+    static_assert(full_scale<T>() < 8388608.0f);
     for (std::size_t i = 0; i < n; ++i) {
-      const float v = std::nearbyint(work[i]);
-      out[i] = T(!(v > 0.f) ? 0.f : v >= hi ? hi : v);  // NaN goes to 0, +inf to hi
+      const float w = work[i];
+      const float c = !(w > 0.f) ? 0.f : w >= hi ? hi : w;
+      out[i] = T((c + 8388608.0f) - 8388608.0f);
     }
   }
 }
@@ -128,10 +136,58 @@ inline float median(const frame_map& f, std::vector<float>& scratch) {
   return lower + (upper - lower) / 2;
 }
 
-inline void subtract_background(frame_map f, std::vector<float>& scratch) {
-  const float bg = median(f, scratch);
+// The same median of a frame whose pixels are integers of an unsigned type
+// of at most 16 bits (as to_work makes them), by counting: O(pixels), with
+// at most 65,536 counters, and exact (the same value median() gives). A
+// pixel that is not such an integer (a frame a step has already changed)
+// falls back to median().
+template <class T>
+float median_of(const frame_map& f, std::vector<float>& scratch,
+                std::vector<std::uint32_t>& counts) {
+  if constexpr (!std::is_integral_v<T> || std::is_signed_v<T> || sizeof(T) > 2) {
+    return median(f, scratch);
+  } else {
+    constexpr std::size_t values = std::size_t(std::numeric_limits<T>::max()) + 1;
+    counts.assign(values, 0);
+    const float* p = f.data();
+    const std::size_t n = std::size_t(f.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      const float v = p[i];
+      if (!(v >= 0.f && v < float(values))) return median(f, scratch);
+      const auto u = std::size_t(v);
+      if (float(u) != v) return median(f, scratch);
+      ++counts[u];
+    }
+    if (n == 0) return 0;
+    // The value at sorted place k: where the running count passes k.
+    auto at = [&](std::size_t k) {
+      std::size_t seen = 0, v = 0;
+      while ((seen += counts[v]) <= k)
+        ++v;
+      return float(v);
+    };
+    const float upper = at(n / 2);
+    if (n % 2) return upper;
+    const float lower = at(n / 2 - 1);
+    return lower + (upper - lower) / 2;
+  }
+}
+
+// f - bg, clamped at 0.
+inline void subtract(frame_map f, float bg) {
   // max(d, 0) that keeps a NaN a NaN (Eigen's cwiseMax may not).
   f = (f.array() - bg).unaryExpr([](float d) { return d < 0.f ? 0.f : d; }).matrix();
+}
+
+inline void subtract_background(frame_map f, std::vector<float>& scratch) {
+  subtract(f, median(f, scratch));
+}
+
+// The same for a frame of T pixels: the median by counting where T allows.
+template <class T>
+void subtract_background(frame_map f, std::vector<float>& scratch,
+                         std::vector<std::uint32_t>& counts) {
+  subtract(f, median_of<T>(f, scratch, counts));
 }
 
 // ---- blur: separable Gaussian, boundaries mirrored (d c b a | a b c d)
