@@ -114,6 +114,12 @@ bench)
       build/bench/shmarray_mpi_memory_bench < /dev/null
   done
   /usr/bin/python3 bench/bench_stack_mpi.py build "${@:2}"
+  # The ring from Python against a multiprocessing Pipe; the main job
+  # against its Python peer (SciPy, tifffile), paired runs.
+  packages=(python3-scipy python3-tifffile)
+  install_missing
+  PYTHONPATH=python /usr/bin/python3 bench/bench_ring_python.py "${@:2}"
+  /usr/bin/python3 bench/bench_stack_vs_python.py build "${@:2}"
   ;;
 *)
   echo "usage: bash tools/run.sh demo|test|bench" >&2
