@@ -230,6 +230,27 @@ TEST_CASE("without a helper: one warning, and segments work as before") {
   CHECK(names.left().empty());  // the manager removed them as it always does
 }
 
+TEST_CASE("a SHMARRAY_HELPER that names no program is said as such") {
+  test::names names;
+  int err[2];
+  REQUIRE(::pipe(err) == 0);
+  const int status = test::in_child([&] {
+    ::setenv("SHMARRAY_HELPER", "build/tools/no-such-shmarray", 1);  // a relative slip
+    ::dup2(err[1], 2);
+    manager m(names.options());
+    auto a = m.from_shape<int>({4});
+    return detail::owner::watchdog::get().helper_pid() == 0 ? 0 : 1;
+  });
+  ::close(err[1]);
+  const std::string said = test::read_all(err[0]);
+  ::close(err[0]);
+  CHECK(test::exited_with(status, 0));
+  CHECK_THAT(said, Catch::Contains("SHMARRAY_HELPER=build/tools/no-such-shmarray is not an "
+                                   "executable file") &&
+                       Catch::Contains("absolute path"));
+  CHECK(names.left().empty());
+}
+
 TEST_CASE("an owner killed while a large array is being filled leaks nothing") {
   if (no_helper()) return;
   test::names names;
@@ -432,7 +453,8 @@ TEST_CASE("a helper killed alone is replaced at the next array and told everythi
   CHECK(r->ready.load() == 1);
   CHECK(cleaned(names));  // a, made before the first helper died, too
   struct stat st {};
-  CHECK(::stat(path.c_str(), &st) != 0);
+  // The file goes by the same helper, a moment apart from the names.
+  CHECK(test::eventually([&] { return ::stat(path.c_str(), &st) != 0; }, 3000));
   CHECK(test::ends(r->helper));
   ::rmdir(dir);
 }

@@ -15,6 +15,7 @@ import struct
 import sys
 import threading
 
+from ._names import escape
 from ._segments import link_unnamed
 
 SHM_DIR = "/dev/shm"
@@ -255,8 +256,14 @@ class _Watchdog:
         helper = self.find_helper()
         if not helper:
             self.usable = False
-            self._say_once("no watchdog helper found (the shmarray command: install it, put "
-                           "it on PATH, or set SHMARRAY_HELPER)")
+            env = os.environ.get("SHMARRAY_HELPER")
+            if env:
+                self._say_once(f"no watchdog helper found: SHMARRAY_HELPER={escape(env)} is not "
+                               "an executable file (give it the absolute path of the shmarray "
+                               "command)")
+            else:
+                self._say_once("no watchdog helper found (the shmarray command: install it, "
+                               "put it on PATH, or set SHMARRAY_HELPER to its absolute path)")
             return False
         a, b0 = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         r, w0 = os.pipe()

@@ -712,28 +712,34 @@ class RingReader(_Ring):
     a member of that group: each frame goes to exactly one member (a
     member claims a frame once it is published, and holds no claim while
     it waits). `spin` seconds of spinning before a wait sleeps. A ring
-    still being created is waited for up to `timeout` seconds (NotReady).
+    still being created is waited for up to `timeout` seconds (NotReady);
+    a name that does not exist yet (a reader started before its camera) up
+    to `wait_for_name` seconds (NotFound after), as C++'s
+    reader_options::wait_for_name.
     `missed`: the frames this reader skipped because the writer overwrote
     them first ('overwrite'). A reader is used by one thread at a time;
     its frames' views stay readable after close() (they keep the mapping)."""
 
     def __init__(self, name, dtype=None, frame_shape=None, group=None, start="next",
-                 spin=SPIN, timeout=0.2):
+                 spin=SPIN, timeout=0.2, wait_for_name=0.0):
         if start not in ("next", "oldest"):
             raise ValueError(f"start is 'next' or 'oldest', not {start!r}")
         self._entry = -1
         self._lock_fd = -1
         self._gone = False
         group_raw = None if group is None else _group_name(group)
-        deadline = time.monotonic() + timeout
+        start_at = time.monotonic()
         while True:
             try:
                 self._open(name, dtype, frame_shape)
                 break
             except e.NotReady:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= start_at + max(timeout, wait_for_name):
                     raise
-                time.sleep(0.005)
+            except e.NotFound:
+                if time.monotonic() >= start_at + wait_for_name:
+                    raise
+            time.sleep(0.005)
         self.spin = spin
         self.group = group
         self._missed = 0

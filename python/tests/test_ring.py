@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 import zlib
@@ -1073,4 +1074,24 @@ def test_a_one_slot_ring_gives_its_newest_frame_to_a_reader_that_fell_behind(pre
         late = shmarray.RingReader(w.name, start="oldest")
         assert late.next(timeout=0).seq == 5  # the one frame there
         r.close(), late.close()
+    assert shm_names(prefix) == []
+
+
+def test_a_reader_waits_for_a_name_that_comes_later_and_says_not_found_after(prefix):
+    name = f"/{prefix}later"
+    t = time.monotonic()
+    with pytest.raises(shmarray.NotFound):
+        shmarray.RingReader(name, wait_for_name=0.2)
+    assert 0.2 <= time.monotonic() - t < 2.0
+    with shmarray.Manager(prefix=prefix) as m:
+        made = []
+        timer = threading.Timer(0.1, lambda: made.append(m.ring(name, (4,), np.uint8)))
+        timer.start()
+        try:
+            with shmarray.RingReader(name, wait_for_name=5) as r:
+                assert r.info.slots == 8
+        finally:
+            timer.join()
+            for w in made:
+                w.close()
     assert shm_names(prefix) == []

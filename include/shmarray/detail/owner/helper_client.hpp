@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "../os_error.hpp"
+#include "../text.hpp"
 #include "token.hpp"
 #include "wire.hpp"
 
@@ -301,9 +302,16 @@ class watchdog {
     tried_ = true;
     const std::string helper = find_helper();
     if (helper.empty()) {
-      say_once(
-          "no watchdog helper found (the shmarray command: install it, put it on PATH, or "
-          "set SHMARRAY_HELPER)");
+      const char* env = std::getenv("SHMARRAY_HELPER");
+      if (env && *env)
+        say_once(("no watchdog helper found: SHMARRAY_HELPER=" + escaped(env) +
+                  " is not an executable file (give it the absolute path of the shmarray "
+                  "command)")
+                     .c_str());
+      else
+        say_once(
+            "no watchdog helper found (the shmarray command: install it, put it on PATH, or "
+            "set SHMARRAY_HELPER to its absolute path)");
       return false;
     }
     int sv[2], ack[2], kick[2];
