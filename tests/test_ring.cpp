@@ -139,6 +139,7 @@ TEST_CASE(
       CHECK(has_pattern<std::uint32_t>(*f, n));
     }
     CHECK(r.missed() == 12);
+    CHECK(m.names() == std::vector<std::string>{names("ow")});  // the manager owns it by name
     // latest() passes frames over without counting them as missed.
     for (int i = 0; i < 5; ++i)
       publish_pattern(w);

@@ -308,8 +308,12 @@ class manager {
     if (made) made->watch(init);
     segment seg(create_only, backing, total, m, init);
     auto undo = detail::scope_exit([&] { remove_quietly(backing); });
+    // What the ownership holds, before write() (which may move the segment
+    // on: a ring's writer takes it).
+    const std::string name = seg.name();
+    const object_id id = seg.id();
     write(seg, token_id);
-    if (made) made->owned(seg.name(), self, seg.id());
+    if (made) made->owned(name, self, id);
     undo.dismiss();
     return seg;
   }
@@ -357,7 +361,7 @@ class manager {
           w.emplace(detail::ring_access::make_writer<T>(std::move(made), keep_fd, info, o));
           keep_fd = -1;  // the writer's now
         });
-    (void)seg;  // moved into the writer
+    (void)seg;  // moved on into the writer
     return std::move(*w);
   }
 
