@@ -18,7 +18,7 @@
 #include <exception>
 #include <functional>
 #include <initializer_list>
-#include <shmarray/detail/ring_sync.hpp>
+#include <shmarray/detail/waiting.hpp>
 #include <thread>
 #include <vector>
 
@@ -32,7 +32,7 @@ using clock_type = std::chrono::steady_clock;
 }
 
 // The spin-wait hint the ring's own waits use.
-using shmarray::detail::ring::cpu_relax;
+using shmarray::detail::cpu_relax;
 
 inline bool write_all(int fd, const void* p, std::size_t n) {
   const char* c = static_cast<const char*>(p);

@@ -244,15 +244,23 @@ inline void reserve_holes(int fd, std::string_view name, std::size_t size, space
 // reads it reads with pread, so an object that another process shrinks
 // meanwhile is an error there, never a SIGBUS. A writable mapping of a
 // sparse object reserves its holes first.
-template <class Check>
-inline segment open_mapping(int fd, std::string_view name, bool writable, space where,
-                            const map_options& o, Check&& check) {
+// What fstat says of an object opened to be attached, which must be a
+// regular file (access_denied) and not empty (not_ready: it is being made,
+// or holds nothing).
+inline struct stat examine_regular(int fd, std::string_view name) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_os_error(errno, name, "could not be examined");
   if (!S_ISREG(st.st_mode))
     throw access_denied(message(name, "is " + file_kind(st.st_mode) + ", not a regular file"));
   if (st.st_size == 0)
     throw not_ready(message(name, "is empty: it is still being created, or holds nothing"));
+  return st;
+}
+
+template <class Check>
+inline segment open_mapping(int fd, std::string_view name, bool writable, space where,
+                            const map_options& o, Check&& check) {
+  const struct stat st = examine_regular(fd, name);
   const std::size_t size = std::size_t(st.st_size);
   check(fd, size);
   if (writable && is_sparse(st)) reserve_holes(fd, name, size, where);

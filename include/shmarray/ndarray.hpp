@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "detail/array_view.hpp"
+#include "detail/attach_retry.hpp"
 #include "detail/pread.hpp"
 #include "dtype.hpp"
 #include "errors.hpp"
@@ -285,24 +286,8 @@ class ndarray : public detail::array_view<T> {
   // last attempt's error is thrown.
   template <class F>
   static ndarray retry_while_not_ready(const attach_options& opts, F&& attempt) {
-    const auto deadline = std::chrono::steady_clock::now() + opts.wait;
-    auto pause = std::chrono::milliseconds(1);
-    for (;;) {
-      try {
-        return attempt();
-      } catch (const not_ready&) {
-        if (std::chrono::steady_clock::now() >= deadline) throw;
-      } catch (const not_found&) {
-        if (!opts.wait_for_name || std::chrono::steady_clock::now() >= deadline) throw;
-        // Up to 10 ms between looks: a name that takes seconds costs little.
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        std::this_thread::sleep_for(std::min({pause, left, std::chrono::milliseconds(10)}));
-        pause *= 2;
-        continue;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    return detail::retry_attach(opts.wait, opts.wait_for_name ? opts.wait : opts.wait.zero(),
+                                std::forward<F>(attempt));
   }
 
   static void check_access(const segment& seg) {

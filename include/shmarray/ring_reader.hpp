@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "backing.hpp"
+#include "detail/attach_retry.hpp"
 #include "detail/ring_mapping.hpp"
 #include "detail/scope_exit.hpp"
 #include "detail/text.hpp"
@@ -142,14 +143,10 @@ class ring_reader : public detail::ring::ring_end {
   // not hold the writer back. The frame's valid() says false once reused.
   void release() {
     const auto& m = usable();
-    if (group_) {
-      namespace rf = format::ring;
-      std::byte* e = my_entry(m);
-      detail::ring::store64(e + rf::e_claim, 0, detail::ring::seq_cst);
-      if (m.info.policy == ring_policy::block) wake_writer(m);
-      return;
-    }
-    release_held(m);
+    if (group_)
+      release_claim(m);
+    else
+      release_held(m);
   }
 
   // The newest frame, without waiting: nullopt if none was published yet
@@ -204,13 +201,17 @@ class ring_reader : public detail::ring::ring_end {
     if (held_) release_through(m, held_);
     held_ = 0;
   }
+  // A member: the frame it claimed is released (claim 0); block: the
+  // writer is woken if it sleeps.
+  void release_claim(const mapped& m) noexcept {
+    detail::ring::store64(my_entry(m) + format::ring::e_claim, 0, detail::ring::seq_cst);
+    if (m.info.policy == ring_policy::block) wake_writer(m);
+  }
   static void wake_writer(const mapped& m) noexcept {
     namespace rf = format::ring;
     using namespace detail::ring;
-    if (load32(m.rarea + rf::r_writer_sleeping, seq_cst) != 0) {
-      add32(m.rarea + rf::r_progress, 1, detail::ring::release);
-      futex_wake(m.rarea + rf::r_progress, 1);
-    }
+    if (load32(m.rarea + rf::r_writer_sleeping, seq_cst) != 0)
+      bump_and_wake(m.rarea + rf::r_progress, 1);
   }
 
   // Waits until the head reaches `want`: spins, then sleeps on the futex.
@@ -295,10 +296,7 @@ class ring_reader : public detail::ring::ring_end {
     std::byte* e = my_entry(m);
     std::byte* g = m.group(group_ - 1);
     const std::uint64_t slots = m.layout().slots;
-    if (load64(e + rf::e_claim, relaxed) != 0) {  // the frame held before is released
-      store64(e + rf::e_claim, 0, seq_cst);
-      if (m.info.policy == ring_policy::block) wake_writer(m);
-    }
+    if (load64(e + rf::e_claim, relaxed) != 0) release_claim(m);  // the frame held before
     for (;;) {
       const std::uint64_t next = load64(g + rf::g_next, acquire);
       const std::uint64_t h = load64(m.head(), acquire);
@@ -377,36 +375,22 @@ template <class T>
 template <class Backing>
 ring_reader<T> ring_reader<T>::attach_named(const Backing& backing, const shape_type* shape,
                                             const reader_options& o) {
-  const auto until = detail::ring::deadline_after(o.wait_for_name);
-  for (std::chrono::milliseconds pause(1);;
-       pause = std::min(pause * 2, std::chrono::milliseconds(20))) {
-    try {
-      detail::fd_guard fd{backing.open_descriptor(access_mode::read_write)};
-      struct stat st {};
-      if (::fstat(fd.fd, &st) != 0)
-        detail::throw_os_error(errno, backing.name(), "could not be examined");
-      if (!S_ISREG(st.st_mode))
-        throw access_denied(detail::message(
-            backing.name(), "is " + detail::file_kind(st.st_mode) + ", not a regular file"));
-      if (st.st_size == 0)
-        throw not_ready(detail::message(backing.name(), "is empty: it is still being created"));
-      const auto info = detail::read_ring_record_at(fd.fd, std::size_t(st.st_size), backing.name());
-      detail::ring::require_dtype<T>(info, backing.name());
-      if (shape && *shape != info.frame.shape)
-        throw shape_mismatch(
-            detail::message(backing.name(), "has frames of shape " + to_string(info.frame.shape) +
-                                                ", expected " + to_string(*shape)));
-      object_id id;
-      if (!detail::identify(fd.fd, id))
-        detail::throw_os_error(errno, backing.name(), "could not be examined");
-      return from_descriptor(fd.fd, backing.name(), info, id, o);
-    } catch (const not_found&) {
-      if (detail::ring::clock::now() >= until) throw;
-    } catch (const not_ready&) {
-      if (detail::ring::clock::now() >= until) throw;
-    }
-    std::this_thread::sleep_for(pause);
-  }
+  // A name that is not there yet, and a ring still being made, are waited
+  // for wait_for_name.
+  return detail::retry_attach(o.wait_for_name, o.wait_for_name, [&] {
+    detail::fd_guard fd{backing.open_descriptor(access_mode::read_write)};
+    const struct stat st = detail::examine_regular(fd.fd, backing.name());
+    const auto info = detail::read_ring_record_at(fd.fd, std::size_t(st.st_size), backing.name());
+    detail::ring::require_dtype<T>(info, backing.name());
+    if (shape && *shape != info.frame.shape)
+      throw shape_mismatch(detail::message(backing.name(), "has frames of shape " +
+                                                               to_string(info.frame.shape) +
+                                                               ", expected " + to_string(*shape)));
+    object_id id;
+    if (!detail::identify(fd.fd, id))
+      detail::throw_os_error(errno, backing.name(), "could not be examined");
+    return from_descriptor(fd.fd, backing.name(), info, id, o);
+  });
 }
 
 template <class T>
@@ -511,7 +495,7 @@ void ring_reader<T>::enter(const reader_options& o) {
 }
 
 // The group named `name` (made if new), under the ring's group lock: an
-// open-file-description write lock on the reader area's byte 12, so that
+// open-file-description write lock on the reader area's r_group_lock byte, so that
 // two readers naming a new group at once make one.
 template <class T>
 std::uint32_t ring_reader<T>::find_group(const mapped& m, const std::string& name) {
@@ -521,7 +505,7 @@ std::uint32_t ring_reader<T>::find_group(const mapped& m, const std::string& nam
   // Polled, not waited for: a stopped process holding it must not hold
   // every new member for ever.
   const auto until = deadline_after(std::chrono::seconds(5));
-  while (!lock_byte(lock_.fd(), l.readers_at + 12, F_WRLCK)) {
+  while (!lock_byte(lock_.fd(), l.readers_at + rf::r_group_lock, F_WRLCK)) {
     if (errno != EAGAIN && errno != EACCES && errno != EINTR)
       detail::throw_os_error(errno, m.name, "could not take its group lock");
     if (clock::now() >= until)
@@ -530,7 +514,7 @@ std::uint32_t ring_reader<T>::find_group(const mapped& m, const std::string& nam
                                   "stopped while it made a group?)"));
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  auto unlock = detail::scope_exit([&] { lock_.let_go(l.readers_at + 12); });
+  auto unlock = detail::scope_exit([&] { lock_.let_go(l.readers_at + rf::r_group_lock); });
   for (std::uint64_t g = 0; g < l.groups; ++g) {
     std::byte* ge = m.group(g);
     if (load32(ge + rf::g_state, acquire) != rf::entry_used) continue;

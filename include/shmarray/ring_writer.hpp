@@ -97,10 +97,8 @@ class ring_writer : public detail::ring::ring_end {
     // The head seq_cst, then the sleeper count: the Dekker pair with a
     // sleeping reader's increment and look (FORMAT.md, Publishing).
     store64(m.head(), next_, seq_cst);
-    if (load32(m.rarea + rf::r_sleepers, seq_cst) != 0) {
-      add32(m.warea + rf::w_wake, 1, release);
-      futex_wake(m.warea + rf::w_wake, INT_MAX);
-    }
+    if (load32(m.rarea + rf::r_sleepers, seq_cst) != 0)
+      bump_and_wake(m.warea + rf::w_wake, INT_MAX);
     l = ring_loan<T>();
     return next_++;
   }
@@ -122,8 +120,7 @@ class ring_writer : public detail::ring::ring_end {
       namespace rf = format::ring;
       using namespace detail::ring;
       store32(ring_->warea + rf::w_closed, 1, seq_cst);
-      add32(ring_->warea + rf::w_wake, 1, release);
-      futex_wake(ring_->warea + rf::w_wake, INT_MAX);
+      bump_and_wake(ring_->warea + rf::w_wake, INT_MAX);  // every sleeper, whatever the count says
       lock_.release();
       if (keep_fd_ >= 0) ::close(keep_fd_);
     } else {

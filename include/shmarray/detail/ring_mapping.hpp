@@ -24,6 +24,7 @@
 #include "../segment.hpp"
 #include "ring_format.hpp"
 #include "ring_sync.hpp"
+#include "scope_exit.hpp"
 
 namespace shmarray {
 namespace detail::ring {
@@ -123,14 +124,7 @@ class liveness_lock {
     if (!hold_byte(fd_, at)) throw_os_error(errno, name, "could not take its liveness lock");
   }
   // Lets go of the byte at `at`, keeping the descriptor.
-  void let_go(std::uint64_t at) noexcept {
-    struct flock fl {};
-    fl.l_type = F_UNLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = off_t(at);
-    fl.l_len = 1;
-    (void)::fcntl(fd_, F_OFD_SETLK, &fl);
-  }
+  void let_go(std::uint64_t at) noexcept { (void)lock_byte(fd_, at, F_UNLCK); }
   // Dropped (the descriptor closed, with its locks) in this process.
   void release() noexcept {
     if (fd_ >= 0) process_fds::get().close(fd_);
@@ -156,11 +150,7 @@ inline bool reap_if_gone(const mapped_ring& m, int probe_fd, std::uint64_t i) no
   if (load32(e + rf::e_state, acquire) == rf::entry_free) return false;
   const std::uint64_t at = m.entry_lock_at(i);
   if (!lock_byte(probe_fd, at, F_WRLCK)) return false;  // held: its reader lives
-  struct unlock {
-    int fd;
-    std::uint64_t at;
-    ~unlock() { (void)lock_byte(fd, at, F_UNLCK); }
-  } u{probe_fd, at};
+  auto unlock = scope_exit([&] { (void)lock_byte(probe_fd, at, F_UNLCK); });
   const std::uint32_t st = load32(e + rf::e_state, acquire);
   if (st == rf::entry_free) return false;
   if (st == rf::entry_setting_up) {
@@ -207,7 +197,7 @@ class ring_end {
   // forked child does instead.
   const mapped_ring& usable(const char* elsewhere) const {
     const auto& m = live();
-    if (generation_ != process_fds::generation())
+    if (!in_own_process())
       throw wrong_process(message(
           m.name, std::string("has this ") + role_ + " in the process that made it; " + elsewhere));
     return m;

@@ -1,13 +1,12 @@
 // shmarray internals: what a ring's processes synchronise with: the
 // protocol words (atomic builtins on words in the segment: address-free),
-// futexes, the liveness locks, and descriptors a forked child must not
-// keep (docs/FORMAT.md, "Rings: format version 2").
+// the liveness locks, and descriptors a forked child must not keep
+// (docs/FORMAT.md, "Rings: format version 2"). Its futexes and spinning
+// are waiting.hpp's.
 #pragma once
 
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,8 +24,15 @@
 #include "os_error.hpp"
 #include "owner/token.hpp"
 #include "same_object.hpp"
+#include "waiting.hpp"
 
 namespace shmarray::detail::ring {
+
+// The futexes and the pause of waiting.hpp, by the names the ring's code uses.
+using detail::cpu_relax;
+using detail::deadline_after;
+using detail::futex_wait;
+using detail::futex_wake;
 
 // The protocol words. Only these are atomic; frame bytes are plain.
 inline std::uint64_t load64(const std::byte* p, int mo) noexcept {
@@ -56,12 +62,10 @@ inline bool cas64(std::byte* p, std::uint64_t expected, std::uint64_t desired) n
                                      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
+// Adds 1 to a futex word and wakes at most n of those asleep on it.
+inline void bump_and_wake(std::byte* word, int n) noexcept {
+  add32(word, 1, __ATOMIC_RELEASE);
+  futex_wake(word, n);
 }
 
 inline std::uint64_t clock_ns(clockid_t c) noexcept {
@@ -71,32 +75,6 @@ inline std::uint64_t clock_ns(clockid_t c) noexcept {
 }
 
 using clock = std::chrono::steady_clock;
-
-// now + d, where nanoseconds::max() (for ever) does not overflow.
-inline clock::time_point deadline_after(std::chrono::nanoseconds d) noexcept {
-  const auto now = clock::now();
-  if (d >= clock::time_point::max() - now) return clock::time_point::max();
-  return now + std::chrono::duration_cast<clock::duration>(std::max(d, d.zero()));
-}
-
-// Sleeps on a shared 32-bit word while it holds `expected`, at most
-// `slice`; true when the whole slice passed (nobody woke it). A shared
-// futex (never the private flag): the word is in a segment other processes
-// map. A read-only mapping is enough to wait.
-inline bool futex_wait(const std::byte* word, std::uint32_t expected,
-                       std::chrono::nanoseconds slice) noexcept {
-  if (slice <= slice.zero()) return true;
-  timespec ts{};
-  ts.tv_sec = time_t(slice.count() / 1000000000);
-  ts.tv_nsec = long(slice.count() % 1000000000);
-  return ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAIT, expected,
-                   &ts, nullptr, 0) != 0 &&
-         errno == ETIMEDOUT;
-}
-inline void futex_wake(std::byte* word, int n) noexcept {
-  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, n, nullptr,
-                  nullptr, 0);
-}
 
 // Takes (F_RDLCK, F_WRLCK) or drops (F_UNLCK) an open-file-description
 // lock on one byte, without waiting: false when another description's lock

@@ -7,8 +7,10 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -31,6 +33,44 @@ inline int open_pidfd(pid_t pid) noexcept {
   return -1;
 }
 
+// now + d on the steady clock, where nanoseconds::max() (for ever) does
+// not overflow.
+inline std::chrono::steady_clock::time_point deadline_after(std::chrono::nanoseconds d) noexcept {
+  using clock = std::chrono::steady_clock;
+  const auto now = clock::now();
+  if (d >= clock::time_point::max() - now) return clock::time_point::max();
+  return now + std::chrono::duration_cast<clock::duration>(std::max(d, d.zero()));
+}
+
+// What a spinning loop does between looks: a pause the core understands.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Sleeps on a shared 32-bit word while it holds `expected`, at most
+// `slice` (for ever: nanoseconds::max()); true when the whole slice passed
+// (nobody woke it). A shared futex, never the private flag: the word may be
+// in a segment other processes map. A read-only mapping is enough to wait.
+inline bool futex_wait(const void* word, std::uint32_t expected,
+                       std::chrono::nanoseconds slice) noexcept {
+  if (slice <= slice.zero()) return true;
+  timespec ts{};
+  const bool forever = slice == std::chrono::nanoseconds::max();
+  ts.tv_sec = time_t(slice.count() / 1000000000);
+  ts.tv_nsec = long(slice.count() % 1000000000);
+  return ::syscall(SYS_futex, static_cast<const std::uint32_t*>(word), FUTEX_WAIT, expected,
+                   forever ? nullptr : &ts, nullptr, 0) != 0 &&
+         errno == ETIMEDOUT;
+}
+// Wakes at most n of those asleep on the word.
+inline void futex_wake(void* word, int n) noexcept {
+  (void)::syscall(SYS_futex, static_cast<std::uint32_t*>(word), FUTEX_WAKE, n, nullptr, nullptr, 0);
+}
+
 // Checks ready() until it holds or `budget` has passed: with a pause between
 // looks (the parent, briefly), or giving the core away (a worker: with as many
 // workers as cores, the parent needs one to post the next job).
@@ -41,11 +81,8 @@ bool spin_until(Ready ready, std::chrono::nanoseconds budget, bool yield) {
     if (ready()) return true;
     if (yield)
       ::sched_yield();
-    else {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
+    else
+      cpu_relax();
     if (i % 16 == 0 && std::chrono::steady_clock::now() >= until) return false;
   }
 }
@@ -61,15 +98,13 @@ inline std::uint32_t wait_for_change(std::atomic<std::uint32_t>& word,
     return v;
   sleeping.store(1);  // seq_cst, as the parent's store of the word and load of this flag
   while ((v = word.load()) == seen)
-    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, seen, nullptr,
-              nullptr, 0);
+    futex_wait(&word, seen, std::chrono::nanoseconds::max());
   sleeping.store(0);
   return v;
 }
 
 inline void wake_all(std::atomic<std::uint32_t>& word) {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr,
-            nullptr, 0);
+  futex_wake(&word, INT_MAX);
 }
 
 inline void post(int eventfd) noexcept {
