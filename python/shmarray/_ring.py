@@ -96,8 +96,7 @@ class _Futex:
         nr = SYS_FUTEX.get(platform.machine())
         if nr is None:
             raise e.Error(f"rings do not know the futex system call on {platform.machine()}")
-        libc = ctypes.CDLL(None, use_errno=True)  # the GIL is let go while a wait sleeps
-        self._call = libc.syscall
+        self._call = s.libc().syscall  # the GIL is let go while a wait sleeps
         self._call.restype = ctypes.c_long
         self._nr = ctypes.c_long(nr)
         self._none = ctypes.c_void_p(None)

@@ -159,6 +159,18 @@ _statx = None
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, STATX_BTIME = 0x1000, 0x100, 0x800
 
 
+_libc = None
+
+
+def libc():
+    """The C library through ctypes, loaded once, errno kept; ctypes lets
+    go of the GIL while a call runs (a futex wait sleeps in one)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
 def birth_ns(fd=None, path=None):
     """An object's birth time in ns (statx, through glibc), which tells it
     from a later object that reuses its inode number: of the open `fd`, or
@@ -167,8 +179,7 @@ def birth_ns(fd=None, path=None):
     global _statx
     if _statx is None:
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            fn = libc.statx
+            fn = libc().statx
             fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint,
                            ctypes.c_char_p]
             fn.restype = ctypes.c_int
@@ -194,8 +205,8 @@ def _fallocate_fn():
     global _fallocate
     if _fallocate is None:
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            fn = getattr(libc, "fallocate64", None) or libc.fallocate
+            c = libc()
+            fn = getattr(c, "fallocate64", None) or c.fallocate
             fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
             fn.restype = ctypes.c_int
             _fallocate = fn
