@@ -48,10 +48,11 @@ namespace detail {
 
 // Writes the record of a new segment whose memory is still private to its
 // creator; the ready word goes last, so no reader sees a half-written record.
-inline void write_record(std::byte* base, std::size_t size, const segment_info& info,
-                         std::string_view name) {
-  std::byte* rec = record_of(base, size);
-  std::memset(rec, 0, format::record_size);
+// Writes into a zeroed record the fields an array's record and a ring's
+// share (what read_described reads): the record size, the data's bytes
+// (one frame's, in a ring), dtype, item size, rank, order, owner, creation,
+// boot id, shape and owner token.
+inline void write_described(std::byte* rec, const segment_info& info) {
   store_le<std::uint32_t>(rec + format::off_record_size, format::record_size);
   store_le<std::uint64_t>(rec + format::off_data_nbytes, info.data_nbytes);
   std::memcpy(rec + format::off_dtype, info.dtype.data(),
@@ -65,11 +66,23 @@ inline void write_record(std::byte* base, std::size_t size, const segment_info& 
   for (std::size_t i = 0; i < info.shape.size(); ++i)
     store_le<std::uint64_t>(rec + format::off_shape + 8 * i, info.shape[i]);
   store_le<std::uint64_t>(rec + format::off_owner_token, info.owner_token);
-  // The version and then the magic last, so that a reader that meets the
-  // magic early finds version 0 (not ready), never a version mismatch.
-  store_le<std::uint32_t>(rec + format::off_version, format::version);
+}
+
+// The version and then the magic last among the described bytes, so that a
+// reader that meets the magic early finds version 0 (not ready), never a
+// version mismatch; then the checksum of them all.
+inline void seal_record(std::byte* rec, std::uint32_t version) {
+  store_le<std::uint32_t>(rec + format::off_version, version);
   std::memcpy(rec + format::off_magic, format::magic, sizeof format::magic);
   store_le<std::uint32_t>(rec + format::off_checksum, crc32(rec, format::checksummed));
+}
+
+inline void write_record(std::byte* base, std::size_t size, const segment_info& info,
+                         std::string_view name) {
+  std::byte* rec = record_of(base, size);
+  std::memset(rec, 0, format::record_size);
+  write_described(rec, info);
+  seal_record(rec, format::version);
   init_mutex(record_mutex(rec), name);
   std::memcpy(rec + format::off_lock_boot_id, info.boot_id.data(), info.boot_id.size());
   *word(rec, format::off_lock_state) = format::lock_ready;

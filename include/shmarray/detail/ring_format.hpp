@@ -154,28 +154,13 @@ inline void write_ring_record(std::byte* base, const ring_info& info) {
   namespace r = format::ring;
   std::byte* rec = base + (info.layout.size - format::record_size);
   std::memset(rec, 0, format::record_size);
-  const segment_info& f = info.frame;
-  store_le<std::uint32_t>(rec + format::off_record_size, format::record_size);
-  store_le<std::uint64_t>(rec + r::off_frame_nbytes, info.layout.frame_nbytes);
-  std::memcpy(rec + format::off_dtype, f.dtype.data(),
-              std::min(f.dtype.size(), format::dtype_field - 1));
-  store_le<std::uint32_t>(rec + format::off_itemsize, std::uint32_t(f.itemsize));
-  store_le<std::uint32_t>(rec + format::off_rank, std::uint32_t(f.shape.size()));
-  rec[format::off_order] = std::byte(static_cast<char>(f.order));
+  write_described(rec, info.frame);  // its data bytes (frame_nbytes): one frame's
   rec[r::off_policy] = std::byte(static_cast<char>(info.policy));
-  store_le<std::uint64_t>(rec + format::off_owner_pid, std::uint64_t(f.owner_pid));
-  store_le<std::uint64_t>(rec + format::off_created_ns, f.created_ns);
-  std::memcpy(rec + format::off_boot_id, f.boot_id.data(), f.boot_id.size());
-  for (std::size_t i = 0; i < f.shape.size(); ++i)
-    store_le<std::uint64_t>(rec + format::off_shape + 8 * i, f.shape[i]);
-  store_le<std::uint64_t>(rec + format::off_owner_token, f.owner_token);
   store_le<std::uint32_t>(rec + r::off_slots, std::uint32_t(info.layout.slots));
   store_le<std::uint32_t>(rec + r::off_max_readers, std::uint32_t(info.layout.readers));
   store_le<std::uint32_t>(rec + r::off_max_groups, std::uint32_t(info.layout.groups));
   store_le<std::uint64_t>(rec + r::off_slot_stride, info.layout.stride);
-  store_le<std::uint32_t>(rec + format::off_version, format::ring_version);
-  std::memcpy(rec + format::off_magic, format::magic, sizeof format::magic);
-  store_le<std::uint32_t>(rec + format::off_checksum, crc32(rec, format::checksummed));
+  seal_record(rec, format::ring_version);
   __atomic_store_n(word(rec, format::off_ready), format::ready_value, __ATOMIC_RELEASE);
 }
 
